@@ -1,0 +1,186 @@
+"""Typed run configuration: TOML file + ``--section.key=value`` overrides.
+
+Every key has one typed default here, so an unknown or mistyped key is caught before any
+process is started, with the nearest valid key suggested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake; the CLI prints it as one line."""
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny-qwen2"
+    path: str = ""
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class ParallelConfig:
+    dp_replicate: int = 1
+    dp_shard: int = -1
+    tp: int = 1
+    sequence_parallel: bool = True
+    loss_parallel: bool = True
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 250
+    global_batch_size: int = 16
+    micro_batch_size: int = 8
+    seq_len: int = 256
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    seed: int = 0
+    dtype: str = "auto"
+    activation_checkpointing: str = "none"
+    compile: bool = False
+    fused_optimizer: bool = True
+    log_every: int = 1
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    max_bytes: int = 4_000_000
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/default"
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+# The job `shardwise train` runs with no config file: tiny Qwen2 on 2 (DP) x 2 (TP) CPU processes.
+DEFAULT_JOB: dict[str, Any] = {"parallel.tp": 2, "parallel.dp_shard": -1}
+
+CHOICES = {
+    "train.dtype": ("auto", "float32", "bfloat16"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "train.activation_checkpointing": ("none", "full", "selective"),
+}
+
+
+def _all_keys() -> list[str]:
+    cfg = Config()
+    return [f"{s.name}.{k.name}" for s in dataclasses.fields(cfg) for k in dataclasses.fields(getattr(cfg, s.name))]
+
+
+def _coerce(key: str, value: Any, current: Any) -> Any:
+    """Convert a CLI string or TOML value to the type of the key's default."""
+    kind = type(current)
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return text.lower() in ("true", "1", "yes")
+            return kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r} is not a valid {kind.__name__}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is not type(value):
+        raise ConfigError(f"{key}={value!r} must be a {kind.__name__}")
+    return value
+
+
+def set_key(cfg: Config, key: str, value: Any) -> None:
+    """Set ``section.key`` on ``cfg``; unknown keys fail with the closest valid suggestion."""
+    keys = _all_keys()
+    if key not in keys:
+        near = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+        hint = f"; did you mean {near[0]}?" if near else f"; valid keys: {', '.join(keys)}"
+        raise ConfigError(f"unknown config key {key!r}{hint}")
+    section, name = key.split(".")
+    obj = getattr(cfg, section)
+    value = _coerce(key, value, getattr(obj, name))
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(CHOICES[key])}")
+    setattr(obj, name, value)
+
+
+def parse_overrides(args: list[str]) -> dict[str, str]:
+    """``['--train.lr=1e-3', '--train.steps', '5']`` -> ``{'train.lr': '1e-3', 'train.steps': '5'}``."""
+    out: dict[str, str] = {}
+    it = iter(args)
+    for arg in it:
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}; overrides look like --train.steps=100")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            value = next(it, None)
+            if value is None:
+                raise ConfigError(f"--{key} needs a value, e.g. --{key}=VALUE")
+        out[key.replace("-", "_")] = value
+    return out
+
+
+def load_config(path: str | None, overrides: dict[str, Any]) -> Config:
+    """Defaults < DEFAULT_JOB (only without a file) < TOML file < overrides."""
+    cfg = Config()
+    layers: list[dict[str, Any]] = []
+    if path is None:
+        layers.append(DEFAULT_JOB)
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path} is not valid TOML: {err}") from None
+        flat = {}
+        for section, body in data.items():
+            if not isinstance(body, dict):
+                raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
+            flat.update({f"{section}.{k}": v for k, v in body.items()})
+        layers.append(flat)
+    layers.append(overrides)
+    for layer in layers:
+        for key, value in layer.items():
+            set_key(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Checks that need no model or processes."""
+    t, p = cfg.train, cfg.parallel
+    for key, value in (("train.steps", t.steps), ("train.global_batch_size", t.global_batch_size),
+                       ("train.micro_batch_size", t.micro_batch_size), ("train.seq_len", t.seq_len),
+                       ("parallel.tp", p.tp), ("parallel.dp_replicate", p.dp_replicate)):
+        if value < 1:
+            raise ConfigError(f"{key}={value} must be >= 1")
+    if p.dp_shard < 1 and p.dp_shard != -1:
+        raise ConfigError(f"parallel.dp_shard={p.dp_shard} must be >= 1, or -1 for the rest of the world size")

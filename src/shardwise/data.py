@@ -1,0 +1,131 @@
+"""Token data and its deterministic split over steps, DP ranks and micro-batches.
+
+Sample ``j`` of the run is fixed by ``train.seed`` alone. Step ``s`` takes samples
+``s*G .. s*G+G-1`` (``G = train.global_batch_size``); DP rank ``r`` takes the ``r``-th
+contiguous ``G/dp`` of them, cut into micro-batches. Every layout therefore sees the same
+global batch at every step, which is what makes loss curves layout-invariant.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from shardwise.config import ConfigError, DataConfig
+from shardwise.loss import IGNORE_INDEX
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as ids 0..255, plus an end-of-document id 256."""
+
+    eos_id = 256
+    vocab_size = 257
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8")) + [self.eos_id]
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+
+def stdlib_corpus(max_bytes: int) -> str:
+    """Python's own standard-library sources: a corpus every machine has, in a fixed order."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, size = [], 0
+    for path in sorted(root.glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        parts.append(text)
+        size += len(text)
+        if size >= max_bytes:
+            break
+    return "".join(parts)
+
+
+def load_tokens(cfg: DataConfig, tokenizer: ByteTokenizer) -> torch.Tensor:
+    """The token stream of ``data.path`` (a text file) or of the built-in corpus."""
+    if cfg.path:
+        path = Path(cfg.path)
+        if not path.is_file():
+            raise ConfigError(f"data.path={cfg.path} does not exist; give a text file or leave it empty")
+        text = path.read_text(encoding="utf-8", errors="replace")[: cfg.max_bytes]
+    else:
+        text = stdlib_corpus(cfg.max_bytes)
+    if not text.strip():
+        raise ConfigError(f"data.path={cfg.path or '<stdlib>'} holds no text; give a non-empty file")
+    return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    position_ids: torch.Tensor
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.input_ids, self.labels, self.position_ids)))
+
+
+def pad_to_multiple(batch: Batch, multiple: int) -> Batch:
+    """Pad the sequence to a multiple of ``multiple`` (the TP degree) so sequence shards are even.
+
+    Padding labels are ignored and padded positions continue the sequence, so causal attention
+    leaves every real token's output unchanged.
+    """
+    seq = batch.input_ids.shape[1]
+    extra = (-seq) % multiple
+    if not extra:
+        return batch
+    b = batch.input_ids.shape[0]
+    pos_tail = batch.position_ids[:, -1:] + torch.arange(1, extra + 1)
+    return Batch(
+        torch.cat([batch.input_ids, batch.input_ids.new_zeros(b, extra)], dim=1),
+        torch.cat([batch.labels, batch.labels.new_full((b, extra), IGNORE_INDEX)], dim=1),
+        torch.cat([batch.position_ids, pos_tail], dim=1),
+    )
+
+
+class TokenWindows:
+    """Fixed-length windows of a token stream, in a seeded random order."""
+
+    def __init__(self, tokens: torch.Tensor, seq_len: int, seed: int):
+        self.tokens, self.seq_len = tokens, seq_len
+        count = (len(tokens) - 1) // seq_len
+        if count < 1:
+            raise ConfigError(f"the data has {len(tokens)} tokens, fewer than train.seq_len+1={seq_len + 1}; "
+                              "lower train.seq_len or add data")
+        self.order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = int(self.order[index % len(self.order)]) * self.seq_len
+        window = self.tokens[start : start + self.seq_len + 1]
+        return window[:-1], window[1:]
+
+
+class StepBatches:
+    """This rank's micro-batches of one optimizer step."""
+
+    def __init__(self, windows: TokenWindows, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int):
+        per_rank = global_batch // dp_size
+        if global_batch % dp_size or per_rank % micro_batch:
+            raise ConfigError(
+                f"train.global_batch_size={global_batch} must be a multiple of dp ({dp_size}) x "
+                f"train.micro_batch_size ({micro_batch}); try train.global_batch_size={dp_size * micro_batch * max(1, global_batch // (dp_size * micro_batch))}"
+            )
+        self.windows, self.global_batch, self.micro_batch = windows, global_batch, micro_batch
+        self.first, self.per_rank = dp_rank * per_rank, per_rank
+
+    def __call__(self, step: int) -> list[Batch]:
+        base = step * self.global_batch + self.first
+        out = []
+        for start in range(0, self.per_rank, self.micro_batch):
+            pairs = [self.windows.sample(base + start + i) for i in range(self.micro_batch)]
+            inputs = torch.stack([p[0] for p in pairs])
+            positions = torch.arange(inputs.shape[1]).expand_as(inputs)
+            out.append(Batch(inputs, torch.stack([p[1] for p in pairs]), positions))
+        return out

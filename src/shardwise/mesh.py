@@ -1,0 +1,87 @@
+"""Device mesh (dp_replicate, dp_shard, tp) from the config and the world size."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+from shardwise.config import ConfigError, ParallelConfig
+
+
+@dataclass
+class Layout:
+    """Resolved sizes of the three mesh dimensions."""
+
+    dp_replicate: int
+    dp_shard: int
+    tp: int
+
+    @property
+    def dp(self) -> int:
+        return self.dp_replicate * self.dp_shard
+
+    @property
+    def world_size(self) -> int:
+        return self.dp * self.tp
+
+
+def resolve_layout(p: ParallelConfig, world_size: int) -> Layout:
+    """Fill ``dp_shard=-1`` with the rest of the world and check the product."""
+    rest = p.dp_replicate * p.tp
+    if p.dp_shard == -1:
+        if world_size % rest:
+            raise ConfigError(
+                f"world size {world_size} is not divisible by parallel.dp_replicate*parallel.tp={rest}; "
+                f"set parallel.tp to a divisor of {world_size}"
+            )
+        return Layout(p.dp_replicate, world_size // rest, p.tp)
+    layout = Layout(p.dp_replicate, p.dp_shard, p.tp)
+    if layout.world_size != world_size:
+        raise ConfigError(
+            f"parallel.dp_replicate*dp_shard*tp = {p.dp_replicate}*{p.dp_shard}*{p.tp} = {layout.world_size} "
+            f"but the world size is {world_size}; set parallel.dp_shard=-1 to use the rest"
+        )
+    return layout
+
+
+def device_type() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def init_distributed() -> torch.device:
+    """Join the process group torchrun set up: nccl on GPUs, gloo on CPU."""
+    if device_type() == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, device_id=device if backend == "nccl" else None)
+    return device
+
+
+@dataclass
+class Meshes:
+    """The 3D mesh and the sub-meshes each part of the trainer uses."""
+
+    world: DeviceMesh
+    dp: DeviceMesh  # replicate x shard flattened: data split and loss reduction
+    fsdp: DeviceMesh  # 1D (dp_shard) for FSDP, 2D (dp_replicate, dp_shard) for HSDP
+    tp: DeviceMesh
+
+
+def build_mesh(layout: Layout) -> Meshes:
+    world = init_device_mesh(
+        device_type(), (layout.dp_replicate, layout.dp_shard, layout.tp),
+        mesh_dim_names=("dp_replicate", "dp_shard", "tp"),
+    )
+    dp = world["dp_replicate", "dp_shard"]._flatten("dp")
+    fsdp = world["dp_replicate", "dp_shard"] if layout.dp_replicate > 1 else world["dp_shard"]
+    return Meshes(world, dp, fsdp, world["tp"])

@@ -1,0 +1,152 @@
+"""Hugging Face causal LMs behind one forward that owns positions, masks and per-block wrapping.
+
+``CausalLM`` calls the HF modules itself (embed -> rotary(position_ids) -> blocks -> norm ->
+lm_head) instead of ``AutoModelForCausalLM.forward``: with sequence parallelism the embedding
+output holds only a slice of the sequence, so HF's own forward would build positions and masks
+from the wrong length. Here the rotary embedding always sees explicit full-sequence positions.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+
+from shardwise.config import ConfigError, ModelConfig
+
+_TINY = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=320, max_position_embeddings=2048, rms_norm_eps=1e-6)
+
+PRESETS: dict[str, dict] = {
+    "tiny-qwen2": dict(model_type="qwen2", tie_word_embeddings=True, **_TINY),
+    "tiny-llama": dict(model_type="llama", tie_word_embeddings=False, **_TINY),
+    "tiny-qwen3": dict(model_type="qwen3", tie_word_embeddings=True, head_dim=32, **_TINY),
+    "tiny-mistral": dict(model_type="mistral", tie_word_embeddings=False, sliding_window=None, **_TINY),
+    "qwen2-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                       num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                       max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1e6),
+    "qwen2-1.5b": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                       num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
+                       max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1e6),
+    "qwen2-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                     num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
+                     max_position_embeddings=32768, tie_word_embeddings=False, rope_theta=1e6),
+    "llama3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                      max_position_embeddings=8192, tie_word_embeddings=False, rope_theta=5e5),
+}
+
+
+def hf_config(cfg: ModelConfig) -> PretrainedConfig:
+    """The HF config of a local model folder (``model.path``) or of a named preset."""
+    if cfg.path:
+        folder = Path(cfg.path)
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"model.path={cfg.path}: no config.json there; point it at a Hugging Face model folder")
+        config = AutoConfig.from_pretrained(folder)
+    else:
+        if cfg.preset not in PRESETS:
+            raise ConfigError(f"model.preset={cfg.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+        spec = dict(PRESETS[cfg.preset])
+        config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    config._attn_implementation = cfg.attn_implementation
+    config.use_cache = False
+    return config
+
+
+class CausalLM(nn.Module):
+    """Wraps an HF ``*ForCausalLM``; returns logits, never a loss (see ``shardwise.loss``)."""
+
+    def __init__(self, hf: nn.Module):
+        super().__init__()
+        self.hf = hf
+        self.checkpoint_fn: Callable[..., torch.Tensor] | None = None
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.hf.config
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.hf.model.layers
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``attention_mask`` None means plain causal attention over the full sequence."""
+        base = self.hf.model
+        hidden = base.embed_tokens(input_ids)
+        position_embeddings = base.rotary_emb(hidden, position_ids)
+        for layer in self.layers:
+            args = (hidden,)
+            kwargs = dict(attention_mask=attention_mask, position_ids=position_ids,
+                          position_embeddings=position_embeddings)
+            hidden = self.checkpoint_fn(layer, *args, **kwargs) if self.checkpoint_fn else layer(*args, **kwargs)
+        return self.hf.lm_head(base.norm(hidden))
+
+
+def build_meta_model(config: PretrainedConfig) -> CausalLM:
+    """The model's structure without storage; ``init_weights`` or a loader fills it after sharding."""
+    with torch.device("meta"):
+        hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return CausalLM(hf)
+
+
+def num_params(model: nn.Module) -> int:
+    """Unique parameters, global (DTensor numel is the global numel); tied weights count once."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def flop_params(model: CausalLM) -> int:
+    """N in the MFU formula: all matmul weights, lm_head once, no embedding lookup."""
+    n = num_params(model)
+    if not model.config.tie_word_embeddings:
+        n -= model.hf.model.embed_tokens.weight.numel()
+    return n
+
+
+def local_slices(param: torch.Tensor) -> tuple[slice, ...]:
+    """Which part of the full tensor this rank holds (works for plain tensors and any DTensor)."""
+    if not isinstance(param, DTensor):
+        return tuple(slice(0, n) for n in param.shape)
+    shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
+    return tuple(slice(o, o + n) for o, n in zip(offset, shape))
+
+
+def _full_init(name: str, shape: torch.Size, std: float, seed: int, device: torch.device) -> torch.Tensor:
+    """HF-style init of one full tensor, seeded by (seed, name) so every layout draws the same values."""
+    if name.endswith("bias"):
+        return torch.zeros(shape, device=device)
+    if len(shape) == 1:
+        return torch.ones(shape, device=device)
+    gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+    return torch.empty(shape, device=device).normal_(0.0, std, generator=gen)
+
+
+@torch.no_grad()
+def init_weights(model: CausalLM, device: torch.device, seed: int) -> None:
+    """Materialize a meta (possibly sharded) model and fill each rank's slice of every parameter.
+
+    Each full tensor is drawn from a generator seeded by the parameter's name and the run seed,
+    then only the local slice is kept, so weights depend on ``train.seed`` alone, never on the
+    layout, and no rank holds more than one full tensor at a time.
+    """
+    model.to_empty(device=device)
+    std = model.config.initializer_range
+    for name, param in model.named_parameters():
+        full = _full_init(name, param.shape, std, seed, device)
+        local = param.to_local() if isinstance(param, DTensor) else param
+        local.copy_(full[local_slices(param)])
+    reset_rotary(model, device)
+
+
+def reset_rotary(model: CausalLM, device: torch.device) -> None:
+    """Recompute rotary ``inv_freq`` buffers, which are non-persistent and lost on the meta device."""
+    rotary_cls = type(model.hf.model.rotary_emb)
+    with torch.device(device):  # the constructor's device argument differs between transformers versions
+        model.hf.model.rotary_emb = rotary_cls(config=model.config)

@@ -1,0 +1,91 @@
+"""Apply tensor parallelism, activation checkpointing, compile and FSDP2, in that order."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor.parallel import parallelize_module
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+from transformers import PretrainedConfig
+
+from shardwise.config import Config, ConfigError
+from shardwise.mesh import Layout, Meshes
+from shardwise.model import CausalLM
+from shardwise.plans import get_plan
+
+# Ops whose outputs selective checkpointing keeps: recomputing them costs FLOPs or communication.
+_SAVE_OPS = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+    torch.ops._c10d_functional.reduce_scatter_tensor.default,
+}
+
+
+def check_divisibility(config: PretrainedConfig, cfg: Config, tp: int) -> None:
+    """Refuse shapes that tensor parallelism cannot split evenly, naming the key to change."""
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    for what, n in (("attention heads", heads), ("KV heads", kv), ("vocab size", config.vocab_size),
+                    ("intermediate size", config.intermediate_size)):
+        if n % tp:
+            ok = [d for d in range(1, tp + 1) if heads % d == 0 and kv % d == 0 and config.vocab_size % d == 0]
+            raise ConfigError(f"{what} ({n}) is not divisible by parallel.tp={tp}; use parallel.tp in {ok}")
+    limit = config.max_position_embeddings
+    if cfg.train.seq_len > limit:
+        raise ConfigError(f"train.seq_len={cfg.train.seq_len} exceeds the model's max_position_embeddings={limit}")
+
+
+def apply_tp(model: CausalLM, tp_mesh: DeviceMesh, sequence_parallel: bool, loss_parallel: bool) -> None:
+    """Shard each block and the top with the architecture's plan, then re-tie tied embeddings.
+
+    ``parallelize_module`` replaces ``embed_tokens.weight`` and ``lm_head.weight`` by two new
+    DTensor parameters even when they were one tensor; both are ``Shard(0)`` over the vocab, so
+    pointing ``lm_head`` back at the embedding restores the tie with matching placements.
+    """
+    plan = get_plan(model.config.model_type, sequence_parallel, loss_parallel)
+    for layer in model.layers:
+        parallelize_module(layer, tp_mesh, plan.block)
+    parallelize_module(model, tp_mesh, plan.top)
+    if model.config.tie_word_embeddings:
+        model.hf.lm_head.weight = model.hf.model.embed_tokens.weight
+
+
+def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: ANN001 - torch callback
+    return CheckpointPolicy.MUST_SAVE if op in _SAVE_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def apply_activation_checkpointing(model: CausalLM, mode: str) -> None:
+    """``full`` recomputes whole blocks; ``selective`` keeps matmul, attention and collective outputs."""
+    if mode == "none":
+        model.checkpoint_fn = None
+        return
+    kwargs = {"use_reentrant": False}
+    if mode == "selective":
+        kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, _selective_policy)
+    model.checkpoint_fn = functools.partial(checkpoint, **kwargs)
+
+
+def apply_fsdp(model: CausalLM, mesh: DeviceMesh, param_dtype: torch.dtype) -> None:
+    """One FSDP unit per decoder block plus the root (embedding, final norm, lm_head)."""
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    for i, layer in enumerate(model.layers):
+        # The last block's parameters are needed again at once by backward: keep them gathered.
+        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=i < len(model.layers) - 1)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+
+
+def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, param_dtype: torch.dtype) -> None:
+    """Turn a meta model into a 2D-parallel one, ready for ``init_weights`` or a checkpoint load."""
+    check_divisibility(model.config, cfg, layout.tp)
+    if layout.tp > 1:
+        apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
+    apply_activation_checkpointing(model, cfg.train.activation_checkpointing)
+    if cfg.train.compile:
+        for layer in model.layers:
+            layer.compile()
+    apply_fsdp(model, meshes.fsdp, param_dtype)

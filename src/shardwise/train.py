@@ -1,0 +1,140 @@
+"""The training loop: config -> mesh -> model -> parallelize -> steps."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from shardwise.config import Config
+from shardwise.data import Batch, ByteTokenizer, StepBatches, TokenWindows, load_tokens, pad_to_multiple
+from shardwise.loss import global_token_count, local_value, loss_context, reduce_over_dp, summed_cross_entropy
+from shardwise.mesh import Layout, Meshes, build_mesh, init_distributed, resolve_layout
+from shardwise.metrics import MetricsWriter, device_peak_flops, flops_per_token, mfu, peak_mem_gib
+from shardwise.model import CausalLM, build_meta_model, flop_params, hf_config, init_weights, num_params
+from shardwise.optim import build_optimizer, build_scheduler, clip_grad_norm_
+from shardwise.parallelize import parallelize
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def compute_dtype(cfg: Config, device: torch.device) -> torch.dtype:
+    """``train.dtype=auto``: bf16 compute (fp32 master weights and reductions) on GPU, fp32 on CPU."""
+    name = cfg.train.dtype
+    if name == "auto":
+        name = "bfloat16" if device.type == "cuda" else "float32"
+    return DTYPES[name]
+
+
+@dataclass
+class Run:
+    """Everything a step needs, built once."""
+
+    cfg: Config
+    device: torch.device
+    layout: Layout
+    meshes: Meshes
+    model: CausalLM
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    @property
+    def loss_parallel(self) -> bool:
+        return self.layout.tp > 1 and self.cfg.parallel.loss_parallel
+
+
+def build_run(cfg: Config) -> Run:
+    """Mesh, parallelized and initialized model, optimizer; in every rank of the process group."""
+    device = init_distributed()
+    layout = resolve_layout(cfg.parallel, dist.get_world_size())
+    meshes = build_mesh(layout)
+    model = build_meta_model(hf_config(cfg.model))
+    parallelize(model, cfg, meshes, layout, compute_dtype(cfg, device))
+    init_weights(model, device, cfg.train.seed)
+    optimizer = build_optimizer(model, cfg.train, device)
+    return Run(cfg, device, layout, meshes, model, optimizer, build_scheduler(optimizer, cfg.train))
+
+
+def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
+    """Accumulate gradients over this rank's micro-batches; returns the step's global mean loss."""
+    micro_batches = [pad_to_multiple(b, run.layout.tp).to(run.device) for b in micro_batches]
+    n_tokens = max(global_token_count([b.labels for b in micro_batches], run.meshes.dp), 1)
+    # FSDP averages gradients over DP ranks; scaling by dp turns that average into the global sum.
+    scale = run.layout.dp / n_tokens
+    loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
+    for i, batch in enumerate(micro_batches):
+        run.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+        with loss_context(run.loss_parallel):
+            logits = run.model(batch.input_ids, batch.position_ids)
+            summed = summed_cross_entropy(logits, batch.labels)
+            (summed * scale).backward()
+        loss_sum += local_value(summed).detach().double()
+    return reduce_over_dp(loss_sum, run.meshes.dp) / n_tokens
+
+
+def optimizer_step(run: Run) -> tuple[float, float]:
+    """Clip, step, advance the schedule; returns (grad norm before clipping, lr used)."""
+    params = [p for p in run.model.parameters() if p.grad is not None]
+    grad_norm = clip_grad_norm_(params, run.cfg.train.grad_clip)
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return float(grad_norm), lr
+
+
+def write_run_info(run: Run, out: Path) -> None:
+    info = {
+        "num_params": num_params(run.model),
+        "world_size": run.layout.world_size,
+        "mesh": {"dp_replicate": run.layout.dp_replicate, "dp_shard": run.layout.dp_shard, "tp": run.layout.tp},
+        "device": run.device.type,
+        "model_type": run.model.config.model_type,
+        "config": run.cfg.to_dict(),
+    }
+    (out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def train(cfg: Config) -> list[dict]:
+    """Run ``train.steps`` steps; rank 0 writes run.json and metrics.jsonl. Returns the records."""
+    run = build_run(cfg)
+    rank0 = dist.get_rank() == 0
+    out = Path(cfg.output.dir)
+    windows = TokenWindows(load_tokens(cfg.data, ByteTokenizer()), cfg.train.seq_len, cfg.train.seed)
+    batches = StepBatches(windows, cfg.train.global_batch_size, cfg.train.micro_batch_size,
+                          run.meshes.dp.get_local_rank(), run.layout.dp)
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+        write_run_info(run, out)
+    writer = MetricsWriter(out, rank0)
+    c = run.model.config
+    flops_token = flops_per_token(flop_params(run.model), c.num_hidden_layers, c.hidden_size, cfg.train.seq_len)
+    peak = device_peak_flops(run.device)
+    step_tokens = cfg.train.global_batch_size * cfg.train.seq_len
+    records, start = [], time.perf_counter()
+    bar = tqdm(range(cfg.train.steps), disable=not (rank0 and cfg.output.progress), desc="train", unit="step")
+    for step in bar:
+        t0 = time.perf_counter()
+        loss = forward_backward(run, batches(step))
+        grad_norm, lr = optimizer_step(run)
+        if run.device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        tps = step_tokens / dt
+        per_device = tps / run.layout.world_size
+        record = {
+            "step": step + 1, "loss": loss, "grad_norm": grad_norm, "lr": lr,
+            "tokens": step_tokens * (step + 1), "tokens_per_s": tps, "tokens_per_s_per_device": per_device,
+            "mfu": mfu(per_device, flops_token, peak), "peak_mem_gib": peak_mem_gib(run.device),
+            "elapsed_s": time.perf_counter() - start,
+        }
+        records.append(record)
+        writer.write(record)
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
+    return records

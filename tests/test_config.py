@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from shardwise.config import ConfigError, load_config, parse_overrides
+
+
+def test_defaults_and_default_job():
+    cfg = load_config(None, {})
+    assert cfg.model.preset == "tiny-qwen2"
+    assert (cfg.parallel.tp, cfg.parallel.dp_shard, cfg.parallel.dp_replicate) == (2, -1, 1)
+
+
+def test_file_then_overrides(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[train]\nsteps = 7\nlr = 1\n[parallel]\nsequence_parallel = false\n')
+    cfg = load_config(str(path), parse_overrides(["--train.steps=9", "--model.preset", "tiny-llama"]))
+    assert (cfg.train.steps, cfg.train.lr, cfg.model.preset) == (9, 1.0, "tiny-llama")
+    assert cfg.parallel.sequence_parallel is False
+    assert cfg.parallel.tp == 1  # no file default job when a file is given
+
+
+def test_unknown_key_suggests_nearest():
+    with pytest.raises(ConfigError, match="did you mean train.seq_len"):
+        load_config(None, {"train.seqlen": "128"})
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("train.steps", "many", "not a valid int"),
+    ("train.dtype", "fp8", "not one of"),
+    ("parallel.dp_shard", "0", "must be >= 1, or -1"),
+    ("parallel.sequence_parallel", "maybe", "not a valid bool"),
+])
+def test_bad_values(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, {key: value})
+
+
+def test_missing_and_invalid_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "nope.toml"), {})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(str(bad), {})

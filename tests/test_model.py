@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from shardwise.config import ConfigError, ModelConfig
+from shardwise.model import PRESETS, CausalLM, build_meta_model, flop_params, hf_config, init_weights, num_params
+from shardwise.plans import PLANS, get_plan
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p.startswith("tiny-")])
+def test_forward_with_explicit_positions_equals_hf_forward(preset):
+    """CausalLM.forward (own loop, explicit positions) computes exactly what HF's forward does."""
+    hf = AutoModelForCausalLM.from_config(hf_config(ModelConfig(preset=preset)), dtype=torch.float32)
+    model = CausalLM(hf)
+    init_weights(model, torch.device("cpu"), seed=1)
+    ids = torch.randint(0, 256, (2, 24))
+    ours = model(ids, torch.arange(24).expand(2, 24))
+    torch.testing.assert_close(ours, hf(input_ids=ids).logits, rtol=0, atol=0)
+
+
+def test_init_depends_on_seed_only():
+    a, b, c = (build_meta_model(hf_config(ModelConfig(preset="tiny-llama"))) for _ in range(3))
+    for model, seed in ((a, 0), (b, 0), (c, 1)):
+        init_weights(model, torch.device("cpu"), seed)
+    wa, wb, wc = (m.hf.model.layers[0].mlp.up_proj.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    assert abs(wa.std().item() - a.config.initializer_range) < 2e-3
+
+
+def test_param_counts_tied_and_untied():
+    tied = build_meta_model(hf_config(ModelConfig(preset="tiny-qwen2")))
+    untied = build_meta_model(hf_config(ModelConfig(preset="tiny-llama")))
+    embed = 320 * 128
+    qkv_bias = 4 * (128 + 2 * 2 * 32)  # qwen2 only: per layer q (hidden) + k, v (kv_heads * head_dim)
+    assert num_params(untied) - num_params(tied) == embed - qkv_bias  # untied adds an lm_head matrix
+    assert flop_params(tied) == num_params(tied)  # lm_head counted once, as the tied matrix
+    assert flop_params(untied) == num_params(untied) - embed
+
+
+def test_unknown_preset_and_architecture():
+    with pytest.raises(ConfigError, match="choose one of tiny-qwen2"):
+        hf_config(ModelConfig(preset="gpt-5"))
+    with pytest.raises(ConfigError, match="'gpt2' is not supported; supported model_type values: llama, mistral"):
+        get_plan("gpt2", True, True)
+    assert set(PLANS) == {"llama", "qwen2", "qwen3", "mistral"}
