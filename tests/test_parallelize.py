@@ -28,10 +28,13 @@ LAYOUTS = {
     "tp2": {"parallel.tp": 2, "parallel.sequence_parallel": False, "parallel.loss_parallel": False},
     "tp2-sp-lp": {"parallel.tp": 2, "parallel.sequence_parallel": True, "parallel.loss_parallel": True},
     "dp2xtp2-sp-lp": {"parallel.dp_shard": 2, "parallel.tp": 2},
-    "dp2xtp2-nosp": {"parallel.dp_shard": 2, "parallel.tp": 2, "parallel.sequence_parallel": False},
-    "hsdp2xtp2": {"parallel.dp_replicate": 2, "parallel.dp_shard": 1, "parallel.tp": 2},
+    # Mixed 1D/2D parameters (norms stay FSDP-only without SP), with full activation checkpointing.
+    "dp2xtp2-nosp-ac": {"parallel.dp_shard": 2, "parallel.tp": 2, "parallel.sequence_parallel": False,
+                        "train.activation_checkpointing": "full"},
+    "hsdp2xtp2-sac": {"parallel.dp_replicate": 2, "parallel.dp_shard": 1, "parallel.tp": 2,
+                      "train.activation_checkpointing": "selective"},
 }
-WORLD = {"tp2": 2, "tp2-sp-lp": 2, "dp2xtp2-sp-lp": 4, "dp2xtp2-nosp": 4, "hsdp2xtp2": 4}
+WORLD = {"tp2": 2, "tp2-sp-lp": 2, "dp2xtp2-sp-lp": 4, "dp2xtp2-nosp-ac": 4, "hsdp2xtp2-sac": 4}
 
 
 @cache
