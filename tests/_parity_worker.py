@@ -12,10 +12,10 @@ import json
 
 import torch
 import torch.distributed as dist
+from _parity_cases import VARIANTS, case_config, register_variants
 from torch.distributed.tensor import DTensor
 
-from _parity_cases import VARIANTS, case_config, register_variants
-from shardwise.data import ByteTokenizer, StepBatches, TokenWindows, load_tokens
+from shardwise.data import StepBatches, TokenWindows, byte_tokenizer, load_tokens
 from shardwise.model import num_params
 from shardwise.train import build_run, forward_backward, optimizer_step
 
@@ -27,7 +27,7 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 def run_case(variant: str, overrides: dict[str, str]) -> dict:
     cfg = case_config(variant, overrides)
     run = build_run(cfg)
-    windows = TokenWindows(load_tokens(cfg.data, ByteTokenizer()), cfg.train.seq_len, cfg.train.seed)
+    windows = TokenWindows(load_tokens(cfg.data, byte_tokenizer()), cfg.train.seq_len, cfg.train.seed)
     batches = StepBatches(windows, cfg.train.global_batch_size, cfg.train.micro_batch_size,
                           run.meshes.dp.get_local_rank(), run.layout.dp)
     out = {"losses": [], "grad_norms": [], "num_params": num_params(run.model)}

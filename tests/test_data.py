@@ -2,20 +2,31 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from shardwise.config import ConfigError, DataConfig
-from shardwise.data import Batch, ByteTokenizer, StepBatches, TokenWindows, load_tokens, pad_to_multiple
+from shardwise.data import (
+    Batch,
+    StepBatches,
+    TokenWindows,
+    byte_tokenizer,
+    load_tokens,
+    pad_to_multiple,
+)
 
 
-def test_byte_tokenizer_round_trip():
-    tok = ByteTokenizer()
-    ids = tok.encode("héllo")
-    assert ids[-1] == tok.eos_id and tok.decode(ids) == "héllo"
+def test_byte_tokenizer_is_bytes_and_round_trips(tmp_path):
+    tok = byte_tokenizer()
+    text = "héllo\n  wörld\t"
+    assert tok(text)["input_ids"] == list(text.encode()) and tok.eos_token_id == 256 and len(tok) == 257
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again.decode(again(text)["input_ids"]) == text
 
 
 def test_stdlib_corpus_is_deterministic():
-    a = load_tokens(DataConfig(max_bytes=50_000), ByteTokenizer())
-    b = load_tokens(DataConfig(max_bytes=50_000), ByteTokenizer())
+    a = load_tokens(DataConfig(max_bytes=50_000), byte_tokenizer())
+    b = load_tokens(DataConfig(max_bytes=50_000), byte_tokenizer())
     assert len(a) >= 50_000 and torch.equal(a, b)
 
 
@@ -45,8 +56,8 @@ def test_empty_or_missing_data(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("   \n")
     with pytest.raises(ConfigError, match="holds no text"):
-        load_tokens(DataConfig(path=str(empty)), ByteTokenizer())
+        load_tokens(DataConfig(path=str(empty)), byte_tokenizer())
     with pytest.raises(ConfigError, match="does not exist"):
-        load_tokens(DataConfig(path=str(tmp_path / "none.txt")), ByteTokenizer())
+        load_tokens(DataConfig(path=str(tmp_path / "none.txt")), byte_tokenizer())
     with pytest.raises(ConfigError, match="fewer than train.seq_len"):
         TokenWindows(torch.arange(5), seq_len=8, seed=0)

@@ -14,11 +14,11 @@ from functools import cache
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM
-
 from _parity_cases import VARIANTS, case_config, register_variants
 from conftest import torchrun
-from shardwise.data import ByteTokenizer, StepBatches, TokenWindows, load_tokens
+from transformers import AutoModelForCausalLM
+
+from shardwise.data import StepBatches, TokenWindows, byte_tokenizer, load_tokens
 from shardwise.model import CausalLM, hf_config, init_weights
 from shardwise.optim import lr_lambda
 
@@ -50,7 +50,7 @@ def reference(variant: str) -> dict:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=(t.beta1, t.beta2))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t))
-    windows = TokenWindows(load_tokens(cfg.data, ByteTokenizer()), t.seq_len, t.seed)
+    windows = TokenWindows(load_tokens(cfg.data, byte_tokenizer()), t.seq_len, t.seed)
     batches = StepBatches(windows, t.global_batch_size, t.global_batch_size, 0, 1)
     out = {"losses": [], "grad_norms": [], "num_params": sum(p.numel() for p in hf.parameters())}
     for step in range(t.steps):

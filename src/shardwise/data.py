@@ -13,49 +13,61 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from shardwise.config import ConfigError, DataConfig
 from shardwise.loss import IGNORE_INDEX
 
-
-class ByteTokenizer:
-    """UTF-8 bytes as ids 0..255, plus an end-of-document id 256."""
-
-    eos_id = 256
-    vocab_size = 257
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8")) + [self.eos_id]
-
-    def decode(self, ids: list[int]) -> str:
-        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+EOS = "<|endoftext|>"
 
 
-def stdlib_corpus(max_bytes: int) -> str:
-    """Python's own standard-library sources: a corpus every machine has, in a fixed order."""
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map, which byte-level models expect."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(extra)}}
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """UTF-8 bytes as ids 0..255 plus ``<|endoftext|>`` = 256, as a real HF tokenizer.
+
+    Being an ordinary ``tokenizers`` model, it is saved with exported checkpoints and loads back
+    through ``AutoTokenizer``, so presets and real models share one data path.
+    """
+    chars = _bytes_to_unicode()
+    model = Tokenizer(models.BPE(vocab={chars[b]: b for b in range(256)}, merges=[]))
+    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    model.decoder = decoders.ByteLevel()
+    model.add_special_tokens([EOS])
+    return PreTrainedTokenizerFast(tokenizer_object=model, eos_token=EOS, pad_token=EOS)
+
+
+def stdlib_corpus(max_bytes: int) -> list[str]:
+    """Python's own standard-library sources, one document per file, in a fixed order."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    parts, size = [], 0
+    docs, size = [], 0
     for path in sorted(root.glob("*.py")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        parts.append(text)
-        size += len(text)
+        docs.append(path.read_text(encoding="utf-8", errors="replace"))
+        size += len(docs[-1])
         if size >= max_bytes:
             break
-    return "".join(parts)
+    return docs
 
 
-def load_tokens(cfg: DataConfig, tokenizer: ByteTokenizer) -> torch.Tensor:
-    """The token stream of ``data.path`` (a text file) or of the built-in corpus."""
+def load_tokens(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """The token stream of ``data.path`` (a text file) or of the built-in corpus, documents ended by EOS."""
     if cfg.path:
         path = Path(cfg.path)
         if not path.is_file():
             raise ConfigError(f"data.path={cfg.path} does not exist; give a text file or leave it empty")
-        text = path.read_text(encoding="utf-8", errors="replace")[: cfg.max_bytes]
+        docs = [path.read_text(encoding="utf-8", errors="replace")[: cfg.max_bytes]]
     else:
-        text = stdlib_corpus(cfg.max_bytes)
-    if not text.strip():
+        docs = stdlib_corpus(cfg.max_bytes)
+    if not any(d.strip() for d in docs):
         raise ConfigError(f"data.path={cfg.path or '<stdlib>'} holds no text; give a non-empty file")
-    return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    encoded = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    return torch.tensor([t for ids in encoded for t in (*ids, tokenizer.eos_token_id)], dtype=torch.long)
 
 
 @dataclass

@@ -12,11 +12,37 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from shardwise.config import Config
-from shardwise.data import Batch, ByteTokenizer, StepBatches, TokenWindows, load_tokens, pad_to_multiple
-from shardwise.loss import global_token_count, local_value, loss_context, reduce_over_dp, summed_cross_entropy
+from shardwise.data import (
+    Batch,
+    StepBatches,
+    TokenWindows,
+    byte_tokenizer,
+    load_tokens,
+    pad_to_multiple,
+)
+from shardwise.loss import (
+    global_token_count,
+    local_value,
+    loss_context,
+    reduce_over_dp,
+    summed_cross_entropy,
+)
 from shardwise.mesh import Layout, Meshes, build_mesh, init_distributed, resolve_layout
-from shardwise.metrics import MetricsWriter, device_peak_flops, flops_per_token, mfu, peak_mem_gib
-from shardwise.model import CausalLM, build_meta_model, flop_params, hf_config, init_weights, num_params
+from shardwise.metrics import (
+    MetricsWriter,
+    device_peak_flops,
+    flops_per_token,
+    mfu,
+    peak_mem_gib,
+)
+from shardwise.model import (
+    CausalLM,
+    build_meta_model,
+    flop_params,
+    hf_config,
+    init_weights,
+    num_params,
+)
 from shardwise.optim import build_optimizer, build_scheduler, clip_grad_norm_
 from shardwise.parallelize import parallelize
 
@@ -105,7 +131,7 @@ def train(cfg: Config) -> list[dict]:
     run = build_run(cfg)
     rank0 = dist.get_rank() == 0
     out = Path(cfg.output.dir)
-    windows = TokenWindows(load_tokens(cfg.data, ByteTokenizer()), cfg.train.seq_len, cfg.train.seed)
+    windows = TokenWindows(load_tokens(cfg.data, byte_tokenizer()), cfg.train.seq_len, cfg.train.seed)
     batches = StepBatches(windows, cfg.train.global_batch_size, cfg.train.micro_batch_size,
                           run.meshes.dp.get_local_rank(), run.layout.dp)
     if rank0:
