@@ -1,7 +1,8 @@
-"""``shardwise train [CONFIG.toml] [--section.key=value ...]``.
+"""``shardwise {train,bench} [CONFIG.toml] [--section.key=value ...]``.
 
 Outside torchrun the command checks the config, then starts the needed local processes itself
 through ``torch.distributed.run``; under torchrun (or SLURM with MASTER_ADDR set) it just runs.
+Both subcommands take the same config and go through the same checks and launch.
 """
 
 from __future__ import annotations
@@ -9,12 +10,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 import torch
 
 from shardwise.config import Config, ConfigError, load_config, parse_overrides
 
 CPU_DP_SHARD = 2  # what dp_shard=-1 means when shardwise starts CPU processes itself
+
+COMMANDS = {
+    "train": "train a causal LM (default: tiny Qwen2 on 4 CPU processes)",
+    "bench": "time training steps on synthetic tokens: tokens/s, MFU, peak memory",
+}
 
 
 def _under_launcher() -> bool:
@@ -62,21 +69,30 @@ def _launch(argv: list[str], nproc: int) -> int:
     try:
         torchrun(args)
     except ChildFailedError as err:
-        print(f"shardwise: error: a training process failed ({next(iter(err.failures.values())).message})",
+        print(f"shardwise: error: a worker process failed ({next(iter(err.failures.values())).message})",
               file=sys.stderr)
         return 1
     return 0
 
 
-def _train(args: argparse.Namespace, argv: list[str]) -> int:
+def _body(command: str) -> Callable[[Config], object]:
+    """What a subcommand runs in each process; imported late so the launching process stays light."""
+    if command == "bench":
+        from shardwise.bench import bench
+
+        return bench
+    from shardwise.train import train
+
+    return train
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     overrides = parse_overrides(args.overrides)
     if args.config is None and torch.cuda.is_available():
         overrides.setdefault("parallel.tp", str(min(2, torch.cuda.device_count())))
     cfg = load_config(args.config, overrides)
     if _under_launcher():
-        from shardwise.train import train
-
-        train(cfg)
+        _body(args.command)(cfg)
         return 0
     nproc = local_world_size(cfg)
     preflight(cfg, nproc)
@@ -87,15 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="shardwise", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train a causal LM (default: tiny Qwen2 on 4 CPU processes)")
-    p_train.add_argument("config", nargs="?", help="TOML config file")
-    p_train.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key=value ...")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("config", nargs="?", help="TOML config file")
+        p.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key=value ...")
     args, rest = parser.parse_known_args(argv)
     if args.config and args.config.startswith("--"):
         args.overrides, args.config = [args.config, *args.overrides], None
     args.overrides = [*rest, *args.overrides]
     try:
-        return _train(args, argv)
+        return _run(args, argv)
     except ConfigError as err:
         print(f"shardwise: error: {err}", file=sys.stderr)
         return 2

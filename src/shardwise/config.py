@@ -69,12 +69,20 @@ class OutputConfig:
 
 
 @dataclass
+class BenchConfig:
+    warmup: int = 3
+    steps: int = 10
+    out: str = ""  # JSON path; empty means output.dir/bench.json
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -179,8 +187,11 @@ def validate(cfg: Config) -> None:
     t, p = cfg.train, cfg.parallel
     for key, value in (("train.steps", t.steps), ("train.global_batch_size", t.global_batch_size),
                        ("train.micro_batch_size", t.micro_batch_size), ("train.seq_len", t.seq_len),
-                       ("parallel.tp", p.tp), ("parallel.dp_replicate", p.dp_replicate)):
+                       ("parallel.tp", p.tp), ("parallel.dp_replicate", p.dp_replicate),
+                       ("bench.steps", cfg.bench.steps)):
         if value < 1:
             raise ConfigError(f"{key}={value} must be >= 1")
+    if cfg.bench.warmup < 0:
+        raise ConfigError(f"bench.warmup={cfg.bench.warmup} must be >= 0")
     if p.dp_shard < 1 and p.dp_shard != -1:
         raise ConfigError(f"parallel.dp_shard={p.dp_shard} must be >= 1, or -1 for the rest of the world size")

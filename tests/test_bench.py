@@ -1,0 +1,34 @@
+"""``shardwise bench``: the CPU smoke run goes through the CLI's launch path and writes a full record."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_bench_writes_record(tmp_path):
+    """4 gloo processes (dp_shard=2 x tp=2) of tiny Llama; only types and shapes are checked, never speed."""
+    cmd = [sys.executable, "-m", "shardwise.cli", "bench", "--model.preset=tiny-llama", "--parallel.tp=2",
+           "--train.seq_len=64", "--train.global_batch_size=4", "--train.micro_batch_size=2",
+           "--bench.warmup=1", "--bench.steps=2", f"--output.dir={tmp_path}"]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tokens/s" in proc.stdout
+    r = json.loads((tmp_path / "bench.json").read_text())
+    assert r["preset"] == "tiny-llama" and r["model_type"] == "llama"
+    assert r["layout"] == {"dp_replicate": 1, "dp_shard": 2, "tp": 2, "world_size": 4}
+    assert 0 < r["flop_params"] < r["num_params"]  # untied: the embedding lookup is not a matmul
+    assert (r["seq_len"], r["global_batch_size"], r["micro_batch_size"]) == (64, 4, 2)
+    assert r["dtype"] == "float32" and r["activation_checkpointing"] == "none" and r["compile"] is False
+    assert r["sequence_parallel"] is True and r["loss_parallel"] is True
+    assert len(r["step_times_s"]) == 2 and all(t > 0 for t in r["step_times_s"])
+    assert r["step_time_s_median"] > 0 and r["tokens_per_s"] > 0
+    assert abs(r["tokens_per_s_per_device"] * 4 - r["tokens_per_s"]) < 1e-6 * r["tokens_per_s"]
+    assert r["mfu"] is None and r["peak_mem_gib"] is None
+    assert isinstance(r["device"], str) and r["device"]
+    assert {"torch", "transformers", "python", "cuda", "nccl"} <= set(r["versions"])
+    assert isinstance(r["versions"]["torch"], str) and isinstance(r["date"], str) and "T" in r["date"]
