@@ -5,7 +5,15 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from shardwise.config import ConfigError, ModelConfig
-from shardwise.model import PRESETS, CausalLM, build_meta_model, flop_params, hf_config, init_weights, num_params
+from shardwise.model import (
+    PRESETS,
+    CausalLM,
+    build_meta_model,
+    flop_params,
+    hf_config,
+    init_weights,
+    num_params,
+)
 from shardwise.plans import PLANS, get_plan
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 
 class ConfigError(ValueError):
@@ -59,6 +60,7 @@ class TrainConfig:
 @dataclass
 class DataConfig:
     path: str = ""
+    tokenizer: str = ""
     max_bytes: int = 4_000_000
 
 

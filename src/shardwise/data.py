@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from shardwise.config import ConfigError, DataConfig
+from shardwise.config import Config, ConfigError, DataConfig
 from shardwise.loss import IGNORE_INDEX
 
 EOS = "<|endoftext|>"
@@ -41,6 +41,19 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     model.decoder = decoders.ByteLevel()
     model.add_special_tokens([EOS])
     return PreTrainedTokenizerFast(tokenizer_object=model, eos_token=EOS, pad_token=EOS)
+
+
+def build_tokenizer(cfg: Config) -> PreTrainedTokenizerBase:
+    """``data.tokenizer``, else the tokenizer of ``model.path``, else the built-in byte tokenizer."""
+    source = cfg.data.tokenizer or cfg.model.path
+    if not source:
+        return byte_tokenizer()
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        key = "data.tokenizer" if cfg.data.tokenizer else "model.path"
+        raise ConfigError(f"{key}={source}: no loadable tokenizer there ({type(err).__name__}); "
+                          "set data.tokenizer to a folder with tokenizer.json") from None
 
 
 def stdlib_corpus(max_bytes: int) -> list[str]:

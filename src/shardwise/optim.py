@@ -70,7 +70,7 @@ def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*sequential all_reduce.*")
             norm = torch.nn.utils.get_total_norm(group, norm_type=2.0)
-        norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
+            norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
         total_sq = total_sq.to(norm.device) + norm.float() ** 2
     total = total_sq.sqrt()
     if max_norm > 0:

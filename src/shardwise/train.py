@@ -16,7 +16,6 @@ from shardwise.data import (
     Batch,
     StepBatches,
     TokenWindows,
-    byte_tokenizer,
     load_tokens,
     pad_to_multiple,
 )
@@ -131,7 +130,7 @@ def train(cfg: Config) -> list[dict]:
     run = build_run(cfg)
     rank0 = dist.get_rank() == 0
     out = Path(cfg.output.dir)
-    windows = TokenWindows(load_tokens(cfg.data, byte_tokenizer()), cfg.train.seq_len, cfg.train.seed)
+    windows = TokenWindows(load_tokens(cfg.data, build_tokenizer(cfg)), cfg.train.seq_len, cfg.train.seed)
     batches = StepBatches(windows, cfg.train.global_batch_size, cfg.train.micro_batch_size,
                           run.meshes.dp.get_local_rank(), run.layout.dp)
     if rank0:
