@@ -16,6 +16,7 @@ from shardwise.data import (
     Batch,
     StepBatches,
     TokenWindows,
+    build_tokenizer,
     load_tokens,
     pad_to_multiple,
 )
