@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Throughput sweep on the GPUs of this machine: shardwise bench variants and the design-note recipe.
+# Usage: bash benchmarks/gpu_sweep.sh PRESET SEQ_LEN [NAME ...]   (from the repository root; results in $OUT or runs/sweep)
+# Each NAME is one row of the table below; without names, all rows run.
+set -uo pipefail
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+PRESET=$1 SEQ=$2; shift 2
+OUT=${OUT:-runs/sweep}; mkdir -p "$OUT"
+NGPU=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+TP=${TP:-1}; DP=$(( NGPU / TP )); GB=${GB:-4}
+COMMON="--model.preset=$PRESET --parallel.tp=$TP --train.seq_len=$SEQ --bench.warmup=${WARMUP:-2} --bench.steps=${STEPS:-6}"
+declare -A ROWS=(
+  [sw-full-eager]="--train.activation_checkpointing=full --train.micro_batch_size=1"
+  [sw-full-compile]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1"
+  [sw-sel-compile]="--train.activation_checkpointing=selective --train.compile=true --train.micro_batch_size=1"
+  [sw-none-eager]="--train.activation_checkpointing=none --train.micro_batch_size=1"
+  [sw-none-compile]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=1"
+  [sw-none-compile-mb2]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2"
+  [sw-none-compile-nofused]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=1 --train.fused_optimizer=false"
+)
+names=("$@"); [ ${#names[@]} -eq 0 ] && names=(recipe-eager recipe-compile "${!ROWS[@]}")
+for name in "${names[@]}"; do
+  echo "=== $name"
+  case $name in
+    recipe-eager) torchrun --standalone --nproc-per-node=$NGPU benchmarks/recipe_baseline.py --preset $PRESET --tp $TP \
+        --seq-len $SEQ --accum $(( GB / DP )) --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
+    recipe-compile) torchrun --standalone --nproc-per-node=$NGPU benchmarks/recipe_baseline.py --preset $PRESET --tp $TP \
+        --seq-len $SEQ --accum $(( GB / DP )) --compile --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
+    *) python3 -m shardwise.cli bench $COMMON ${ROWS[$name]} --train.global_batch_size=$GB \
+        --bench.out="$OUT/$name.json" --output.dir="$OUT/$name" > "$OUT/$name.log" 2>&1 ;;
+  esac
+  echo "exit $?"; [ -f "$OUT/$name.json" ] || tail -n 5 "$OUT/$name.log"
+done
+python3 - "$OUT" <<'PY'
+import json, pathlib, sys
+rows = [json.loads(p.read_text()) | {"name": p.stem} for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json"))]
+print(f"{'name':26} {'step s':>7} {'tok/s/dev':>10} {'MFU':>6} {'GiB':>6}")
+for r in rows:
+    print(f"{r['name']:26} {r['step_time_s_median']:7.3f} {r['tokens_per_s_per_device']:10.0f} {r['mfu']:6.1%} {r['peak_mem_gib']:6.1f}")
+PY
