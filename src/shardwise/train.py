@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +26,8 @@ from shardwise.loss import (
     global_token_count,
     local_value,
     loss_context,
+    loss_fn,
     reduce_over_dp,
-    summed_cross_entropy,
 )
 from shardwise.mesh import Layout, Meshes, build_mesh, init_distributed, resolve_layout
 from shardwise.metrics import (
@@ -73,6 +75,10 @@ class Run:
     def loss_parallel(self) -> bool:
         return self.layout.tp > 1 and self.cfg.parallel.loss_parallel
 
+    @functools.cached_property
+    def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return loss_fn(self.cfg.train.compile and not self.loss_parallel)
+
 
 def build_run(cfg: Config) -> Run:
     """Mesh, parallelized and initialized model, optimizer; in every rank of the process group."""
@@ -97,7 +103,7 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
         run.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
         with loss_context(run.loss_parallel):
             logits = run.model(batch.input_ids, batch.position_ids)
-            summed = summed_cross_entropy(logits, batch.labels)
+            summed = run.loss_fn(logits, batch.labels)
             (summed * scale).backward()
         loss_sum += local_value(summed).detach().double()
     return reduce_over_dp(loss_sum, run.meshes.dp) / n_tokens
