@@ -1,4 +1,4 @@
-"""Hugging Face causal LMs behind one forward that owns positions and masks.
+"""Hugging Face causal LMs behind one forward that owns positions, masks and per-block wrapping.
 
 ``CausalLM`` calls the HF modules itself (embed -> rotary(position_ids) -> blocks -> norm ->
 lm_head) instead of ``AutoModelForCausalLM.forward``: with sequence parallelism the embedding
@@ -9,6 +9,7 @@ from the wrong length. Here the rotary embedding always sees explicit full-seque
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -65,6 +66,7 @@ class CausalLM(nn.Module):
     def __init__(self, hf: nn.Module):
         super().__init__()
         self.hf = hf
+        self.checkpoint_fn: Callable[..., torch.Tensor] | None = None
 
     @property
     def config(self) -> PretrainedConfig:
@@ -81,8 +83,10 @@ class CausalLM(nn.Module):
         hidden = base.embed_tokens(input_ids)
         position_embeddings = base.rotary_emb(hidden, position_ids)
         for layer in self.layers:
-            hidden = layer(hidden, attention_mask=attention_mask, position_ids=position_ids,
-                           position_embeddings=position_embeddings)
+            args = (hidden,)
+            kwargs = dict(attention_mask=attention_mask, position_ids=position_ids,
+                          position_embeddings=position_embeddings)
+            hidden = self.checkpoint_fn(layer, *args, **kwargs) if self.checkpoint_fn else layer(*args, **kwargs)
         return self.hf.lm_head(base.norm(hidden))
 
 

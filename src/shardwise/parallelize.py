@@ -66,17 +66,17 @@ def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: AN
 def apply_activation_checkpointing(model: CausalLM, mode: str) -> None:
     """``full`` recomputes whole blocks; ``selective`` keeps matmul, attention and collective outputs.
 
-    The checkpoint goes around each block's own ``forward`` (not around the call site), so that
-    ``torch.compile`` of the block sees it and applies the save/recompute policy in its graph,
-    and parameter names stay those of the HF model.
+    The checkpoint wraps the call of each (possibly compiled) block in ``CausalLM.forward``, which
+    keeps HF parameter names. Measured on 1xH100 (BENCHMARKS.md), wrapping each block's own
+    ``forward`` inside the compiled region instead was slower: dynamo recompiled per block.
     """
     if mode == "none":
+        model.checkpoint_fn = None
         return
     kwargs = {"use_reentrant": False}
     if mode == "selective":
         kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, _selective_policy)
-    for layer in model.layers:
-        layer.forward = functools.partial(checkpoint, layer.forward, **kwargs)
+    model.checkpoint_fn = functools.partial(checkpoint, **kwargs)
 
 
 def apply_fsdp(model: CausalLM, mesh: DeviceMesh, param_dtype: torch.dtype) -> None:
