@@ -17,6 +17,7 @@ declare -A ROWS=(
   [sw-none-eager]="--train.activation_checkpointing=none --train.micro_batch_size=1"
   [sw-none-compile]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=1"
   [sw-none-compile-mb2]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2"
+  [sw-none-compile-mb4]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4"
   [sw-none-compile-nofused]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=1 --train.fused_optimizer=false"
 )
 names=("$@"); [ ${#names[@]} -eq 0 ] && names=(recipe-eager recipe-compile "${!ROWS[@]}")
