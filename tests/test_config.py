@@ -43,3 +43,10 @@ def test_missing_and_invalid_file(tmp_path):
     bad.write_text("[train\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(str(bad), {})
+
+
+def test_async_tp_needs_compile_tp_and_sp():
+    with pytest.raises(ConfigError, match="parallel.async_tp=true needs train.compile=true"):
+        load_config(None, {"parallel.async_tp": "true"})
+    cfg = load_config(None, {"parallel.async_tp": "true", "train.compile": "true"})
+    assert cfg.parallel.async_tp and cfg.parallel.tp == 2

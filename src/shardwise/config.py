@@ -34,6 +34,8 @@ class ParallelConfig:
     tp: int = 1
     sequence_parallel: bool = True
     loss_parallel: bool = True
+    async_tp: bool = False
+    reshard_after_forward: bool = True
 
 
 @dataclass
@@ -195,5 +197,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}={value} must be >= 1")
     if cfg.bench.warmup < 0:
         raise ConfigError(f"bench.warmup={cfg.bench.warmup} must be >= 0")
+    if p.async_tp and not (t.compile and p.tp > 1 and p.sequence_parallel):
+        raise ConfigError("parallel.async_tp=true needs train.compile=true, parallel.tp > 1 and "
+                          "parallel.sequence_parallel=true (it pipelines the SP all-gather/reduce-scatter)")
     if p.dp_shard < 1 and p.dp_shard != -1:
         raise ConfigError(f"parallel.dp_shard={p.dp_shard} must be >= 1, or -1 for the rest of the world size")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from torch.distributed.device_mesh import DeviceMesh
@@ -79,12 +80,32 @@ def apply_activation_checkpointing(model: CausalLM, mode: str) -> None:
     model.checkpoint_fn = functools.partial(checkpoint, **kwargs)
 
 
-def apply_fsdp(model: CausalLM, mesh: DeviceMesh, param_dtype: torch.dtype) -> None:
-    """One FSDP unit per decoder block plus the root (embedding, final norm, lm_head)."""
+def apply_async_tp(tp_mesh: DeviceMesh) -> None:
+    """Let inductor split TP all-gathers/reduce-scatters into chunks overlapped with the matmuls.
+
+    Needs compiled blocks, CUDA and symmetric memory on the TP group. NVLink multicast stays off
+    unless the environment says otherwise: it can take shared GPUs out of service.
+    """
+    if tp_mesh.device_type != "cuda":
+        raise ConfigError("parallel.async_tp=true needs CUDA GPUs; set parallel.async_tp=false on CPU")
+    from torch.distributed._symmetric_memory import enable_symm_mem_for_group
+
+    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    torch._inductor.config._micro_pipeline_tp = True
+    enable_symm_mem_for_group(tp_mesh.get_group().group_name)
+
+
+def apply_fsdp(model: CausalLM, mesh: DeviceMesh, param_dtype: torch.dtype, reshard_after_forward: bool) -> None:
+    """One FSDP unit per decoder block plus the root (embedding, final norm, lm_head).
+
+    ``reshard_after_forward=False`` keeps gathered blocks until backward (ZeRO-2 style): less
+    all-gather traffic for more memory.
+    """
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     for i, layer in enumerate(model.layers):
         # The last block's parameters are needed again at once by backward: keep them gathered.
-        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=i < len(model.layers) - 1)
+        last = i == len(model.layers) - 1
+        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward and not last)
     fully_shard(model, mesh=mesh, mp_policy=mp)
 
 
@@ -94,7 +115,9 @@ def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, pa
     if layout.tp > 1:
         apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing)
+    if cfg.parallel.async_tp:
+        apply_async_tp(meshes.tp)
     if cfg.train.compile:
         for layer in model.layers:
             layer.compile()
-    apply_fsdp(model, meshes.fsdp, param_dtype)
+    apply_fsdp(model, meshes.fsdp, param_dtype, cfg.parallel.reshard_after_forward)
