@@ -46,7 +46,8 @@ def local_world_size(cfg: Config) -> int:
 
 
 def preflight(cfg: Config, world_size: int) -> None:
-    """Everything checkable without processes: layout, architecture, divisibility, lengths."""
+    """Everything checkable without processes: layout, architecture, divisibility, lengths, weight files."""
+    from shardwise.load import checkpoint_files
     from shardwise.mesh import resolve_layout
     from shardwise.model import hf_config
     from shardwise.parallelize import check_divisibility
@@ -56,6 +57,8 @@ def preflight(cfg: Config, world_size: int) -> None:
     config = hf_config(cfg.model)
     get_plan(config.model_type, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     check_divisibility(config, cfg, layout.tp)
+    if cfg.model.path:
+        checkpoint_files(cfg.model.path)
 
 
 def _launch(argv: list[str], nproc: int) -> int:

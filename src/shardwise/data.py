@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from shardwise.config import Config, ConfigError, DataConfig
 from shardwise.loss import IGNORE_INDEX
+from shardwise.model import hf_config
 
 EOS = "<|endoftext|>"
 
@@ -44,16 +45,26 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_tokenizer(cfg: Config) -> PreTrainedTokenizerBase:
-    """``data.tokenizer``, else the tokenizer of ``model.path``, else the built-in byte tokenizer."""
+    """``data.tokenizer``, else the tokenizer of ``model.path``, else the built-in byte tokenizer.
+
+    Its ids must fit the model's embedding: a larger tokenizer would index past it mid-run.
+    """
     source = cfg.data.tokenizer or cfg.model.path
+    key = "data.tokenizer" if cfg.data.tokenizer else "model.path"
     if not source:
-        return byte_tokenizer()
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as err:
-        key = "data.tokenizer" if cfg.data.tokenizer else "model.path"
-        raise ConfigError(f"{key}={source}: no loadable tokenizer there ({type(err).__name__}); "
-                          "set data.tokenizer to a folder with tokenizer.json") from None
+        tokenizer = byte_tokenizer()
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{key}={source}: no loadable tokenizer there ({type(err).__name__}); "
+                              "set data.tokenizer to a folder with tokenizer.json") from None
+    vocab = hf_config(cfg.model).vocab_size
+    if len(tokenizer) > vocab:
+        label = f"{key}={source}" if source else "the built-in byte tokenizer"
+        raise ConfigError(f"{label}: the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                          f"{vocab}; set data.tokenizer to the model's own tokenizer")
+    return tokenizer
 
 
 def stdlib_corpus(max_bytes: int) -> list[str]:

@@ -90,10 +90,14 @@ class CausalLM(nn.Module):
         return self.hf.lm_head(base.norm(hidden))
 
 
-def build_meta_model(config: PretrainedConfig) -> CausalLM:
-    """The model's structure without storage; ``init_weights`` or a loader fills it after sharding."""
+def build_meta_model(config: PretrainedConfig, dtype: torch.dtype = torch.float32) -> CausalLM:
+    """The model's structure without storage; ``init_weights`` or ``load_weights`` fills it after sharding.
+
+    ``dtype`` (``model.dtype``) is the dtype of the trainable master weights; FSDP's mixed
+    precision casts them to the compute dtype (``train.dtype``) for each forward.
+    """
     with torch.device("meta"):
-        hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        hf = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return CausalLM(hf)
 
 

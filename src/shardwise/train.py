@@ -22,6 +22,7 @@ from shardwise.data import (
     load_tokens,
     pad_to_multiple,
 )
+from shardwise.load import load_weights
 from shardwise.loss import (
     global_token_count,
     local_value,
@@ -81,13 +82,16 @@ class Run:
 
 
 def build_run(cfg: Config) -> Run:
-    """Mesh, parallelized and initialized model, optimizer; in every rank of the process group."""
+    """Mesh, parallelized model (loaded from ``model.path`` or initialized), optimizer; in every rank."""
     device = init_distributed()
     layout = resolve_layout(cfg.parallel, dist.get_world_size())
     meshes = build_mesh(layout)
-    model = build_meta_model(hf_config(cfg.model))
+    model = build_meta_model(hf_config(cfg.model), DTYPES[cfg.model.dtype])
     parallelize(model, cfg, meshes, layout, compute_dtype(cfg, device))
-    init_weights(model, device, cfg.train.seed)
+    if cfg.model.path:
+        load_weights(model, cfg.model.path, device)
+    else:
+        init_weights(model, device, cfg.train.seed)
     optimizer = build_optimizer(model, cfg.train, device)
     return Run(cfg, device, layout, meshes, model, optimizer, build_scheduler(optimizer, cfg.train))
 

@@ -1,0 +1,126 @@
+"""Load a Hugging Face safetensors checkpoint into a sharded model, each rank reading only its slices.
+
+The model arrives as ``build_run`` leaves it: built on the meta device and parallelized (TP, then
+FSDP2), so every parameter's placements say which block of the full tensor this rank holds. The
+loader materializes the local shards and fills each with ``get_slice(name)[slices]``, which copies
+just that block out of the memory-mapped file. No rank ever holds a tensor it does not own, so
+host memory per rank falls with the world size (README, "Fine-tune a Hugging Face model folder").
+Weights are cast on copy to the dtype the model was built in (``model.dtype``), whatever dtype the
+checkpoint stores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch.distributed.tensor import DTensor
+
+from shardwise.config import ConfigError
+from shardwise.model import CausalLM, local_slices, reset_rotary
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+# Stored by some exports (older Llama ones) although the model recomputes it: see ``reset_rotary``.
+RECOMPUTED_SUFFIX = ".rotary_emb.inv_freq"
+
+
+@dataclass
+class Checkpoint:
+    """Where each stored tensor lives and its shape, read from the file headers only."""
+
+    folder: Path
+    listing: str  # the file that names the tensors: the index, or the single file
+    files: dict[str, Path]
+    shapes: dict[str, list[int]]
+
+
+def checkpoint_files(folder: str | Path) -> tuple[str, list[Path]]:
+    """The safetensors files of a model folder: the index's shards, else ``model.safetensors``.
+
+    Returns the file that lists the tensors (for error messages) and the files that hold them.
+    """
+    folder = Path(folder)
+    index = folder / INDEX
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError):
+            raise ConfigError(f"model.path={folder}: {INDEX} has no valid weight_map; re-download the model") from None
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise ConfigError(f"model.path={folder}: {INDEX} lists {missing[0]}, which is not there; "
+                              "re-download the model")
+        return INDEX, [folder / n for n in names]
+    if (folder / SINGLE).is_file():
+        return SINGLE, [folder / SINGLE]
+    raise ConfigError(f"model.path={folder}: no {SINGLE} or {INDEX} there; "
+                      "point it at a Hugging Face model folder with safetensors weights")
+
+
+def open_checkpoint(folder: str | Path) -> Checkpoint:
+    """Every tensor's file and shape; no tensor data is read."""
+    folder = Path(folder)
+    listing, paths = checkpoint_files(folder)
+    files, shapes = {}, {}
+    for path in paths:
+        with safe_open(path, framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 - a safe_open handle is not iterable
+                files[name], shapes[name] = path, f.get_slice(name).get_shape()
+    return Checkpoint(folder, listing, files, shapes)
+
+
+def match_tensors(model: CausalLM, ckpt: Checkpoint) -> dict[str, str]:
+    """Stored tensor name for each (unique) parameter of ``model``; raises on any mismatch.
+
+    A tied parameter has several names (``model.embed_tokens.weight``, ``lm_head.weight``); any
+    one of them stored is enough, and the others are not unexpected. Parameter names are
+    ``hf.`` + the Hugging Face names.
+    """
+    aliases: dict[int, list[str]] = defaultdict(list)
+    for name, param in model.named_parameters(remove_duplicate=False):
+        aliases[id(param)].append(name.removeprefix("hf."))
+    plan = {}
+    for name, param in model.named_parameters():
+        stored = next((a for a in aliases[id(param)] if a in ckpt.files), None)
+        if stored is None:
+            raise ConfigError(f"model.path={ckpt.folder}: {ckpt.listing} has no tensor {name.removeprefix('hf.')!r}; "
+                              "its weights do not match its config.json")
+        if ckpt.shapes[stored] != list(param.shape):
+            raise ConfigError(f"model.path={ckpt.folder}: {ckpt.files[stored].name} holds {stored!r} with shape "
+                              f"{ckpt.shapes[stored]}, but config.json implies {list(param.shape)}")
+        plan[name] = stored
+    known = {a for names in aliases.values() for a in names}
+    for stored, path in ckpt.files.items():
+        if stored not in known and not stored.endswith(RECOMPUTED_SUFFIX):
+            raise ConfigError(f"model.path={ckpt.folder}: {path.name} holds unexpected tensor {stored!r}; "
+                              "its config.json describes a different model")
+    return plan
+
+
+@torch.no_grad()
+def load_weights(model: CausalLM, folder: str | Path, device: torch.device) -> int:
+    """Materialize a meta (possibly sharded) model with this rank's slices of the checkpoint.
+
+    Every tensor is checked before any memory is allocated. Each file is opened per tensor so its
+    memory map, whose touched pages count as this process's memory, never outlives one read.
+    Returns the number of elements this rank read: the local numel, not the global one.
+    """
+    ckpt = open_checkpoint(folder)
+    plan = match_tensors(model, ckpt)
+    model.to_empty(device=device)
+    if model.config.tie_word_embeddings:  # to_empty unties plain (unsharded) parameters; DTensors stay tied
+        model.hf.lm_head.weight = model.hf.model.embed_tokens.weight
+    read = 0
+    for name, param in model.named_parameters():
+        stored = plan[name]
+        with safe_open(ckpt.files[stored], framework="pt") as f:
+            block = f.get_slice(stored)[local_slices(param)]
+        (param.to_local() if isinstance(param, DTensor) else param).copy_(block)
+        read += block.numel()
+    reset_rotary(model, device)
+    return read
