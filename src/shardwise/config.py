@@ -71,6 +71,13 @@ class OutputConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int = 0  # save every N steps; 0 = only at the end
+    keep: int = 2  # complete checkpoints kept in output.dir/checkpoints
+    resume: str = ""  # "" = start fresh, "auto" = newest complete checkpoint, or a step-N directory
+
+
+@dataclass
 class BenchConfig:
     warmup: int = 3
     steps: int = 10
@@ -84,6 +91,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -193,7 +201,10 @@ def validate(cfg: Config) -> None:
                        ("bench.steps", cfg.bench.steps)):
         if value < 1:
             raise ConfigError(f"{key}={value} must be >= 1")
-    if cfg.bench.warmup < 0:
-        raise ConfigError(f"bench.warmup={cfg.bench.warmup} must be >= 0")
+    for key, value in (("bench.warmup", cfg.bench.warmup), ("checkpoint.every", cfg.checkpoint.every)):
+        if value < 0:
+            raise ConfigError(f"{key}={value} must be >= 0")
+    if cfg.checkpoint.keep < 1:
+        raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} must be >= 1")
     if p.dp_shard < 1 and p.dp_shard != -1:
         raise ConfigError(f"parallel.dp_shard={p.dp_shard} must be >= 1, or -1 for the rest of the world size")
