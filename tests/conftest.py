@@ -1,4 +1,4 @@
-"""Test helpers: run a script in several CPU processes (gloo) through torchrun."""
+"""Test helpers: run a script in several CPU processes (gloo) through torchrun, or the CLI."""
 
 from __future__ import annotations
 
@@ -22,4 +22,14 @@ def torchrun(nproc: int, script: str, *args: str, timeout: int = 600) -> subproc
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         pytest.fail(f"{script} failed on {nproc} processes:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def shardwise(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``shardwise ARGS`` on CPU in a subprocess (it starts its own gloo processes); fail on error."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-m", "shardwise.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"shardwise {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc

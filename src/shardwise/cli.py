@@ -1,8 +1,9 @@
-"""``shardwise {train,bench} [CONFIG.toml] [--section.key=value ...]``.
+"""``shardwise {train,bench} [CONFIG.toml] [--section.key=value ...]``, ``shardwise export CKPT OUT``.
 
 Outside torchrun the command checks the config, then starts the needed local processes itself
 through ``torch.distributed.run``; under torchrun (or SLURM with MASTER_ADDR set) it just runs.
-Both subcommands take the same config and go through the same checks and launch.
+``train`` and ``bench`` take the same config and go through the same checks and launch; ``export``
+needs neither: it reads a checkpoint in this one process.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -45,8 +47,9 @@ def local_world_size(cfg: Config) -> int:
     return p.dp_replicate * p.tp * (CPU_DP_SHARD if p.dp_shard == -1 else p.dp_shard)
 
 
-def preflight(cfg: Config, world_size: int) -> None:
-    """Everything checkable without processes: layout, architecture, divisibility, lengths, weight files."""
+def preflight(cfg: Config, world_size: int, command: str) -> None:
+    """Everything checkable without processes: layout, architecture, divisibility, lengths, weight files, resume."""
+    from shardwise.checkpoint import resume_dir
     from shardwise.load import checkpoint_files
     from shardwise.mesh import resolve_layout
     from shardwise.model import hf_config
@@ -59,6 +62,8 @@ def preflight(cfg: Config, world_size: int) -> None:
     check_divisibility(config, cfg, layout.tp)
     if cfg.model.path:
         checkpoint_files(cfg.model.path)
+    if command == "train":
+        resume_dir(cfg)
 
 
 def _launch(argv: list[str], nproc: int) -> int:
@@ -98,8 +103,17 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         _body(args.command)(cfg)
         return 0
     nproc = local_world_size(cfg)
-    preflight(cfg, nproc)
+    preflight(cfg, nproc, args.command)
     return _launch(argv, nproc)
+
+
+def _export(args: argparse.Namespace) -> int:
+    """No launch: DCP reads every rank's shards of the checkpoint into this one process."""
+    from shardwise.checkpoint import export
+
+    export(Path(args.checkpoint), Path(args.out))
+    print(f"shardwise: exported {args.checkpoint} to {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,12 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config", nargs="?", help="TOML config file")
         p.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key=value ...")
+    p = sub.add_parser("export", help="write a checkpoint as a Hugging Face model folder (one process)")
+    p.add_argument("checkpoint", help="a checkpoints/step-N folder")
+    p.add_argument("out", help="the new Hugging Face folder; must not exist or be empty")
     args, rest = parser.parse_known_args(argv)
-    if args.config and args.config.startswith("--"):
-        args.overrides, args.config = [args.config, *args.overrides], None
-    args.overrides = [*rest, *args.overrides]
+    if args.command == "export":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    else:
+        if args.config and args.config.startswith("--"):
+            args.overrides, args.config = [args.config, *args.overrides], None
+        args.overrides = [*rest, *args.overrides]
     try:
-        return _run(args, argv)
+        return _export(args) if args.command == "export" else _run(args, argv)
     except ConfigError as err:
         print(f"shardwise: error: {err}", file=sys.stderr)
         return 2

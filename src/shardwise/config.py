@@ -73,6 +73,13 @@ class OutputConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int = 0  # save every N steps; 0 = only at the end
+    keep: int = 2  # complete checkpoints kept in output.dir/checkpoints
+    resume: str = ""  # "" = start fresh, "auto" = newest complete checkpoint, or a step-N directory
+
+
+@dataclass
 class BenchConfig:
     warmup: int = 3
     steps: int = 10
@@ -86,6 +93,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -195,8 +203,11 @@ def validate(cfg: Config) -> None:
                        ("bench.steps", cfg.bench.steps)):
         if value < 1:
             raise ConfigError(f"{key}={value} must be >= 1")
-    if cfg.bench.warmup < 0:
-        raise ConfigError(f"bench.warmup={cfg.bench.warmup} must be >= 0")
+    for key, value in (("bench.warmup", cfg.bench.warmup), ("checkpoint.every", cfg.checkpoint.every)):
+        if value < 0:
+            raise ConfigError(f"{key}={value} must be >= 0")
+    if cfg.checkpoint.keep < 1:
+        raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} must be >= 1")
     if p.async_tp and not (t.compile and p.tp > 1 and p.sequence_parallel):
         raise ConfigError("parallel.async_tp=true needs train.compile=true, parallel.tp > 1 and "
                           "parallel.sequence_parallel=true (it pipelines the SP all-gather/reduce-scatter)")

@@ -143,15 +143,20 @@ class TokenWindows:
         return window[:-1], window[1:]
 
 
+def _nearest(value: int, unit: int) -> int:
+    return unit * max(1, round(value / unit))
+
+
 class StepBatches:
     """This rank's micro-batches of one optimizer step."""
 
     def __init__(self, windows: TokenWindows, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int):
         per_rank = global_batch // dp_size
         if global_batch % dp_size or per_rank % micro_batch:
+            unit = dp_size * micro_batch
             raise ConfigError(
                 f"train.global_batch_size={global_batch} must be a multiple of dp ({dp_size}) x "
-                f"train.micro_batch_size ({micro_batch}); try train.global_batch_size={dp_size * micro_batch * max(1, global_batch // (dp_size * micro_batch))}"
+                f"train.micro_batch_size ({micro_batch}); try train.global_batch_size={_nearest(global_batch, unit)}"
             )
         self.windows, self.global_batch, self.micro_batch = windows, global_batch, micro_batch
         self.first, self.per_rank = dp_rank * per_rank, per_rank

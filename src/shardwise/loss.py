@@ -60,4 +60,6 @@ def reduce_over_dp(value: torch.Tensor, dp_mesh: DeviceMesh) -> float:
 
 
 def _comm_device(group: dist.ProcessGroup) -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

@@ -54,3 +54,25 @@ class MetricsWriter:
         if self.enabled:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def drop_steps_after(path: Path, step: int) -> None:
+    """Keep only records of steps <= ``step`` (none for 0), replacing the file atomically.
+
+    A resumed run re-logs the steps after its checkpoint, which the interrupted run may have
+    logged already, possibly ending in a line cut short by the crash; both go.
+    """
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True) if _step_of(line) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
+def _step_of(line: str) -> float:
+    """The record's step; infinity for a line that is not a complete record."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from shardwise import checkpoint
 from shardwise.config import Config
 from shardwise.data import (
     Batch,
@@ -34,6 +35,7 @@ from shardwise.mesh import Layout, Meshes, build_mesh, init_distributed, resolve
 from shardwise.metrics import (
     MetricsWriter,
     device_peak_flops,
+    drop_steps_after,
     flops_per_token,
     mfu,
     peak_mem_gib,
@@ -137,16 +139,19 @@ def write_run_info(run: Run, out: Path) -> None:
 
 
 def train(cfg: Config) -> list[dict]:
-    """Run ``train.steps`` steps; rank 0 writes run.json and metrics.jsonl. Returns the records."""
+    """Run (or resume and finish) ``train.steps`` steps, checkpointing as configured; rank 0 writes
+    run.json and metrics.jsonl (appended to on resume). Returns this process's records."""
     run = build_run(cfg)
+    first = checkpoint.resume(run, checkpoint.resume_dir(cfg))
     rank0 = dist.get_rank() == 0
     out = Path(cfg.output.dir)
-    windows = TokenWindows(load_tokens(cfg.data, build_tokenizer(cfg)), cfg.train.seq_len, cfg.train.seed)
+    tokenizer = build_tokenizer(cfg)
+    windows = TokenWindows(load_tokens(cfg.data, tokenizer), cfg.train.seq_len, cfg.train.seed)
     batches = StepBatches(windows, cfg.train.global_batch_size, cfg.train.micro_batch_size,
                           run.meshes.dp.get_local_rank(), run.layout.dp)
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        drop_steps_after(out / "metrics.jsonl", first)
         write_run_info(run, out)
     writer = MetricsWriter(out, rank0)
     c = run.model.config
@@ -154,7 +159,8 @@ def train(cfg: Config) -> list[dict]:
     peak = device_peak_flops(run.device)
     step_tokens = cfg.train.global_batch_size * cfg.train.seq_len
     records, start = [], time.perf_counter()
-    bar = tqdm(range(cfg.train.steps), disable=not (rank0 and cfg.output.progress), desc="train", unit="step")
+    bar = tqdm(range(first, cfg.train.steps), initial=first, total=cfg.train.steps,
+               disable=not (rank0 and cfg.output.progress), desc="train", unit="step")
     for step in bar:
         t0 = time.perf_counter()
         loss = forward_backward(run, batches(step))
@@ -173,4 +179,6 @@ def train(cfg: Config) -> list[dict]:
         records.append(record)
         writer.write(record)
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
+        if checkpoint.due(cfg, step + 1):
+            checkpoint.save(run, step + 1, tokenizer)
     return records

@@ -1,0 +1,69 @@
+"""Export: a sharded checkpoint becomes a Hugging Face folder that computes the trainer's own loss.
+
+The trainer logs, as step k+1's loss, the loss of the weights after k steps on batch k. So the
+checkpoint of step k, exported and loaded with plain ``AutoModelForCausalLM.from_pretrained``
+(its own forward, its own tokenizer files), must give that logged loss on batch k.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import shardwise
+from safetensors import safe_open
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from shardwise.cli import main
+from shardwise.config import load_config
+from shardwise.data import StepBatches, TokenWindows, load_tokens
+
+RUN = {"train.seq_len": "32", "train.global_batch_size": "4", "train.micro_batch_size": "2",
+       "data.max_bytes": "100000", "train.steps": "2", "train.lr": "1e-2", "train.warmup_steps": "0",
+       "train.dtype": "float32", "output.progress": "false", "checkpoint.every": "1"}
+# Tied embeddings under tensor parallelism (re-tied DTensors), untied under FSDP sharding.
+CASES = {"tiny-qwen2": {"parallel.tp": "2", "parallel.dp_shard": "1"},
+         "tiny-llama": {"parallel.tp": "1", "parallel.dp_shard": "2"}}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def trained(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    overrides = {**RUN, **CASES[request.param], "model.preset": request.param, "output.dir": str(out)}
+    shardwise("train", *(f"--{k}={v}" for k, v in overrides.items()))
+    return load_config(None, overrides), out
+
+
+def test_export_round_trip(trained, tmp_path):
+    cfg, out = trained
+    hf_dir = tmp_path / "hf"
+    assert main(["export", str(out / "checkpoints" / "step-1"), str(hf_dir)]) == 0
+    model = AutoModelForCausalLM.from_pretrained(hf_dir)
+    tied = model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert tied == (cfg.model.preset == "tiny-qwen2") == model.config.tie_word_embeddings
+    with safe_open(hf_dir / "model.safetensors", "pt") as f:
+        stored = set(f.keys())
+    assert ("lm_head.weight" in stored) == (not tied), "a tied lm_head is stored once, as the embedding"
+    assert sum(p.numel() for p in model.parameters()) == json.loads((out / "run.json").read_text())["num_params"]
+    t = cfg.train
+    windows = TokenWindows(load_tokens(cfg.data, AutoTokenizer.from_pretrained(hf_dir)), t.seq_len, t.seed)
+    (batch,) = StepBatches(windows, t.global_batch_size, t.global_batch_size, 0, 1)(1)
+    with torch.no_grad():
+        loss = F.cross_entropy(model(input_ids=batch.input_ids).logits.flatten(0, 1), batch.labels.flatten())
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged[1]["step"] == 2
+    assert loss.item() == pytest.approx(logged[1]["loss"], rel=1e-5)
+
+
+def test_export_refuses_non_empty_out_dir_and_missing_checkpoint(trained, tmp_path, capsys):
+    _, out = trained
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(["export", str(out / "checkpoints" / "step-2"), str(tmp_path)]) == 2
+    assert main(["export", str(out / "checkpoints" / "step-7"), str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"shardwise: error: {tmp_path} is not empty; give a new or empty output folder",
+                   (f"shardwise: error: {out / 'checkpoints' / 'step-7'}: not a complete shardwise "
+                    "checkpoint (no shardwise.json); give a checkpoints/step-N folder")]
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
