@@ -12,7 +12,7 @@ import pytest
 from shardwise.cli import main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-METRIC_KEYS = {"step", "loss", "grad_norm", "lr", "tokens", "tokens_per_s", "tokens_per_s_per_device",
+METRIC_KEYS = {"step", "loss", "grad_norm", "lr", "tokens", "tokens_per_s", "tokens_per_s_per_device", "val_loss",
                "mfu", "peak_mem_gib", "elapsed_s"}
 
 

@@ -57,13 +57,19 @@ class TrainConfig:
     compile: bool = False
     fused_optimizer: bool = True
     log_every: int = 1
+    eval_every: int = 50  # steps between held-out losses; 0 = never
 
 
 @dataclass
 class DataConfig:
-    path: str = ""
+    path: str = ""  # a .txt/.jsonl/.json/.parquet file, a folder or a glob; empty = the stdlib corpus
     tokenizer: str = ""
-    max_bytes: int = 4_000_000
+    max_bytes: int = 4_000_000  # size of the stdlib corpus
+    packing: bool = True
+    cache_dir: str = ""  # empty = the Hugging Face datasets cache
+    num_proc: int = 0  # tokenizing processes; 0 = one per 1000 documents, at most one per CPU
+    val_fraction: float = 0.01
+    val_batches: int = 4
 
 
 @dataclass
@@ -200,7 +206,7 @@ def validate(cfg: Config) -> None:
     for key, value in (("train.steps", t.steps), ("train.global_batch_size", t.global_batch_size),
                        ("train.micro_batch_size", t.micro_batch_size), ("train.seq_len", t.seq_len),
                        ("parallel.tp", p.tp), ("parallel.dp_replicate", p.dp_replicate),
-                       ("bench.steps", cfg.bench.steps)):
+                       ("bench.steps", cfg.bench.steps), ("data.val_batches", cfg.data.val_batches)):
         if value < 1:
             raise ConfigError(f"{key}={value} must be >= 1")
     for key, value in (("bench.warmup", cfg.bench.warmup), ("checkpoint.every", cfg.checkpoint.every)):
@@ -211,5 +217,10 @@ def validate(cfg: Config) -> None:
     if p.async_tp and not (t.compile and p.tp > 1 and p.sequence_parallel):
         raise ConfigError("parallel.async_tp=true needs train.compile=true, parallel.tp > 1 and "
                           "parallel.sequence_parallel=true (it pipelines the SP all-gather/reduce-scatter)")
+    for key, value in (("train.eval_every", t.eval_every), ("data.num_proc", cfg.data.num_proc)):
+        if value < 0:
+            raise ConfigError(f"{key}={value} must be >= 0")
+    if not 0 <= cfg.data.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} must be in [0, 1)")
     if p.dp_shard < 1 and p.dp_shard != -1:
         raise ConfigError(f"parallel.dp_shard={p.dp_shard} must be >= 1, or -1 for the rest of the world size")

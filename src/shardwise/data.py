@@ -1,26 +1,42 @@
-"""Token data and its deterministic split over steps, DP ranks and micro-batches.
+"""Samples of tokenized documents and their deterministic split over steps, DP ranks and micro-batches.
 
 Sample ``j`` of the run is fixed by ``train.seed`` alone. Step ``s`` takes samples
 ``s*G .. s*G+G-1`` (``G = train.global_batch_size``); DP rank ``r`` takes the ``r``-th
 contiguous ``G/dp`` of them, cut into micro-batches. Every layout therefore sees the same
 global batch at every step, which is what makes loss curves layout-invariant.
+
+A sample is ``seq_len`` tokens with labels (the next token, or ignored) and ``position_ids``.
+With ``data.packing`` (``TokenWindows``) documents are laid end to end and cut into windows;
+positions restart at 0 where a document starts, and ``CausalLM`` turns those restarts into a
+mask that keeps attention inside each document. Without it (``DocumentSamples``) a sample is one
+document, cut or padded to ``seq_len``. Reading and tokenizing files is ``shardwise.corpus``.
 """
 
 from __future__ import annotations
 
-import sysconfig
+import math
+import sys
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from shardwise.config import Config, ConfigError, DataConfig
+from shardwise.corpus import Documents, load_documents
 from shardwise.loss import IGNORE_INDEX
 from shardwise.model import hf_config
 
 EOS = "<|endoftext|>"
+# The built-in tokenizer's chat template: each turn is "<|role|>\n" + content + EOS, so an
+# assistant turn's trained tokens are its content and the EOS that ends it.
+BYTE_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -34,14 +50,17 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     """UTF-8 bytes as ids 0..255 plus ``<|endoftext|>`` = 256, as a real HF tokenizer.
 
     Being an ordinary ``tokenizers`` model, it is saved with exported checkpoints and loads back
-    through ``AutoTokenizer``, so presets and real models share one data path.
+    through ``AutoTokenizer``, so presets and real models share one data path. Its simple chat
+    template lets presets train on chat ``messages`` too.
     """
     chars = _bytes_to_unicode()
     model = Tokenizer(models.BPE(vocab={chars[b]: b for b in range(256)}, merges=[]))
     model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     model.decoder = decoders.ByteLevel()
     model.add_special_tokens([EOS])
-    return PreTrainedTokenizerFast(tokenizer_object=model, eos_token=EOS, pad_token=EOS)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, eos_token=EOS, pad_token=EOS)
+    tokenizer.chat_template = BYTE_CHAT_TEMPLATE
+    return tokenizer
 
 
 def build_tokenizer(cfg: Config) -> PreTrainedTokenizerBase:
@@ -67,33 +86,6 @@ def build_tokenizer(cfg: Config) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def stdlib_corpus(max_bytes: int) -> list[str]:
-    """Python's own standard-library sources, one document per file, in a fixed order."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    docs, size = [], 0
-    for path in sorted(root.glob("*.py")):
-        docs.append(path.read_text(encoding="utf-8", errors="replace"))
-        size += len(docs[-1])
-        if size >= max_bytes:
-            break
-    return docs
-
-
-def load_tokens(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
-    """The token stream of ``data.path`` (a text file) or of the built-in corpus, documents ended by EOS."""
-    if cfg.path:
-        path = Path(cfg.path)
-        if not path.is_file():
-            raise ConfigError(f"data.path={cfg.path} does not exist; give a text file or leave it empty")
-        docs = [path.read_text(encoding="utf-8", errors="replace")[: cfg.max_bytes]]
-    else:
-        docs = stdlib_corpus(cfg.max_bytes)
-    if not any(d.strip() for d in docs):
-        raise ConfigError(f"data.path={cfg.path or '<stdlib>'} holds no text; give a non-empty file")
-    encoded = tokenizer(docs, add_special_tokens=False)["input_ids"]
-    return torch.tensor([t for ids in encoded for t in (*ids, tokenizer.eos_token_id)], dtype=torch.long)
-
-
 @dataclass
 class Batch:
     input_ids: torch.Tensor
@@ -107,8 +99,8 @@ class Batch:
 def pad_to_multiple(batch: Batch, multiple: int) -> Batch:
     """Pad the sequence to a multiple of ``multiple`` (the TP degree) so sequence shards are even.
 
-    Padding labels are ignored and padded positions continue the sequence, so causal attention
-    leaves every real token's output unchanged.
+    Padding labels are ignored and padded positions continue the sequence (so, packed, the
+    padding joins the last document), so causal attention leaves every real token's output unchanged.
     """
     seq = batch.input_ids.shape[1]
     extra = (-seq) % multiple
@@ -123,24 +115,139 @@ def pad_to_multiple(batch: Batch, multiple: int) -> Batch:
     )
 
 
-class TokenWindows:
-    """Fixed-length windows of a token stream, in a seeded random order."""
+def load_tokens(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Every document of the corpus, in order, as one stream: document structure dropped.
 
-    def __init__(self, tokens: torch.Tensor, seq_len: int, seed: int):
-        self.tokens, self.seq_len = tokens, seq_len
-        count = (len(tokens) - 1) // seq_len
+    What plain causal windows over the corpus need (``TokenWindows`` of a tensor, as the parity
+    tests train on); training itself uses ``load_data``.
+    """
+    return torch.from_numpy(np.concatenate(load_documents(cfg, tokenizer).ids)).long()
+
+
+Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input_ids, labels, position_ids, each (seq_len,)
+
+
+class Samples(Protocol):
+    """A seeded, indexable sequence of samples: ``TokenWindows`` or ``DocumentSamples``."""
+
+    def __len__(self) -> int: ...
+
+    def sample(self, index: int) -> Sample: ...
+
+
+def _positions(restart: np.ndarray) -> torch.Tensor:
+    """0, 1, 2, ... restarting wherever ``restart`` is True (and at index 0)."""
+    idx = np.arange(len(restart))
+    return torch.from_numpy(idx - np.maximum.accumulate(np.where(restart, idx, 0)))
+
+
+class TokenWindows:
+    """``seq_len`` windows over documents laid end to end (packing), in a seeded random order.
+
+    Positions restart at 0 where a document (or a window) starts. A label is ignored where its
+    token is not a target, which includes every document's first token, so nothing is predicted
+    across documents. A plain tensor is one document of all targets (synthetic data).
+    """
+
+    def __init__(self, docs: Documents | torch.Tensor, seq_len: int, seed: int, doc_ids: np.ndarray | None = None):
+        self.docs = docs if isinstance(docs, Documents) else Documents.from_tokens(docs)
+        self.doc_ids = np.arange(len(self.docs)) if doc_ids is None else doc_ids
+        self.seq_len = seq_len
+        self.ends = np.cumsum(self.docs.lengths[self.doc_ids])
+        total = int(self.ends[-1]) if len(self.ends) else 0
+        count = (total - 1) // seq_len
         if count < 1:
-            raise ConfigError(f"the data has {len(tokens)} tokens, fewer than train.seq_len+1={seq_len + 1}; "
+            raise ConfigError(f"the data has {total} tokens, fewer than train.seq_len+1={seq_len + 1}; "
                               "lower train.seq_len or add data")
         self.order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
 
     def __len__(self) -> int:
         return len(self.order)
 
-    def sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _span(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tokens ``start..stop-1`` of the stream, their targets, and where documents start."""
+        ids, target, restart = [], [], []
+        k = int(np.searchsorted(self.ends, start, side="right"))
+        while start < stop:
+            doc_ids, doc_target = self.docs.get(int(self.doc_ids[k]))
+            offset = start - (int(self.ends[k]) - len(doc_ids))
+            take = min(stop - start, len(doc_ids) - offset)
+            ids.append(doc_ids[offset : offset + take])
+            target.append(doc_target[offset : offset + take])
+            restart.append(np.arange(take) == 0 if offset == 0 else np.zeros(take, dtype=bool))
+            start, k = start + take, k + 1
+        return np.concatenate(ids).astype(np.int64), np.concatenate(target), np.concatenate(restart)
+
+    def sample(self, index: int) -> Sample:
         start = int(self.order[index % len(self.order)]) * self.seq_len
-        window = self.tokens[start : start + self.seq_len + 1]
-        return window[:-1], window[1:]
+        ids, target, restart = self._span(start, start + self.seq_len + 1)
+        tokens = torch.from_numpy(ids)
+        labels = torch.where(torch.from_numpy(target[1:] != 0), tokens[1:], IGNORE_INDEX)
+        return tokens[:-1], labels, _positions(restart[:-1])
+
+
+class DocumentSamples:
+    """One document per sample (``data.packing=false``), in a seeded random order.
+
+    A document is cut to ``seq_len`` inputs or padded after its end; padding and non-target
+    tokens get ignored labels, so micro-batches hold uneven numbers of loss tokens (the loss is
+    still the token mean over the global step, see ``shardwise.loss``).
+    """
+
+    def __init__(self, docs: Documents, seq_len: int, seed: int, doc_ids: np.ndarray | None = None):
+        doc_ids = np.arange(len(docs)) if doc_ids is None else doc_ids
+        self.docs, self.seq_len = docs, seq_len
+        self.order = doc_ids[torch.randperm(len(doc_ids), generator=torch.Generator().manual_seed(seed)).numpy()]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def sample(self, index: int) -> Sample:
+        ids, target = self.docs.get(int(self.order[index % len(self.order)]))
+        n = min(len(ids) - 1, self.seq_len)
+        tokens = torch.from_numpy(ids[: n + 1].astype(np.int64))
+        inputs = torch.zeros(self.seq_len, dtype=torch.long)
+        labels = torch.full((self.seq_len,), IGNORE_INDEX, dtype=torch.long)
+        inputs[:n] = tokens[:n]
+        labels[:n] = torch.where(torch.from_numpy(target[1 : n + 1] != 0), tokens[1:], IGNORE_INDEX)
+        return inputs, labels, torch.arange(self.seq_len)
+
+
+def split_documents(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) document indices: ``ceil(fraction * n)`` held out, chosen by ``seed`` alone.
+
+    When that would leave nothing to train on, nothing is held out: ``val_loss`` is an aid, and a
+    single document (one ``.txt`` file) should still train.
+    """
+    n_val = math.ceil(fraction * n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    if n_val >= n:
+        return np.arange(n), np.arange(0)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _warn(message: str) -> None:
+    """One line on stderr, from the first rank only."""
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(f"shardwise: warning: {message}", file=sys.stderr, flush=True)
+
+
+def load_data(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> tuple[Samples, Samples | None]:
+    """Training samples and held-out samples (None when ``data.val_fraction`` is 0 or the data too small)."""
+    docs = load_documents(cfg.data, tokenizer)
+    train_ids, val_ids = split_documents(len(docs), cfg.data.val_fraction, cfg.train.seed)
+    kind = TokenWindows if cfg.data.packing else DocumentSamples
+    train = kind(docs, cfg.train.seq_len, cfg.train.seed, train_ids)
+    if cfg.data.val_fraction > 0 and not len(val_ids):
+        _warn(f"{len(docs)} document(s) are too few to hold out data.val_fraction={cfg.data.val_fraction}; "
+              "val_loss is off (give more documents, or set data.val_fraction=0 to silence this)")
+    if not len(val_ids):
+        return train, None
+    if cfg.data.packing and docs.lengths[val_ids].sum() <= cfg.train.seq_len:
+        _warn(f"the held-out documents (data.val_fraction={cfg.data.val_fraction}) have fewer than "
+              f"train.seq_len+1={cfg.train.seq_len + 1} tokens; val_loss is off (raise data.val_fraction)")
+        return train, None
+    return train, kind(docs, cfg.train.seq_len, cfg.train.seed, val_ids)
 
 
 def _nearest(value: int, unit: int) -> int:
@@ -150,7 +257,7 @@ def _nearest(value: int, unit: int) -> int:
 class StepBatches:
     """This rank's micro-batches of one optimizer step."""
 
-    def __init__(self, windows: TokenWindows, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int):
+    def __init__(self, samples: Samples, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int):
         per_rank = global_batch // dp_size
         if global_batch % dp_size or per_rank % micro_batch:
             unit = dp_size * micro_batch
@@ -158,15 +265,13 @@ class StepBatches:
                 f"train.global_batch_size={global_batch} must be a multiple of dp ({dp_size}) x "
                 f"train.micro_batch_size ({micro_batch}); try train.global_batch_size={_nearest(global_batch, unit)}"
             )
-        self.windows, self.global_batch, self.micro_batch = windows, global_batch, micro_batch
+        self.samples, self.global_batch, self.micro_batch = samples, global_batch, micro_batch
         self.first, self.per_rank = dp_rank * per_rank, per_rank
 
     def __call__(self, step: int) -> list[Batch]:
         base = step * self.global_batch + self.first
         out = []
         for start in range(0, self.per_rank, self.micro_batch):
-            pairs = [self.windows.sample(base + start + i) for i in range(self.micro_batch)]
-            inputs = torch.stack([p[0] for p in pairs])
-            positions = torch.arange(inputs.shape[1]).expand_as(inputs)
-            out.append(Batch(inputs, torch.stack([p[1] for p in pairs]), positions))
+            rows = [self.samples.sample(base + start + i) for i in range(self.micro_batch)]
+            out.append(Batch(*(torch.stack(column) for column in zip(*rows))))
         return out

@@ -78,9 +78,11 @@ class CausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``attention_mask`` None means plain causal attention over the full sequence."""
+        """``attention_mask`` None means causal attention within each document (``document_mask``)."""
         base = self.hf.model
         hidden = base.embed_tokens(input_ids)
+        if attention_mask is None:
+            attention_mask = document_mask(position_ids, self.config._attn_implementation, hidden.dtype)
         position_embeddings = base.rotary_emb(hidden, position_ids)
         for layer in self.layers:
             args = (hidden,)
@@ -88,6 +90,28 @@ class CausalLM(nn.Module):
                           position_embeddings=position_embeddings)
             hidden = self.checkpoint_fn(layer, *args, **kwargs) if self.checkpoint_fn else layer(*args, **kwargs)
         return self.hf.lm_head(base.norm(hidden))
+
+
+def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor | None:
+    """The (batch, 1, seq, seq) mask of causal attention within packed documents, or None.
+
+    A document starts where its position is 0 (packed samples restart positions there), so a
+    running count of zeros numbers the documents, and a query sees a key iff both are in the same
+    document and the key is not later. The mask covers the full sequence, as attention sees it
+    under sequence parallelism. Without a restart after the first token in any row, None keeps
+    the plain causal path (and sdpa's fastest kernels).
+    """
+    if not bool((position_ids[:, 1:] == 0).any()):
+        return None
+    doc = (position_ids == 0).cumsum(dim=1)
+    causal = torch.ones(doc.shape[1], doc.shape[1], dtype=torch.bool, device=doc.device).tril()
+    allowed = ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+    if attn_implementation == "sdpa":
+        return allowed
+    if attn_implementation == "eager":  # eager attention adds the mask to its scores
+        return torch.zeros(allowed.shape, dtype=dtype, device=doc.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    raise ConfigError(f"model.attn_implementation={attn_implementation!r} cannot mask packed documents; "
+                      "use sdpa or eager, or set data.packing=false")
 
 
 def build_meta_model(config: PretrainedConfig, dtype: torch.dtype = torch.float32) -> CausalLM:

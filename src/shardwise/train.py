@@ -15,14 +15,7 @@ from tqdm import tqdm
 
 from shardwise import checkpoint
 from shardwise.config import Config
-from shardwise.data import (
-    Batch,
-    StepBatches,
-    TokenWindows,
-    build_tokenizer,
-    load_tokens,
-    pad_to_multiple,
-)
+from shardwise.data import Batch, StepBatches, build_tokenizer, load_data, pad_to_multiple
 from shardwise.load import load_weights
 from shardwise.loss import (
     global_token_count,
@@ -115,6 +108,20 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
     return reduce_over_dp(loss_sum, run.meshes.dp) / n_tokens
 
 
+@torch.no_grad()
+def evaluate(run: Run, batches: StepBatches, n_batches: int) -> float:
+    """Held-out loss: the token-level mean over ``n_batches`` global batches, as in ``forward_backward``."""
+    micro_batches = [pad_to_multiple(b, run.layout.tp) for step in range(n_batches) for b in batches(step)]
+    n_tokens = max(global_token_count([b.labels for b in micro_batches], run.meshes.dp), 1)
+    loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
+    for batch in micro_batches:
+        batch = batch.to(run.device)
+        with loss_context(run.loss_parallel):
+            logits = run.model(batch.input_ids, batch.position_ids)
+            loss_sum += local_value(run.loss_fn(logits, batch.labels)).double()
+    return reduce_over_dp(loss_sum, run.meshes.dp) / n_tokens
+
+
 def optimizer_step(run: Run) -> tuple[float, float]:
     """Clip, step, advance the schedule; returns (grad norm before clipping, lr used)."""
     params = [p for p in run.model.parameters() if p.grad is not None]
@@ -146,9 +153,10 @@ def train(cfg: Config) -> list[dict]:
     rank0 = dist.get_rank() == 0
     out = Path(cfg.output.dir)
     tokenizer = build_tokenizer(cfg)
-    windows = TokenWindows(load_tokens(cfg.data, tokenizer), cfg.train.seq_len, cfg.train.seed)
-    batches = StepBatches(windows, cfg.train.global_batch_size, cfg.train.micro_batch_size,
-                          run.meshes.dp.get_local_rank(), run.layout.dp)
+    train_samples, val_samples = load_data(cfg, tokenizer)
+    split = (cfg.train.global_batch_size, cfg.train.micro_batch_size, run.meshes.dp.get_local_rank(), run.layout.dp)
+    batches = StepBatches(train_samples, *split)
+    val_batches = StepBatches(val_samples, *split) if val_samples is not None and cfg.train.eval_every else None
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
         drop_steps_after(out / "metrics.jsonl", first)
@@ -176,6 +184,8 @@ def train(cfg: Config) -> list[dict]:
             "mfu": mfu(per_device, flops_token, peak), "peak_mem_gib": peak_mem_gib(run.device),
             "elapsed_s": time.perf_counter() - start,
         }
+        evaluate_now = val_batches is not None and (step + 1) % cfg.train.eval_every == 0
+        record["val_loss"] = evaluate(run, val_batches, cfg.data.val_batches) if evaluate_now else None
         records.append(record)
         writer.write(record)
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")

@@ -1,0 +1,68 @@
+"""Run under torchrun (dp_shard=2 x tp=2, sequence and loss parallel): what the data path feeds the model.
+
+Saves, for the pytest side to compare with single-process Hugging Face references:
+the logits of a packed global batch and the held-out loss (``data.packing=true``, before any
+update), the first-step loss and gradients with ``data.packing=false``, and the metrics records
+of a 2-step ``train`` run with ``train.eval_every=2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+
+from shardwise.config import load_config
+from shardwise.data import StepBatches, byte_tokenizer, load_data, pad_to_multiple
+from shardwise.train import Run, build_run, evaluate, forward_backward, train
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return (t.full_tensor() if isinstance(t, DTensor) else t).detach().cpu().clone()
+
+
+def _split(run: Run) -> tuple[int, int, int, int]:
+    t = run.cfg.train
+    return t.global_batch_size, t.micro_batch_size, run.meshes.dp.get_local_rank(), run.layout.dp
+
+
+def packed(overrides: dict[str, str]) -> dict:
+    cfg = load_config(None, {**overrides, "data.packing": "true"})
+    run = build_run(cfg)
+    train_samples, val_samples = load_data(cfg, byte_tokenizer())
+    g = cfg.train.global_batch_size
+    (batch,) = StepBatches(train_samples, g, g, 0, 1)(0)  # every DP rank runs the whole batch
+    batch = pad_to_multiple(batch, run.layout.tp)
+    with torch.no_grad():
+        logits = run.model(batch.input_ids, batch.position_ids)
+    val_loss = evaluate(run, StepBatches(val_samples, *_split(run)), cfg.data.val_batches)
+    return {"logits": _full(logits), "input_ids": batch.input_ids, "val_loss": val_loss}
+
+
+def unpacked(overrides: dict[str, str]) -> dict:
+    cfg = load_config(None, {**overrides, "data.packing": "false"})
+    run = build_run(cfg)
+    train_samples, _ = load_data(cfg, byte_tokenizer())
+    loss = forward_backward(run, StepBatches(train_samples, *_split(run))(0))
+    grads = {n.removeprefix("hf."): _full(p.grad) for n, p in run.model.named_parameters()}
+    return {"loss": loss, "grads": grads}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--overrides", required=True, help="JSON dict of config overrides")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    overrides = json.loads(args.overrides)
+    results = {"packed": packed(overrides), "unpacked": unpacked(overrides)}
+    results["records"] = train(load_config(None, {**overrides, "train.steps": "2", "train.eval_every": "2"}))
+    if dist.get_rank() == 0:
+        torch.save(results, args.out)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
