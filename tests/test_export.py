@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from shardwise.cli import main
 from shardwise.config import load_config
-from shardwise.data import StepBatches, TokenWindows, load_tokens
+from shardwise.data import StepBatches, load_data
 
 RUN = {"train.seq_len": "32", "train.global_batch_size": "4", "train.micro_batch_size": "2",
        "data.max_bytes": "100000", "train.steps": "2", "train.lr": "1e-2", "train.warmup_steps": "0",
@@ -48,10 +48,11 @@ def test_export_round_trip(trained, tmp_path):
     assert ("lm_head.weight" in stored) == (not tied), "a tied lm_head is stored once, as the embedding"
     assert sum(p.numel() for p in model.parameters()) == json.loads((out / "run.json").read_text())["num_params"]
     t = cfg.train
-    windows = TokenWindows(load_tokens(cfg.data, AutoTokenizer.from_pretrained(hf_dir)), t.seq_len, t.seed)
-    (batch,) = StepBatches(windows, t.global_batch_size, t.global_batch_size, 0, 1)(1)
-    with torch.no_grad():
-        loss = F.cross_entropy(model(input_ids=batch.input_ids).logits.flatten(0, 1), batch.labels.flatten())
+    samples, _ = load_data(cfg, AutoTokenizer.from_pretrained(hf_dir))
+    (batch,) = StepBatches(samples, t.global_batch_size, t.global_batch_size, 0, 1)(1)
+    with torch.no_grad():  # HF's own forward derives its packed-document mask from position_ids
+        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids).logits
+    loss = F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten())
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged[1]["step"] == 2
     assert loss.item() == pytest.approx(logged[1]["loss"], rel=1e-5)
