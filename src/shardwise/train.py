@@ -127,7 +127,7 @@ def write_run_info(run: Run, out: Path) -> None:
 
 
 def train(cfg: Config) -> list[dict]:
-    """Run ``train.steps`` steps; rank 0 writes run.json and metrics.jsonl. Returns the records."""
+    """Run ``train.steps`` steps; rank 0 writes run.json, metrics.jsonl, tb/ and summary.json. Returns the records."""
     run = build_run(cfg)
     rank0 = dist.get_rank() == 0
     out = Path(cfg.output.dir)
@@ -163,4 +163,6 @@ def train(cfg: Config) -> list[dict]:
         records.append(record)
         writer.write(record)
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
+    bar.close()
+    writer.close(records, run.layout.world_size)
     return records
