@@ -1,9 +1,12 @@
-"""The shared setup of the parity tests: model variants and the run config they train with."""
+"""The shared setup of the parity tests: model variants (as model presets) and the run they train."""
 
 from __future__ import annotations
 
-from shardwise.config import Config, load_config
-from shardwise.model import PRESETS
+from typing import Any
+
+from shardwise.config import ModelConfig
+from shardwise.model import hf_config
+from shardwise.verify import preset_spec, resize
 
 BASE_PRESETS = ("tiny-qwen2", "tiny-llama", "tiny-qwen3", "tiny-mistral")
 # Every architecture both tied and untied: "<preset>" as shipped, "<preset>-flip" with the tie flipped.
@@ -18,13 +21,16 @@ RUN = {
 }
 
 
-def register_variants() -> None:
-    """Add the tie-flipped presets, with fewer layers to keep the suite fast."""
+def variant_presets() -> dict[str, dict[str, Any]]:
+    """Each variant as a ``model.preset`` spec (for ``verify.register_presets``), with 2 layers to keep it fast."""
+    presets = {}
     for preset in BASE_PRESETS:
-        spec = dict(PRESETS[preset], num_hidden_layers=2)
-        PRESETS[preset] = spec
-        PRESETS[f"{preset}-flip"] = dict(spec, tie_word_embeddings=not spec["tie_word_embeddings"])
+        config = hf_config(ModelConfig(preset=preset))
+        for variant, tied in ((preset, config.tie_word_embeddings), (f"{preset}-flip", not config.tie_word_embeddings)):
+            presets[variant] = preset_spec(resize(config, num_hidden_layers=2, tie_word_embeddings=tied))
+    return presets
 
 
-def case_config(variant: str, layout: dict[str, object]) -> Config:
-    return load_config(None, {**RUN, "model.preset": variant, **{k: str(v) for k, v in layout.items()}})
+def case_overrides(variant: str, layout: dict[str, object]) -> dict[str, object]:
+    """The config overrides of one case: the shared run, the variant, the layout."""
+    return {**RUN, "model.preset": variant, **layout}

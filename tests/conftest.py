@@ -13,15 +13,16 @@ TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
 
 
-def torchrun(nproc: int, script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``tests/<script>`` on ``nproc`` local CPU processes; fail the test with its output on error."""
+def torchrun(nproc: int, target: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``tests/<target>`` (a ``.py`` file) or the module ``target`` on ``nproc`` local CPU processes;
+    fail the test with its output on error."""
     path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           str(TESTS / script), *args]
+    entry = [str(TESTS / target)] if target.endswith(".py") else ["--module", target]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *entry, *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        pytest.fail(f"{script} failed on {nproc} processes:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        pytest.fail(f"{target} failed on {nproc} processes:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 

@@ -77,9 +77,10 @@ class Meshes:
     tp: DeviceMesh
 
 
-def build_mesh(layout: Layout) -> Meshes:
+def build_mesh(layout: Layout, device: str | None = None) -> Meshes:
+    """The meshes on this machine's device type, or on ``device`` (``shardwise plan`` uses "cpu")."""
     world = init_device_mesh(
-        device_type(), (layout.dp_replicate, layout.dp_shard, layout.tp),
+        device or device_type(), (layout.dp_replicate, layout.dp_shard, layout.tp),
         mesh_dim_names=("dp_replicate", "dp_shard", "tp"),
     )
     dp = world["dp_replicate", "dp_shard"]._flatten("dp")

@@ -41,19 +41,65 @@ def peak_mem_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-class MetricsWriter:
-    """Appends one JSON object per step to ``metrics.jsonl`` (rank 0 only)."""
+# Per-step record keys that also go to TensorBoard (under ``output.dir/tb``), when not null.
+TB_SCALARS = ("loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "tokens_per_s_per_device", "mfu", "peak_mem_gib")
 
-    def __init__(self, out_dir: Path, enabled: bool):
+
+def run_summary(records: list[dict], world_size: int) -> dict:
+    """What a finished run reports once: steps, tokens, wall time, mean throughput, final loss.
+
+    The mean throughput is this process's tokens over its loop's wall time, so slow first steps
+    count; after a resume, only the steps run since.
+    """
+    first, last = records[0], records[-1]
+    tokens_before = first["tokens"] - first["tokens"] / first["step"]
+    tps = (last["tokens"] - tokens_before) / last["elapsed_s"]
+    return {
+        "steps": last["step"], "tokens": last["tokens"], "wall_time_s": last["elapsed_s"],
+        "mean_tokens_per_s": tps, "mean_tokens_per_s_per_device": tps / world_size, "final_loss": last["loss"],
+    }
+
+
+class MetricsWriter:
+    """Rank 0's logs: one JSON object per step in ``metrics.jsonl``, the same scalars in TensorBoard,
+    and at the end ``summary.json`` plus a printed summary. Other ranks hold a disabled writer."""
+
+    def __init__(self, out_dir: Path, enabled: bool, fresh: bool = True):
+        self.out_dir = out_dir
         self.path = out_dir / "metrics.jsonl"
         self.enabled = enabled
+        self.tb = None
         if enabled:
+            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: rank 0 only
+
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            (out_dir / "summary.json").unlink(missing_ok=True)
+            if fresh:  # a new run starts its curves anew; a resumed one continues them
+                for old in (out_dir / "tb").glob("events.out.tfevents.*"):
+                    old.unlink()
+            self.tb = SummaryWriter(str(out_dir / "tb"))
 
     def write(self, record: dict) -> None:
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key in TB_SCALARS:
+            if record.get(key) is not None:
+                self.tb.add_scalar(key, record[key], global_step=record["step"])
+
+    def close(self, records: list[dict], world_size: int) -> None:
+        """Flush TensorBoard; write and print the run summary."""
+        if not self.enabled:
+            return
+        self.tb.close()
+        if not records:  # resumed at the last step: nothing ran
+            return
+        summary = run_summary(records, world_size)
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['wall_time_s']:.1f} s, "
+              f"{summary['mean_tokens_per_s']:,.0f} tokens/s ({summary['mean_tokens_per_s_per_device']:,.0f} "
+              f"per device), final loss {summary['final_loss']:.4f}", flush=True)
 
 
 def drop_steps_after(path: Path, step: int) -> None:

@@ -7,6 +7,7 @@ optimizer kernels cannot mix DTensors of different meshes, so both work per mesh
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections import defaultdict
@@ -16,6 +17,11 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from shardwise.config import TrainConfig
+
+# The norm's 2-step all-reduce on 2D meshes is accepted (see clip_grad_norm_); torch >= 2.13 says so in
+# a log record on every rank, older versions in a warning.
+logging.getLogger("torch.distributed.tensor._redistribute").addFilter(
+    lambda record: "sequential all_reduce" not in record.getMessage())
 
 
 def _mesh_key(p: torch.Tensor) -> object:

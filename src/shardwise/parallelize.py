@@ -32,17 +32,24 @@ _SAVE_OPS = {
 }
 
 
-def check_divisibility(config: PretrainedConfig, cfg: Config, tp: int) -> None:
-    """Refuse shapes that tensor parallelism cannot split evenly, naming the key to change."""
+def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int) -> list[str]:
+    """Every shape that tensor parallelism cannot split evenly, and a too long sequence; one line each."""
     heads, kv = config.num_attention_heads, config.num_key_value_heads
-    for what, n in (("attention heads", heads), ("KV heads", kv), ("vocab size", config.vocab_size),
-                    ("intermediate size", config.intermediate_size)):
-        if n % tp:
-            ok = [d for d in range(1, tp + 1) if heads % d == 0 and kv % d == 0 and config.vocab_size % d == 0]
-            raise ConfigError(f"{what} ({n}) is not divisible by parallel.tp={tp}; use parallel.tp in {ok}")
+    ok = [d for d in range(1, tp + 1) if heads % d == 0 and kv % d == 0 and config.vocab_size % d == 0]
+    errors = [f"{what} ({n}) is not divisible by parallel.tp={tp}; use parallel.tp in {ok}"
+              for what, n in (("attention heads", heads), ("KV heads", kv), ("vocab size", config.vocab_size),
+                              ("intermediate size", config.intermediate_size)) if n % tp]
     limit = config.max_position_embeddings
     if cfg.train.seq_len > limit:
-        raise ConfigError(f"train.seq_len={cfg.train.seq_len} exceeds the model's max_position_embeddings={limit}")
+        errors.append(f"train.seq_len={cfg.train.seq_len} exceeds the model's max_position_embeddings={limit}")
+    return errors
+
+
+def check_divisibility(config: PretrainedConfig, cfg: Config, tp: int) -> None:
+    """Refuse shapes that tensor parallelism cannot split evenly, naming the key to change."""
+    errors = divisibility_errors(config, cfg, tp)
+    if errors:
+        raise ConfigError(errors[0])
 
 
 def apply_tp(model: CausalLM, tp_mesh: DeviceMesh, sequence_parallel: bool, loss_parallel: bool) -> None:

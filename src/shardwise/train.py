@@ -147,7 +147,7 @@ def write_run_info(run: Run, out: Path) -> None:
 
 def train(cfg: Config) -> list[dict]:
     """Run (or resume and finish) ``train.steps`` steps, checkpointing as configured; rank 0 writes
-    run.json and metrics.jsonl (appended to on resume). Returns this process's records."""
+    run.json, metrics.jsonl (appended to on resume), tb/ and summary.json. Returns this process's records."""
     run = build_run(cfg)
     first = checkpoint.resume(run, checkpoint.resume_dir(cfg))
     rank0 = dist.get_rank() == 0
@@ -161,7 +161,7 @@ def train(cfg: Config) -> list[dict]:
         out.mkdir(parents=True, exist_ok=True)
         drop_steps_after(out / "metrics.jsonl", first)
         write_run_info(run, out)
-    writer = MetricsWriter(out, rank0)
+    writer = MetricsWriter(out, rank0, fresh=first == 0)
     c = run.model.config
     flops_token = flops_per_token(flop_params(run.model), c.num_hidden_layers, c.hidden_size, cfg.train.seq_len)
     peak = device_peak_flops(run.device)
@@ -191,4 +191,6 @@ def train(cfg: Config) -> list[dict]:
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
         if checkpoint.due(cfg, step + 1):
             checkpoint.save(run, step + 1, tokenizer)
+    bar.close()
+    writer.close(records, run.layout.world_size)
     return records

@@ -1,0 +1,202 @@
+"""Memory and communication per device, for ``shardwise plan``.
+
+**Activations** are counted per token of one micro-batch, per decoder layer, in bytes, in the
+manner of Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
+Models" (whose GPT layer keeps ``s·b·h·(34 + 5·a·s/h)`` bytes with 16-bit activations), but for
+the blocks shardwise trains: RMSNorm (HF upcasts to fp32), SwiGLU MLP, grouped-query attention,
+no dropout, and SDPA/flash attention, which keeps no ``s × s`` scores (``eager`` attention keeps
+its softmax, the ``5·a·s/h`` term). With ``e`` bytes per activation element (2 for bf16), hidden
+``h``, query width ``hq = heads·head_dim``, key/value width ``hkv``, intermediate ``I``, ``t = tp``:
+
+==========  =====================================================================================
+``none``    ``2(4+e)h / t_sp`` (two norms: fp32 copy + normalized output)
+            ``+ 2e·h`` (q/k/v and gate/up inputs, gathered: full sequence on every TP rank)
+            ``+ e(3hq + 2hkv) / t`` (q, k, v into attention; its output, kept by SDPA and o_proj)
+            ``+ (4+e)(hq + hkv) / t`` (Qwen3's q/k norms) ``+ e·a·s / t`` (eager softmax)
+            ``+ 4e·I / t`` (gate, up, silu(gate), product)
+``full``    ``e·h / t_sp`` (the block input), plus one layer's ``none`` while it is recomputed
+``selective`` the outputs the policy keeps: block input ``e·h / t_sp``, q/k/v ``e(hq + 2hkv) / t``,
+            attention ``e·hq / t``, o/down matmuls (partial sums, full sequence) ``2e·h``, their
+            reduce-scatters ``2e·h / t`` (SP only), gate/up ``2e·I / t``; plus one layer's ``none``
+==========  =====================================================================================
+
+``t_sp`` is ``tp`` with sequence parallelism and 1 without. Outside the blocks: the final norm and
+the gathered ``lm_head`` input, and the logits ``b·s·V/t·(4 + 4 + e)`` (fp32 log-softmax kept for
+backward, its fp32 gradient, and the logits in compute dtype), with ``V/t`` only under loss
+parallelism. Training state is exact: fp32 parameters, fp32 gradients and AdamW's two fp32 states
+of rank 0's shards (rank 0 holds the largest). FSDP adds the gathered parameters in flight (root +
+two blocks, compute dtype) and one block's unsharded fp32 gradient; with several micro-batches per
+step, the unsharded fp32 gradients of the whole TP shard accumulate until the last one. The total
+adds all of these, an upper bound: sharded gradients and most activations never coexist.
+
+**Communication** per device counts what a ring implementation sends (= receives): all-gather
+``(n-1)/n`` of its output, reduce-scatter ``(n-1)/n`` of its input, all-reduce twice that.
+Tensor parallelism is *measured*: one and two decoder blocks, tensor-parallelized by the real plan,
+run forward and backward (with the configured activation checkpointing) on meta tensors under a
+fake process group while every collective is recorded; the difference is one layer. FSDP is
+counted from the parameters: per micro-batch an all-gather of each unit in forward and again in
+backward (every block but the last, which stays gathered; not the root), per step one
+reduce-scatter of fp32 gradients and, with HSDP, an all-reduce of the shards over replicas.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch.distributed.device_mesh import DeviceMesh
+from torch.utils._python_dispatch import TorchDispatchMode
+from transformers import PretrainedConfig
+
+from shardwise.config import Config
+from shardwise.loss import loss_context, summed_cross_entropy
+from shardwise.model import build_meta_model
+from shardwise.parallelize import apply_activation_checkpointing, apply_tp
+
+FP32 = 4
+
+
+@dataclass
+class Dims:
+    """The sizes the estimates need, and the run's shape of one micro-batch."""
+
+    hidden: int
+    q_dim: int
+    kv_dim: int
+    intermediate: int
+    heads: int
+    vocab: int
+    layers: int
+    qk_norm: bool
+    eager: bool
+    batch: int
+    seq: int  # padded to a multiple of tp
+
+    @classmethod
+    def of(cls, config: PretrainedConfig, cfg: Config, tp: int, qk_norm: bool) -> Dims:
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        seq = -(-cfg.train.seq_len // tp) * tp
+        return cls(config.hidden_size, config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim,
+                   config.intermediate_size, config.num_attention_heads, config.vocab_size,
+                   config.num_hidden_layers, qk_norm, cfg.model.attn_implementation == "eager",
+                   cfg.train.micro_batch_size, seq)
+
+
+def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool) -> float:
+    """Activation bytes one decoder layer keeps per token until backward (see the module docstring)."""
+    t_sp = tp if sp else 1
+    none = (2 * (FP32 + e) * d.hidden / t_sp + 2 * e * d.hidden
+            + (e * (3 * d.q_dim + 2 * d.kv_dim) + (FP32 + e) * (d.q_dim + d.kv_dim) * d.qk_norm
+               + e * d.heads * d.seq * d.eager + 4 * e * d.intermediate) / tp)
+    if mode == "none":
+        return none
+    block_input = e * d.hidden / t_sp
+    if mode == "full":
+        return block_input
+    reduce_scatters = 2 * e * d.hidden / tp if sp and tp > 1 else 0.0
+    return (block_input + e * (2 * d.q_dim + 2 * d.kv_dim + 2 * d.intermediate) / tp + 2 * e * d.hidden
+            + reduce_scatters)
+
+
+def activation_bytes(d: Dims, mode: str, e: int, tp: int, sp: bool, loss_parallel: bool) -> dict[str, float]:
+    """Bytes per device for one micro-batch: decoder layers (with the recompute peak) and logits."""
+    tokens = d.batch * d.seq
+    layers = d.layers * layer_bytes_per_token(d, mode, e, tp, sp)
+    if mode != "none":
+        layers += layer_bytes_per_token(d, "none", e, tp, sp)  # one block recomputed during backward
+    top = (FP32 + e) * d.hidden / (tp if sp else 1) + e * d.hidden
+    vocab = d.vocab / tp if loss_parallel and tp > 1 else d.vocab
+    return {"activations": tokens * (layers + top), "logits": tokens * vocab * (2 * FP32 + e)}
+
+
+def ring_bytes(op: str, nbytes: int, n: int) -> float:
+    """Bytes one rank sends for a collective over ``n`` ranks whose (per-rank) input has ``nbytes``."""
+    if n <= 1:
+        return 0.0
+    if op == "all_gather_into_tensor":
+        return nbytes * (n - 1)
+    if op == "all_reduce":
+        return 2 * nbytes * (n - 1) / n
+    return nbytes * (n - 1) / n  # reduce_scatter_tensor, all_to_all_single
+
+
+class CollectiveRecorder(TorchDispatchMode):
+    """Adds up, per collective kind, the calls and ring bytes of every functional collective."""
+
+    KINDS = ("all_gather_into_tensor", "reduce_scatter_tensor", "all_reduce", "all_to_all_single")
+
+    def __init__(self, group_size: int):
+        super().__init__()
+        self.n = group_size
+        self.calls = {k: 0 for k in self.KINDS}
+        self.bytes = {k: 0.0 for k in self.KINDS}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._opname
+        if func.namespace == "_c10d_functional" and name in self.calls:
+            self.calls[name] += 1
+            self.bytes[name] += ring_bytes(name, args[0].nbytes, self.n)
+        return func(*args, **(kwargs or {}))
+
+
+def _tp_step(config: PretrainedConfig, cfg: Config, tp_mesh: DeviceMesh, layers: int, dtype: torch.dtype,
+             d: Dims) -> CollectiveRecorder:
+    """Forward + backward of a ``layers``-block model under TP only, on meta tensors, recording collectives."""
+    small = copy.deepcopy(config)
+    small.num_hidden_layers = layers
+    model = build_meta_model(small)
+    lp = cfg.parallel.loss_parallel
+    apply_tp(model, tp_mesh, cfg.parallel.sequence_parallel, lp)
+    apply_activation_checkpointing(model, cfg.train.activation_checkpointing)
+    model.to(dtype)
+    ids = torch.zeros(d.batch, d.seq, dtype=torch.long, device="meta")
+    positions = torch.arange(d.seq, device="meta").expand(d.batch, d.seq)
+    recorder = CollectiveRecorder(tp_mesh.size())
+    with recorder, loss_context(lp):
+        summed_cross_entropy(model(ids, positions), ids).backward()
+    return recorder
+
+
+def tp_comm(config: PretrainedConfig, cfg: Config, tp_mesh: DeviceMesh, dtype: torch.dtype, d: Dims,
+            micro_batches: int) -> dict:
+    """Measured TP collectives: per layer per micro-batch, outside the layers, and per step (bytes per device)."""
+    one, two = (_tp_step(config, cfg, tp_mesh, n, dtype, d) for n in (1, 2))
+    kinds = CollectiveRecorder.KINDS
+    layer = {k: {"calls": two.calls[k] - one.calls[k], "bytes": two.bytes[k] - one.bytes[k]} for k in kinds}
+    top = {k: {"calls": one.calls[k] - layer[k]["calls"], "bytes": one.bytes[k] - layer[k]["bytes"]} for k in kinds}
+    step = {k: micro_batches * (d.layers * layer[k]["bytes"] + top[k]["bytes"]) for k in kinds}
+    return {"per_layer_per_micro_batch": layer, "outside_layers_per_micro_batch": top, "per_step_bytes": step}
+
+
+def fsdp_comm(unit_numels: list[int], shard: int, replicate: int, param_bytes: int,
+              micro_batches: int) -> dict[str, float]:
+    """FSDP collectives per step, bytes per device. ``unit_numels[0]`` is the root, then one per block.
+
+    ``unit_numels`` count the tensor-parallel shard each FSDP group gathers (global / tp when TP-sharded).
+    """
+    gathers = 0.0
+    for i, n in enumerate(unit_numels):
+        passes = 1 if i in (0, len(unit_numels) - 1) else 2  # the root and the last block stay gathered for backward
+        gathers += passes * ring_bytes("all_gather_into_tensor", n * param_bytes / shard, shard)
+    total = sum(unit_numels)
+    return {
+        "all_gather": micro_batches * gathers,
+        "reduce_scatter": ring_bytes("reduce_scatter_tensor", total * FP32, shard),
+        "all_reduce_replicas": ring_bytes("all_reduce", total * FP32 / shard, replicate),
+    }
+
+
+def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_bytes: int,
+           acts: dict[str, float]) -> dict[str, float]:
+    """Bytes per device: exact training state of rank 0's shards plus the estimated transients."""
+    largest_block = max(unit_numels[1:], default=0)
+    parts = {
+        "parameters": FP32 * local_numel,
+        "gradients": FP32 * local_numel,
+        "optimizer_states": 2 * FP32 * local_numel,
+        "fsdp_in_flight": param_bytes * (unit_numels[0] + 2 * largest_block) + FP32 * largest_block,
+        "gradient_accumulation": FP32 * sum(unit_numels) if micro_batches > 1 else 0.0,
+        **acts,
+    }
+    return {**parts, "total": sum(parts.values())}

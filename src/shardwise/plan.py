@@ -1,0 +1,277 @@
+"""``shardwise plan``: what a run will hold and send on each device, and what will refuse it, before launch.
+
+No GPU and no processes: a fake process group (``torch.testing._internal.distributed.fake_pg``) of
+the planned world size stands in for the real one, seen from rank 0. The model is built on the meta
+device and sharded by the real ``shardwise.parallelize`` (tensor parallelism, then FSDP), so every
+shape and placement printed is what rank 0 of the real run gets, never a re-derivation. Memory and
+communication come from ``shardwise.estimate``, whose docstring gives the formulas.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+from shardwise import estimate
+from shardwise.config import Config, ConfigError
+from shardwise.data import StepBatches
+from shardwise.mesh import Layout, build_mesh, resolve_layout
+from shardwise.model import CausalLM, build_meta_model, hf_config, num_params
+from shardwise.parallelize import divisibility_errors, parallelize
+from shardwise.plans import TPPlan, get_plan
+from shardwise.train import compute_dtype
+
+GIB = 2**30
+
+
+@contextmanager
+def fake_world(world_size: int) -> Iterator[None]:
+    """Rank 0 of a ``world_size`` process group whose collectives do nothing: enough to shard meta tensors."""
+    from torch.testing._internal.distributed.fake_pg import FakeStore  # registers the "fake" backend
+
+    dist.init_process_group(backend="fake", store=FakeStore(), rank=0, world_size=world_size)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def param_layout(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Each unique parameter's global shape, this rank's local shape and placements (verify records it too)."""
+    out = {}
+    for name, p in model.named_parameters():  # tied weights are listed once, under the embedding
+        local = p.to_local() if isinstance(p, DTensor) else p
+        out[name.removeprefix("hf.")] = {
+            "global_shape": list(p.shape), "local_shape": list(local.shape),
+            "placements": [str(x) for x in p.placements] if isinstance(p, DTensor) else [],
+            "mesh_dims": list(p.device_mesh.mesh_dim_names) if isinstance(p, DTensor) else [],
+        }
+    return out
+
+
+def group_name(name: str) -> str:
+    """``model.layers.7.mlp.up_proj.weight`` -> ``model.layers.*.mlp.up_proj.weight``."""
+    return re.sub(r"\.layers\.\d+\.", ".layers.*.", name)
+
+
+def param_table(layout: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per parameter outside the blocks and per parameter of block 0, with how many share it."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, info in layout.items():
+        key = group_name(name)
+        if key in rows:
+            rows[key]["count"] += 1
+        else:
+            rows[key] = {"name": key, "count": 1, **info}
+    return list(rows.values())
+
+
+def style_table(plan: TPPlan, model: CausalLM) -> list[dict[str, str]]:
+    """The plan registry's entries with the class of the module each one shards."""
+    rows = []
+    for scope, root, styles in (("top", model, plan.top), ("block", model.layers[0], plan.block)):
+        for path, style in styles.items():
+            rows.append({"scope": scope, "module": path, "class": type(root.get_submodule(path)).__name__,
+                         "style": repr(style)})
+    return rows
+
+
+def _attempt(checks: list[dict[str, Any]], name: str, fn: Callable[[], Any]) -> Any:
+    """Run one check; record it as passed, or failed with its one-line message, and return its result."""
+    try:
+        result = fn()
+    except ConfigError as err:
+        checks.append({"check": name, "ok": False, "message": str(err)})
+        return None
+    checks.append({"check": name, "ok": True, "message": ""})
+    return result
+
+
+def fsdp_units(model: CausalLM) -> list[int]:
+    """Per FSDP unit (root, then each block), the elements its group gathers: the TP shard of each parameter."""
+    units = [0] * (len(model.layers) + 1)
+    for name, p in {id(p): (n, p) for n, p in model.named_parameters()}.values():
+        match = re.search(r"\.layers\.(\d+)\.", name)
+        names = p.device_mesh.mesh_dim_names if isinstance(p, DTensor) else ()
+        tp_sharded = "tp" in names and p.placements[names.index("tp")].is_shard()
+        units[int(match.group(1)) + 1 if match else 0] += p.numel() // (p.device_mesh["tp"].size() if tp_sharded else 1)
+    return units
+
+
+def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype, micro_batches: int) -> dict:
+    """Placements, memory and communication from the real parallelization on meta tensors."""
+    tp, sp = layout.tp, cfg.parallel.sequence_parallel and layout.tp > 1
+    with fake_world(layout.world_size):
+        meshes = build_mesh(layout, "cpu")
+        model = build_meta_model(config)
+        styles = style_table(get_plan(config.model_type, sp, cfg.parallel.loss_parallel), model) if tp > 1 else []
+        qk_norm = hasattr(model.layers[0].self_attn, "q_norm")
+        parallelize(model, cfg, meshes, layout, dtype)
+        layout_rows = param_layout(model)
+        units = fsdp_units(model)
+        local = sum(p.to_local().numel() for p in {id(p): p for p in model.parameters()}.values())
+        dims = estimate.Dims.of(config, cfg, tp, qk_norm)
+        tp_comm = estimate.tp_comm(config, cfg, meshes.tp, dtype, dims, micro_batches) if tp > 1 else None
+    e = dtype.itemsize
+    acts = estimate.activation_bytes(dims, cfg.train.activation_checkpointing, e, tp, sp,
+                                     cfg.parallel.loss_parallel and tp > 1)
+    return {
+        "num_params": num_params(model),
+        "styles": styles,
+        "parameters": param_table(layout_rows),
+        "memory_bytes": estimate.memory(local, units, micro_batches, e, acts),
+        "comm_bytes": {"tp": tp_comm, "fsdp": estimate.fsdp_comm(units, layout.dp_shard, layout.dp_replicate, e,
+                                                                 micro_batches)},
+    }
+
+
+def structural_checks(cfg: Config, config: Any, world_size: int) -> tuple[list[dict[str, Any]], Layout | None]:
+    """Layout, architecture, shapes and batch split, all of them (not only the first that fails)."""
+    checks: list[dict[str, Any]] = []
+    layout = _attempt(checks, "world size vs. mesh", lambda: resolve_layout(cfg.parallel, world_size))
+    _attempt(checks, "architecture", lambda: get_plan(config.model_type, True, True))
+    for message in divisibility_errors(config, cfg, layout.tp if layout else cfg.parallel.tp):
+        checks.append({"check": "shapes", "ok": False, "message": message})
+    if layout:  # StepBatches checks the batch split before it touches any data
+        t = cfg.train
+        _attempt(checks, "batch split", lambda: StepBatches(None, t.global_batch_size, t.micro_batch_size, 0, layout.dp))
+    return checks, layout
+
+
+def _memory_check(total_bytes: float, budget_gib: float) -> dict[str, Any]:
+    need = total_bytes / GIB
+    message = "" if need <= budget_gib else (
+        f"needs about {need:.1f} GiB per device, more than --device-memory-gib={budget_gib:g}; raise parallel.tp or "
+        "parallel.dp_shard, lower train.micro_batch_size, or set train.activation_checkpointing=full")
+    return {"check": "memory", "ok": need <= budget_gib, "message": message}
+
+
+def _summary(cfg: Config, config: Any, world_size: int, layout: Layout | None, dtype: torch.dtype) -> dict[str, Any]:
+    t, tp = cfg.train, layout.tp if layout else cfg.parallel.tp
+    return {
+        "model": {"preset": None if cfg.model.path else cfg.model.preset, "path": cfg.model.path or None,
+                  "model_type": config.model_type, "layers": config.num_hidden_layers,
+                  "hidden_size": config.hidden_size, "attention_heads": config.num_attention_heads,
+                  "kv_heads": config.num_key_value_heads, "vocab_size": config.vocab_size,
+                  "tied_embeddings": bool(config.tie_word_embeddings)},
+        "world_size": world_size,
+        "mesh": vars(layout) if layout else None,
+        "sequence_parallel": cfg.parallel.sequence_parallel and tp > 1,
+        "loss_parallel": cfg.parallel.loss_parallel and tp > 1,
+        "compute_dtype": str(dtype).removeprefix("torch."),
+        "batch": {"micro_batch_size": t.micro_batch_size, "seq_len": t.seq_len,
+                  "micro_batches_per_step": max(1, t.global_batch_size // (layout.dp * t.micro_batch_size))
+                  if layout else None},
+        "activation_checkpointing": t.activation_checkpointing,
+    }
+
+
+def make_plan(cfg: Config, world_size: int, device_memory_gib: float | None) -> dict[str, Any]:
+    """The whole report as one JSON-able dict; ``ok`` is False when any check fails.
+
+    ``train.dtype=auto`` is planned as on a GPU (bf16) when this machine has one or a memory
+    budget is given, as on CPU (fp32) otherwise.
+    """
+    config = hf_config(cfg.model)
+    checks, layout = structural_checks(cfg, config, world_size)
+    gpu = torch.cuda.is_available() or device_memory_gib is not None
+    dtype = compute_dtype(cfg, torch.device("cuda" if gpu else "cpu"))
+    report = _summary(cfg, config, world_size, layout, dtype)
+    if all(c["ok"] for c in checks if c["check"] != "batch split"):
+        report |= _sharded_report(cfg, config, layout, dtype, report["batch"]["micro_batches_per_step"])
+        if device_memory_gib is not None:
+            checks.append(_memory_check(report["memory_bytes"]["total"], device_memory_gib))
+    return report | {"checks": checks, "ok": all(c["ok"] for c in checks)}
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _shape(shape: list[int]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+_OP_NAMES = {"all_gather_into_tensor": "all-gather", "reduce_scatter_tensor": "reduce-scatter",
+             "all_reduce": "all-reduce", "all_to_all_single": "all-to-all", "all_gather": "all-gather",
+             "reduce_scatter": "reduce-scatter", "all_reduce_replicas": "all-reduce over replicas"}
+
+
+def _comm_lines(comm: dict[str, Any]) -> list[str]:
+    lines = []
+    if comm["tp"]:
+        layer = comm["tp"]["per_layer_per_micro_batch"]
+        parts = [f"{_OP_NAMES[k]} {v['calls']} calls {_size(v['bytes'])}" for k, v in layer.items() if v["calls"]]
+        lines.append("  TP per layer per micro-batch, forward + backward: " + ", ".join(parts))
+        step = comm["tp"]["per_step_bytes"]
+        lines.append("  TP per step, all layers: " + ", ".join(f"{_OP_NAMES[k]} {_size(v)}" for k, v in step.items() if v))
+    lines.append("  FSDP per step: " + ", ".join(f"{_OP_NAMES[k]} {_size(v)}" for k, v in comm["fsdp"].items()))
+    return lines
+
+
+def _header(r: dict[str, Any]) -> list[str]:
+    m = r["model"]
+    lines = [f"model: {m['preset'] or m['path']} ({m['model_type']}), {m['layers']} layers, hidden {m['hidden_size']}, "
+             f"{m['attention_heads']} heads / {m['kv_heads']} KV heads, vocab {m['vocab_size']}, "
+             f"{'tied' if m['tied_embeddings'] else 'untied'} embeddings"
+             + (f", {r['num_params']:,} parameters" if "num_params" in r else "")]
+    if r["mesh"]:
+        mesh, b = r["mesh"], r["batch"]
+        on = {True: "on", False: "off"}
+        lines.append(f"mesh: dp_replicate={mesh['dp_replicate']} x dp_shard={mesh['dp_shard']} x tp={mesh['tp']} = "
+                     f"{r['world_size']} devices; sequence parallel {on[r['sequence_parallel']]}, "
+                     f"loss parallel {on[r['loss_parallel']]}")
+        lines.append(f"step: {b['micro_batches_per_step']} micro-batch(es) of {b['micro_batch_size']} x "
+                     f"{b['seq_len']} tokens per DP rank; {r['compute_dtype']} compute; activation checkpointing "
+                     f"{r['activation_checkpointing']}")
+    return lines
+
+
+def _sharding(r: dict[str, Any]) -> list[str]:
+    lines = []
+    if r["styles"]:
+        lines += ["", "tensor-parallel styles (plan registry):"]
+        lines += _table([[s["scope"], s["module"], s["class"], s["style"]] for s in r["styles"]])
+    lines += ["", "parameters (rank 0; layers.* is block 0, the same in every block):"]
+    rows = [["name", "count", "global", "local", "placements"]]
+    rows += [[p["name"], str(p["count"]), _shape(p["global_shape"]), _shape(p["local_shape"]),
+              ", ".join(f"{d}: {x}" for d, x in zip(p["mesh_dims"], p["placements"])) or "plain tensor"]
+             for p in r["parameters"]]
+    return lines + _table(rows)
+
+
+def render(r: dict[str, Any]) -> str:
+    """The report as text: model, mesh, styles, parameters, memory, communication, checks."""
+    lines = _header(r)
+    if "parameters" in r:
+        lines += _sharding(r)
+        lines += ["", "memory per device (estimate; formulas in shardwise/estimate.py):"]
+        lines += _table([[k, _size(v)] for k, v in r["memory_bytes"].items()])
+        lines += ["", "communication per device (ring bytes sent):", *_comm_lines(r["comm_bytes"])]
+    lines += ["", "checks:"]
+    lines += [f"  {'ok  ' if c['ok'] else 'FAIL'}  {c['check']}" + (f": {c['message']}" if c["message"] else "")
+              for c in r["checks"]]
+    return "\n".join(lines)
+
+
+def run_plan(cfg: Config, world_size: int, device_memory_gib: float | None, as_json: bool) -> int:
+    """Print the plan; exit code 1 when any check fails."""
+    report = make_plan(cfg, world_size, device_memory_gib)
+    print(json.dumps(report, indent=1) if as_json else render(report), flush=True)
+    return 0 if report["ok"] else 1

@@ -1,0 +1,272 @@
+"""``shardwise verify``: prove a layout numerically on CPU before spending accelerator hours on it.
+
+A toy model of the configured architecture (``small_config``: same ``model_type``, head counts,
+head-width and MLP ratios, tie flag, biases and norms; 2 layers, small widths, a 320-token
+vocabulary rounded up to a multiple of tp) trains ``STEPS`` steps on CPU gloo processes with the
+configured layout (dp_replicate, dp_shard, tp, sequence and loss parallelism, activation
+checkpointing), through the trainer's own ``build_run`` / ``forward_backward`` / ``optimizer_step``. A reference trains the same
+weights on the same bytes of text in one process: a plain Hugging Face model in fp32 with its own
+forward, torch's AdamW and ``clip_grad_norm_``, and the token mean over the global batch. Then
+``compare`` checks the loss, the logits, every parameter's gradient, the gradient norms and the
+final weights. The test suite proves every layout with the same functions.
+
+Run as a module under torchrun (``python -m shardwise.verify --presets JSON --cases JSON --out FILE``)
+it is the worker: it registers the given model presets (the toy model travels as one, an HF config
+dict, so no model folder is involved), trains each case of the JSON list of config overrides and
+saves what rank 0 saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
+from transformers import AutoModelForCausalLM, PretrainedConfig
+
+from shardwise.cli import launch, preflight, refuse
+from shardwise.config import Config, ConfigError, load_config
+from shardwise.data import StepBatches, TokenWindows, byte_tokenizer, load_tokens, pad_to_multiple
+from shardwise.mesh import resolve_layout
+from shardwise.model import PRESETS, CausalLM, hf_config, init_weights, num_params
+from shardwise.optim import lr_lambda
+from shardwise.plan import param_layout
+from shardwise.train import build_run, forward_backward, optimizer_step
+
+# Gathering a (_StridedShard, Shard) tensor whole takes two all-gathers; verify does it once per tensor.
+logging.getLogger("torch.distributed.tensor._redistribute").addFilter(
+    lambda record: "sequential all_gather" not in record.getMessage())
+
+STEPS = 2
+# seq_len 31 is odd so that sequence parallelism must pad; two micro-batches of 2 per DP rank
+# exercise gradient accumulation; lr 1e-2 makes optimizer mistakes visible in two steps.
+RUN = {"train.seq_len": 31, "train.micro_batch_size": 2, "train.steps": STEPS, "train.lr": 1e-2,
+       "train.warmup_steps": 1, "train.seed": 7, "train.dtype": "float32", "train.compile": False,
+       "data.path": "", "data.tokenizer": "", "data.max_bytes": 200_000, "output.progress": False,
+       "model.path": "", "model.preset": "verify-toy"}
+VOCAB = 320  # the byte tokenizer's 257 ids fit
+LAYOUT_KEYS = ("parallel.dp_replicate", "parallel.dp_shard", "parallel.tp", "parallel.sequence_parallel",
+               "parallel.loss_parallel", "train.activation_checkpointing", "model.attn_implementation")
+HEAD_DIM = 8  # even, for rotary embeddings
+# Relative errors allowed in fp32. Weights get more room: Adam turns the rounding noise of
+# gradients that are zero in theory (e.g. k_proj.bias) into lr-sized steps.
+TOLERANCE = {"parameter count": 0.0, "loss, first step": 1e-5, "logits at init": 1e-5, "gradients, first step": 1e-4,
+             "loss, every step": 1e-4, "gradient norm, every step": 1e-4, "weights after training": 1e-3}
+
+
+def resize(config: PretrainedConfig, **changes: Any) -> PretrainedConfig:
+    """A copy of ``config`` with ``changes``; per-layer lists (``layer_types``) follow ``num_hidden_layers``."""
+    small = copy.deepcopy(config)
+    for key, value in changes.items():
+        setattr(small, key, value)
+    if getattr(small, "layer_types", None):
+        small.layer_types = list(small.layer_types)[: small.num_hidden_layers]
+    return small
+
+
+def small_config(config: PretrainedConfig, tp: int) -> PretrainedConfig:
+    """The same architecture at toy size: 2 layers, head_dim 8, the hidden/query-width and MLP ratios kept."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    q_dim = config.num_attention_heads * head_dim
+    hidden = 2 * max(1, round(config.hidden_size / q_dim * config.num_attention_heads * HEAD_DIM / 2))
+    mlp = tp * max(1, round(config.intermediate_size / config.hidden_size * hidden / tp))
+    return resize(config, num_hidden_layers=2, hidden_size=hidden, head_dim=HEAD_DIM, intermediate_size=mlp,
+                  vocab_size=tp * -(-VOCAB // tp))
+
+
+def preset_spec(config: PretrainedConfig) -> dict[str, Any]:
+    """``config`` as a JSON-able ``model.preset`` entry (what ``hf_config`` turns back into the same config)."""
+    return config.to_diff_dict()
+
+
+def register_presets(presets: dict[str, dict[str, Any]]) -> None:
+    """Make these specs loadable as ``model.preset`` names in this process."""
+    PRESETS.update(presets)
+
+
+def verify_overrides(cfg: Config, global_batch: int) -> dict[str, Any]:
+    """The config a verify case runs: the user's layout, verify's own short run on the toy preset."""
+    layout = {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in LAYOUT_KEYS}
+    return {**layout, **RUN, "train.global_batch_size": global_batch}
+
+
+def step_batches(cfg: Config, dp_rank: int, dp: int, micro_batch: int | None = None) -> StepBatches:
+    """This DP rank's share of each step: the built-in corpus (``data.max_bytes`` of it) in bytes.
+
+    Text, on which the tolerances were set: on uniform random tokens, Adam's lr-sized first steps on
+    near-zero gradients put untied Qwen3's embedding 1.5e-3 to 2.2e-3 off the reference after three
+    steps, in every layout, above the weights tolerance.
+    """
+    t = cfg.train
+    windows = TokenWindows(load_tokens(cfg.data, byte_tokenizer()), t.seq_len, t.seed)
+    return StepBatches(windows, t.global_batch_size, micro_batch or t.micro_batch_size, dp_rank, dp)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return (t.full_tensor() if isinstance(t, DTensor) else t).detach().cpu().clone()
+
+
+def run_parallel(cfg: Config) -> dict[str, Any]:
+    """Train ``cfg`` with shardwise in every rank; returns what rank 0 needs to compare (full tensors)."""
+    run = build_run(cfg)
+    layout = param_layout(run.model)  # before any forward: FSDP keeps the root gathered after one
+    probe = pad_to_multiple(step_batches(cfg, 0, run.layout.dp)(0)[0], run.layout.tp)  # same on every rank
+    with torch.no_grad():
+        logits = _full(run.model(probe.input_ids, probe.position_ids))
+    batches = step_batches(cfg, run.meshes.dp.get_local_rank(), run.layout.dp)
+    out = {"num_params": num_params(run.model), "logits": logits, "layout": layout, "losses": [], "grad_norms": []}
+    for step in range(cfg.train.steps):
+        out["losses"].append(forward_backward(run, batches(step)))
+        if step == 0:
+            out["grads"] = {n.removeprefix("hf."): _full(p.grad) for n, p in run.model.named_parameters()}
+        out["grad_norms"].append(optimizer_step(run)[0])
+    out["weights"] = {n.removeprefix("hf."): _full(p) for n, p in run.model.named_parameters()}
+    return out
+
+
+def run_reference(cfg: Config) -> dict[str, Any]:
+    """The same training as a plain HF model in one process: its forward, torch's AdamW and clipping."""
+    t = cfg.train
+    hf = AutoModelForCausalLM.from_config(hf_config(cfg.model), dtype=torch.float32)
+    init_weights(CausalLM(hf), torch.device("cpu"), t.seed)
+    decay = [p for p in hf.parameters() if p.ndim >= 2]
+    no_decay = [p for p in hf.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=(t.beta1, t.beta2))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t))
+    batches = step_batches(cfg, 0, 1, micro_batch=t.global_batch_size)
+    with torch.no_grad():
+        logits = hf(input_ids=batches(0)[0].input_ids[: t.micro_batch_size]).logits
+    out = {"num_params": sum(p.numel() for p in hf.parameters()), "logits": logits, "losses": [], "grad_norms": []}
+    for step in range(t.steps):
+        (batch,) = batches(step)
+        loss = F.cross_entropy(hf(input_ids=batch.input_ids).logits.flatten(0, 1), batch.labels.flatten())
+        loss.backward()
+        out["losses"].append(loss.item())
+        if step == 0:
+            out["grads"] = {n: p.grad.clone() for n, p in hf.named_parameters()}
+        out["grad_norms"].append(torch.nn.utils.clip_grad_norm_(hf.parameters(), t.grad_clip).item())
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    out["weights"] = {n: p.detach().clone() for n, p in hf.named_parameters()}
+    return out
+
+
+@dataclass
+class Check:
+    """One comparison: its worst relative error, where that was, and whether it is within tolerance."""
+
+    name: str
+    error: float
+    where: str
+    ok: bool
+
+    def line(self) -> str:
+        where = f" at {self.where}" if self.where else ""
+        return (f"{'PASS' if self.ok else 'FAIL'}  {self.name:<27} worst relative error {self.error:.2e}{where} "
+                f"(tolerance {TOLERANCE[self.name]:.0e})")
+
+
+def rel_err(a: torch.Tensor | float, b: torch.Tensor | float) -> float:
+    """``|a - b| / |b|`` (L2 norms for tensors); NaN counts as infinitely wrong."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    err = float((a - b).norm() / b.norm().clamp_min(1e-12))
+    return float("inf") if math.isnan(err) else err
+
+
+def _worst(name: str, got: dict[str, Any], ref: dict[str, Any]) -> Check:
+    """The entry of ``got``/``ref`` (a name or a step) with the largest relative error; a missing one fails."""
+    keys = sorted(set(got) | set(ref))
+    errors = {k: rel_err(got[k], ref[k]) if k in got and k in ref else float("inf") for k in keys}
+    where = max(errors, key=errors.get)
+    return Check(name, errors[where], str(where), errors[where] <= TOLERANCE[name])
+
+
+def _by_step(values: list[float]) -> dict[str, float]:
+    return {f"step {i + 1}": v for i, v in enumerate(values)}
+
+
+def compare(got: dict[str, Any], ref: dict[str, Any]) -> list[Check]:
+    """Every check of a parallel run (``run_parallel``) against the reference (``run_reference``)."""
+    seq = ref["logits"].shape[1]  # the parallel logits may carry sequence padding
+    return [
+        _worst("parameter count", {"": got["num_params"]}, {"": ref["num_params"]}),
+        _worst("loss, first step", {"": got["losses"][0]}, {"": ref["losses"][0]}),
+        _worst("logits at init", {"": got["logits"][:, :seq]}, {"": ref["logits"]}),
+        _worst("gradients, first step", got["grads"], ref["grads"]),
+        _worst("loss, every step", _by_step(got["losses"]), _by_step(ref["losses"])),
+        _worst("gradient norm, every step", _by_step(got["grad_norms"]), _by_step(ref["grad_norms"])),
+        _worst("weights after training", got["weights"], ref["weights"]),
+    ]
+
+
+def _describe(config: PretrainedConfig, cfg: Config, world: int) -> str:
+    p, layout = cfg.parallel, resolve_layout(cfg.parallel, world)
+    return (f"{config.model_type} at toy size ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
+            f"{config.num_attention_heads} heads / {config.num_key_value_heads} KV heads, vocab {config.vocab_size}, "
+            f"{'tied' if config.tie_word_embeddings else 'untied'}); dp_replicate={layout.dp_replicate} "
+            f"dp_shard={layout.dp_shard} tp={layout.tp}, sequence parallel {'on' if p.sequence_parallel else 'off'}, "
+            f"loss parallel {'on' if p.loss_parallel else 'off'}, activation checkpointing "
+            f"{cfg.train.activation_checkpointing}; {cfg.train.steps} steps on {world} CPU processes vs. 1 process")
+
+
+def run_verify(cfg: Config, world_size: int) -> int:
+    """The CLI command: toy model, reference here, the layout in ``world_size`` CPU processes, compare."""
+    start = time.perf_counter()
+    presets = {RUN["model.preset"]: preset_spec(small_config(hf_config(cfg.model), cfg.parallel.tp))}
+    register_presets(presets)
+    overrides = verify_overrides(cfg, global_batch=2 * (world_size // cfg.parallel.tp) * RUN["train.micro_batch_size"])
+    vcfg = load_config(None, overrides)
+    preflight(vcfg, world_size)
+    print(f"verify: {_describe(hf_config(vcfg.model), vcfg, world_size)}", flush=True)
+    ref = run_reference(vcfg)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the workers run on CPU, also on a GPU machine
+    with tempfile.TemporaryDirectory(prefix="shardwise-verify-") as tmp:
+        out = Path(tmp) / "results.pt"
+        code = launch("shardwise.verify", ["--presets", json.dumps(presets), "--cases", json.dumps([overrides]),
+                                           "--out", str(out)], world_size)
+        if code:
+            print(f"FAIL  the parallel run did not finish (exit code {code})", flush=True)
+            return code
+        checks = compare(torch.load(out)[0], ref)
+    print("\n".join(c.line() for c in checks), flush=True)
+    ok = all(c.ok for c in checks)
+    print(f"verify: {'PASS' if ok else 'FAIL'} ({sum(c.ok for c in checks)}/{len(checks)} checks) "
+          f"in {time.perf_counter() - start:.0f} s", flush=True)
+    return 0 if ok else 1
+
+
+def worker_main(argv: list[str]) -> int:
+    """torchrun entry: train each case (a dict of config overrides); rank 0 saves the list of results."""
+    parser = argparse.ArgumentParser(prog="python -m shardwise.verify")
+    parser.add_argument("--presets", default="{}", help="JSON dict of model presets to register: name -> HF config")
+    parser.add_argument("--cases", required=True, help="JSON list of config-override dicts")
+    parser.add_argument("--out", required=True, help="where rank 0 saves the results (torch.save)")
+    args = parser.parse_args(argv)
+    register_presets(json.loads(args.presets))
+    try:
+        results = [run_parallel(load_config(None, case)) for case in json.loads(args.cases)]
+    except ConfigError as err:
+        return refuse(err)
+    if dist.get_rank() == 0:
+        torch.save(results, args.out)
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))

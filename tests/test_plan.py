@@ -1,0 +1,98 @@
+"""``shardwise plan``: its shapes are the real run's, and it flags what will fail."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from conftest import torchrun
+
+from shardwise.cli import main
+from shardwise.plan import group_name
+
+# Two layouts on one 4-process world: FSDP x TP with sequence and loss parallel (Qwen3's q/k norms
+# included), and HSDP x TP without sequence parallelism (norms stay off the TP mesh).
+CASES = {
+    "tiny-qwen3 dp_shard=2 x tp=2": {"model.preset": "tiny-qwen3", "parallel.dp_shard": 2, "parallel.tp": 2},
+    "tiny-llama dp_replicate=2 x tp=2, SP off": {
+        "model.preset": "tiny-llama", "parallel.dp_replicate": 2, "parallel.dp_shard": 1, "parallel.tp": 2,
+        "parallel.sequence_parallel": False},
+}
+SHORT_RUN = {"train.steps": 1, "train.seq_len": 16, "train.global_batch_size": 4, "train.micro_batch_size": 1,
+             "output.progress": False}
+
+
+def plan_json(capsys, *args: str) -> tuple[int, dict]:
+    code = main(["plan", *args, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def overrides(case: dict) -> list[str]:
+    return [f"--{k}={v}" for k, v in {**SHORT_RUN, **case}.items()]
+
+
+def test_plan_shapes_are_the_real_run_shapes(tmp_path, capsys):
+    """Rank 0's local shape and placements of every parameter, from a real gloo run, equal the plan's rows."""
+    out = tmp_path / "results.pt"
+    torchrun(4, "shardwise.verify", "--cases", json.dumps([{**SHORT_RUN, **c} for c in CASES.values()]),
+             "--out", str(out))
+    for (name, case), real in zip(CASES.items(), torch.load(out)):
+        code, plan = plan_json(capsys, *overrides(case), "--world-size=4")
+        assert code == 0, plan["checks"]
+        rows = {row["name"]: row for row in plan["parameters"]}
+        assert Counter(group_name(n) for n in real["layout"]) == {k: r["count"] for k, r in rows.items()}, name
+        for param, got in real["layout"].items():
+            row = rows[group_name(param)]
+            assert {k: row[k] for k in got} == got, f"{name}: {param}"
+        assert plan["num_params"] == real["num_params"]
+
+
+def test_memory_over_budget_is_flagged(capsys):
+    """llama3-8b on 2 devices cannot fit 10 GiB; the training state counts rank 0's shards exactly."""
+    code, plan = plan_json(capsys, "--model.preset=llama3-8b", "--parallel.tp=2", "--world-size=2",
+                           "--train.seq_len=1024", "--train.micro_batch_size=1", "--train.global_batch_size=2",
+                           "--device-memory-gib=10")
+    assert code == 1 and plan["ok"] is False
+    (memory,) = [c for c in plan["checks"] if c["check"] == "memory"]
+    assert not memory["ok"] and "more than --device-memory-gib=10" in memory["message"]
+    local = sum(r["count"] * torch.Size(r["local_shape"]).numel() for r in plan["parameters"])
+    mem = plan["memory_bytes"]
+    assert (mem["parameters"], mem["gradients"], mem["optimizer_states"]) == (4 * local, 4 * local, 8 * local)
+    assert mem["total"] > 10 * 2**30 and plan["compute_dtype"] == "bfloat16"
+    assert plan["comm_bytes"]["tp"]["per_step_bytes"]["all_gather_into_tensor"] > 0
+
+
+def test_every_failure_is_listed(capsys):
+    """tp=3 splits none of tiny-llama's heads, KV heads, vocab or MLP; all four are flagged, not just the first."""
+    code, plan = plan_json(capsys, "--model.preset=tiny-llama", "--parallel.tp=3", "--world-size=3",
+                           "--train.seq_len=4096")
+    assert code == 1
+    failed = [c["message"] for c in plan["checks"] if not c["ok"]]
+    assert failed == [
+        "attention heads (4) is not divisible by parallel.tp=3; use parallel.tp in [1, 2]",
+        "KV heads (2) is not divisible by parallel.tp=3; use parallel.tp in [1, 2]",
+        "vocab size (320) is not divisible by parallel.tp=3; use parallel.tp in [1, 2]",
+        "intermediate size (352) is not divisible by parallel.tp=3; use parallel.tp in [1, 2]",
+        "train.seq_len=4096 exceeds the model's max_position_embeddings=2048",
+    ]
+    assert "parameters" not in plan  # nothing is sharded with a plan that cannot apply
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--world-size=6", "--parallel.dp_shard=2", "--parallel.tp=2"],
+     "parallel.dp_replicate*dp_shard*tp = 1*2*2 = 4 but the world size is 6"),
+    (["--world-size=4", "--train.global_batch_size=6"], "train.global_batch_size=6 must be a multiple of dp (2)"),
+])
+def test_layout_and_batch_failures(capsys, args, message):
+    code, plan = plan_json(capsys, *args)
+    assert code == 1 and any(message in c["message"] for c in plan["checks"] if not c["ok"])
+
+
+def test_default_world_size_and_text_output(capsys):
+    """Without --world-size the plan is for what `shardwise train` would start: 4 CPU processes here."""
+    assert main(["plan"]) == 0
+    text = capsys.readouterr().out
+    assert "mesh: dp_replicate=1 x dp_shard=2 x tp=2 = 4 devices" in text
+    assert "model.layers.*.self_attn.o_proj.weight" in text and "ok    memory" not in text
