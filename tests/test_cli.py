@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoModelForCausalLM
 
 from shardwise import cli
 from shardwise.cli import main
@@ -60,9 +61,11 @@ def _free_port() -> int:
 def bad_inputs(tmp_path) -> dict[str, tuple[list[str], int, str]]:
     """The README's error table: case -> (arguments, world size under torchrun, the one line printed)."""
     gpt2, tokenless, empty = tmp_path / "gpt2", tmp_path / "no-tokenizer", tmp_path / "empty.txt"
+    weightless = tmp_path / "no-weights"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_head": 4, "n_embd": 64}))
-    hf_config(ModelConfig(preset="tiny-llama")).save_pretrained(tokenless)
+    hf_config(ModelConfig(preset="tiny-llama")).save_pretrained(weightless)
+    AutoModelForCausalLM.from_config(hf_config(ModelConfig(preset="tiny-llama"))).save_pretrained(tokenless)
     empty.write_text("\n")
     one = ["--parallel.tp=1", "--parallel.dp_shard=1"]  # worker-side errors: one process is enough
     return {
@@ -74,13 +77,18 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], int, str]]:
                               "attention heads (4) is not divisible by parallel.tp=3; use parallel.tp in [1, 2]"),
         "missing model folder": (["--model.path=/nonexistent"], 4,
                                  "model.path=/nonexistent: no config.json there; point it at a Hugging Face model folder"),
+        "missing weight files": ([f"--model.path={weightless}"], 4, (
+            f"model.path={weightless}: no model.safetensors or model.safetensors.index.json there; "
+            "point it at a Hugging Face model folder with safetensors weights")),
         "missing tokenizer files": ([f"--model.path={tokenless}", *one], 1, (
             f"model.path={tokenless}: no loadable tokenizer there (ValueError); "
             "set data.tokenizer to a folder with tokenizer.json")),
         "bad dtype": (["--train.dtype=fp8"], 4, "train.dtype='fp8' is not one of auto, float32, bfloat16"),
         "seq_len too long": (["--train.seq_len=4096"], 4,
                              "train.seq_len=4096 exceeds the model's max_position_embeddings=2048"),
-        "empty data": ([f"--data.path={empty}", *one], 1, f"data.path={empty} holds no text; give a non-empty file"),
+        "empty data": ([f"--data.path={empty}", *one], 1, (
+            f"data.path={empty} holds no text to train on (empty documents, completions and conversations "
+            "without assistant turns are skipped)")),
     }
 
 
@@ -96,7 +104,7 @@ def under_torchrun(monkeypatch):
 
 
 CASES = ["world size vs. mesh", "unknown key", "unsupported architecture", "indivisible heads", "missing model folder",
-         "missing tokenizer files", "bad dtype", "seq_len too long", "empty data"]
+         "missing weight files", "missing tokenizer files", "bad dtype", "seq_len too long", "empty data"]
 
 
 @pytest.mark.parametrize("case", CASES)

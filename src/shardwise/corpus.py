@@ -303,5 +303,6 @@ def load_documents(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Docum
     """The tokenized documents of ``data.path`` (or of the stdlib corpus), tokenized once per node."""
     builder, files = data_files(cfg.path) if cfg.path else ("", [])
     cache = Path(cfg.cache_dir or datasets.config.HF_DATASETS_CACHE)
+    datasets.disable_progress_bars()  # one bar per rank per stage is noise; training has its own bar
     docs = local_rank0_first(lambda: tokenize(cfg, tokenizer, builder, files, cache))
     return Documents.from_table(docs.data)
