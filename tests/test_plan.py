@@ -96,3 +96,17 @@ def test_default_world_size_and_text_output(capsys):
     text = capsys.readouterr().out
     assert "mesh: dp_replicate=1 x dp_shard=2 x tp=2 = 4 devices" in text
     assert "model.layers.*.self_attn.o_proj.weight" in text and "ok    memory" not in text
+
+
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-qwen3"])
+@pytest.mark.parametrize("sp,expected", [
+    (True, {"all_gather_into_tensor": 4, "reduce_scatter_tensor": 4, "all_reduce": 0}),
+    (False, {"all_gather_into_tensor": 0, "reduce_scatter_tensor": 0, "all_reduce": 4}),
+])
+def test_tp_collectives_per_block_are_megatrons(capsys, preset, sp, expected):
+    """Forward + backward of one block: with SP, one all-gather and one reduce-scatter around attention
+    and around the MLP, each way; without, one all-reduce each way. Never one per projection."""
+    _, report = plan_json(capsys, f"--model.preset={preset}", "--parallel.tp=2",
+                          f"--parallel.sequence_parallel={sp}")
+    calls = {k: v["calls"] for k, v in report["comm_bytes"]["tp"]["per_layer_per_micro_batch"].items()}
+    assert {k: calls[k] for k in expected} == expected

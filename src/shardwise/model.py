@@ -101,8 +101,8 @@ def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: t
     under sequence parallelism. Without a restart after the first token in any row, None keeps
     the plain causal path (and sdpa's fastest kernels).
     """
-    if not bool((position_ids[:, 1:] == 0).any()):
-        return None
+    if position_ids.is_meta or not bool((position_ids[:, 1:] == 0).any()):
+        return None  # meta tensors (``shardwise plan``) trace shapes and collectives, which no mask changes
     doc = (position_ids == 0).cumsum(dim=1)
     causal = torch.ones(doc.shape[1], doc.shape[1], dtype=torch.bool, device=doc.device).tril()
     allowed = ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]

@@ -39,6 +39,15 @@ def llama_plan(sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
         ),
     }
     block: dict[str, ParallelStyle] = {
+        # HF calls attention with keyword arguments and the MLP positionally. Each block's input
+        # becomes one Replicate DTensor (gathered from sequence shards with SP): q/k/v (gate/up)
+        # then add their input gradients as one Partial, reduced once by the backward of this
+        # step, instead of each projection all-reducing its own (measured by `shardwise plan`).
+        "self_attn": PrepareModuleInput(
+            input_kwarg_layouts={"hidden_states": seq},
+            desired_input_kwarg_layouts={"hidden_states": Replicate()},
+        ),
+        "mlp": PrepareModuleInput(input_layouts=(seq,), desired_input_layouts=(Replicate(),)),
         "self_attn.q_proj": ColwiseParallel(),
         "self_attn.k_proj": ColwiseParallel(),
         "self_attn.v_proj": ColwiseParallel(),
@@ -49,17 +58,5 @@ def llama_plan(sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
     }
     if sequence_parallel:
         top["hf.model.norm"] = SequenceParallel()
-        block |= {
-            "input_layernorm": SequenceParallel(),
-            "post_attention_layernorm": SequenceParallel(),
-            # HF calls attention with keyword arguments and the MLP positionally.
-            "self_attn": PrepareModuleInput(
-                input_kwarg_layouts={"hidden_states": Shard(1)},
-                desired_input_kwarg_layouts={"hidden_states": Replicate()},
-                use_local_output=True,
-            ),
-            "mlp": PrepareModuleInput(
-                input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True
-            ),
-        }
+        block |= {"input_layernorm": SequenceParallel(), "post_attention_layernorm": SequenceParallel()}
     return TPPlan(top=top, block=block)
