@@ -9,8 +9,9 @@ from shardwise.model import hf_config
 from shardwise.verify import preset_spec, resize
 
 BASE_PRESETS = ("tiny-qwen2", "tiny-llama", "tiny-qwen3", "tiny-mistral")
-# Every architecture both tied and untied: "<preset>" as shipped, "<preset>-flip" with the tie flipped.
-VARIANTS = [v for p in BASE_PRESETS for v in (p, f"{p}-flip")]
+# Every architecture both tied and untied: "<preset>-2l" as shipped but with 2 layers, "<preset>-2l-flip"
+# with the tie flipped. New names, so the shipped presets stay as they are for every other test.
+VARIANTS = [v for p in BASE_PRESETS for v in (f"{p}-2l", f"{p}-2l-flip")]
 
 # seq_len 31 is odd so that sequence parallelism must pad; 8 sequences in micro-batches of 2
 # gives 4 micro-batches per rank at dp=1 and 2 at dp=2.
@@ -26,7 +27,8 @@ def variant_presets() -> dict[str, dict[str, Any]]:
     presets = {}
     for preset in BASE_PRESETS:
         config = hf_config(ModelConfig(preset=preset))
-        for variant, tied in ((preset, config.tie_word_embeddings), (f"{preset}-flip", not config.tie_word_embeddings)):
+        for variant, tied in ((f"{preset}-2l", config.tie_word_embeddings),
+                              (f"{preset}-2l-flip", not config.tie_word_embeddings)):
             presets[variant] = preset_spec(resize(config, num_hidden_layers=2, tie_word_embeddings=tied))
     return presets
 

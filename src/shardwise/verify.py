@@ -231,7 +231,7 @@ def run_verify(cfg: Config, world_size: int) -> int:
     register_presets(presets)
     overrides = verify_overrides(cfg, global_batch=2 * (world_size // cfg.parallel.tp) * RUN["train.micro_batch_size"])
     vcfg = load_config(None, overrides)
-    preflight(vcfg, world_size)
+    preflight(vcfg, world_size, "verify")
     print(f"verify: {_describe(hf_config(vcfg.model), vcfg, world_size)}", flush=True)
     ref = run_reference(vcfg)
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the workers run on CPU, also on a GPU machine
