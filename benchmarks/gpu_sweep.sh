@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Throughput sweep on the GPUs of this machine: shardwise bench variants and the design-note recipe.
+# Throughput sweep on the GPUs of this machine: shardwise bench variants, the design-note recipe and transformers tp_plan.
 # Usage: bash benchmarks/gpu_sweep.sh PRESET SEQ_LEN [NAME ...]   (from the repository root; results in $OUT or runs/sweep)
 # Each NAME is one row of the table below; without names, all rows run.
 set -uo pipefail
@@ -19,8 +19,11 @@ declare -A ROWS=(
   [sw-none-compile-mb2]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2"
   [sw-none-compile-mb4]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4"
   [sw-none-compile-nofused]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=1 --train.fused_optimizer=false"
+  [sw-none-compile-mb2-keep]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2 --parallel.reshard_after_forward=false"
+  [sw-none-compile-mb2-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2 --parallel.async_tp=true"
+  [sw-full-compile-asynctp]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1 --parallel.async_tp=true"
 )
-names=("$@"); [ ${#names[@]} -eq 0 ] && names=(recipe-eager recipe-compile "${!ROWS[@]}")
+names=("$@"); [ ${#names[@]} -eq 0 ] && names=(recipe-eager recipe-compile hf-tp-plan-ac hf-tp-plan "${!ROWS[@]}")
 for name in "${names[@]}"; do
   echo "=== $name"
   case $name in
@@ -28,6 +31,10 @@ for name in "${names[@]}"; do
         --seq-len $SEQ --accum $(( GB / DP )) --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
     recipe-compile) torchrun --standalone --nproc-per-node=$NGPU benchmarks/recipe_baseline.py --preset $PRESET --tp $TP \
         --seq-len $SEQ --accum $(( GB / DP )) --compile --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
+    hf-tp-plan-ac) torchrun --standalone --nproc-per-node=$NGPU benchmarks/hf_tp_plan_baseline.py --preset $PRESET \
+        --seq-len $SEQ --accum $GB --ac --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
+    hf-tp-plan) torchrun --standalone --nproc-per-node=$NGPU benchmarks/hf_tp_plan_baseline.py --preset $PRESET \
+        --seq-len $SEQ --accum $GB --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
     *) python3 -m shardwise.cli bench $COMMON ${ROWS[$name]} --train.global_batch_size=$GB \
         --bench.out="$OUT/$name.json" --output.dir="$OUT/$name" > "$OUT/$name.log" 2>&1 ;;
   esac
