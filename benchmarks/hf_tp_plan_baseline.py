@@ -59,6 +59,7 @@ def main() -> None:
     folder = Path(args.ckpt_dir or f"/tmp/shardwise-hf-{args.preset}")
     write_checkpoint(args.preset, folder)
     model = AutoModelForCausalLM.from_pretrained(folder, tp_plan="auto", dtype=torch.bfloat16)
+    model.to(device)  # a no-op once sharded; with one process transformers leaves the model on the CPU
     if args.ac:
         model.gradient_checkpointing_enable()
     model.train()
