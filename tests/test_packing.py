@@ -83,6 +83,16 @@ def test_document_mask_shape_and_fast_path():
                                          [0, 0, 1, 1, 1]]
     assert torch.equal(mask[1, 0], torch.ones(5, 5, dtype=torch.bool).tril())
     assert document_mask(pos[1:], "sdpa", torch.float32) is None
+    assert document_mask(pos, "sdpa", torch.float32, packed=False) is None  # the caller's word is taken
+    assert torch.equal(document_mask(pos, "sdpa", torch.float32, packed=True), mask)
+
+
+def test_batch_decides_packing_on_the_host():
+    """``Batch.to`` records whether the rows hold a document boundary, so the forward needn't ask the GPU."""
+    pos = torch.tensor([[0, 1, 0, 1, 2], [0, 1, 2, 3, 4]])
+    assert Batch(pos, pos, pos).to(torch.device("cpu")).packed is True
+    assert Batch(pos[1:], pos[1:], pos[1:]).to(torch.device("cpu")).packed is False
+    assert pad_to_multiple(Batch(pos, pos, pos, packed=True), 4).packed is True
     with pytest.raises(ValueError, match="model.attn_implementation='flex_attention' cannot mask packed documents"):
         document_mask(pos, "flex_attention", torch.float32)
 

@@ -28,7 +28,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 from shardwise.config import Config, ConfigError, DataConfig
 from shardwise.corpus import Documents, load_documents
 from shardwise.loss import IGNORE_INDEX
-from shardwise.model import hf_config
+from shardwise.model import has_restarts, hf_config
 
 EOS = "<|endoftext|>"
 # The built-in tokenizer's chat template: each turn is "<|role|>\n" + content + EOS, so an
@@ -91,9 +91,15 @@ class Batch:
     input_ids: torch.Tensor
     labels: torch.Tensor
     position_ids: torch.Tensor
+    # Whether a document starts after a row's first token (so attention needs a document mask);
+    # None = not known yet. ``to`` decides it while the positions are still on the CPU, so the
+    # forward never waits on the GPU to find out.
+    packed: bool | None = None
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.input_ids, self.labels, self.position_ids)))
+        packed = self.packed if self.packed is not None else has_restarts(self.position_ids)
+        moved = (t.to(device, non_blocking=True) for t in (self.input_ids, self.labels, self.position_ids))
+        return Batch(*moved, packed=packed)
 
 
 def pad_to_multiple(batch: Batch, multiple: int) -> Batch:
@@ -112,6 +118,7 @@ def pad_to_multiple(batch: Batch, multiple: int) -> Batch:
         torch.cat([batch.input_ids, batch.input_ids.new_zeros(b, extra)], dim=1),
         torch.cat([batch.labels, batch.labels.new_full((b, extra), IGNORE_INDEX)], dim=1),
         torch.cat([batch.position_ids, pos_tail], dim=1),
+        batch.packed,
     )
 
 

@@ -77,12 +77,16 @@ class CausalLM(nn.Module):
         return self.hf.model.layers
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``attention_mask`` None means causal attention within each document (``document_mask``)."""
+                attention_mask: torch.Tensor | None = None, packed: bool | None = None) -> torch.Tensor:
+        """``attention_mask`` None means causal attention within each document (``document_mask``).
+
+        ``packed`` says whether any row holds a document boundary, as ``Batch.to`` found on the
+        CPU; None makes ``document_mask`` look at ``position_ids`` itself (one host sync on a GPU).
+        """
         base = self.hf.model
         hidden = base.embed_tokens(input_ids)
         if attention_mask is None:
-            attention_mask = document_mask(position_ids, self.config._attn_implementation, hidden.dtype)
+            attention_mask = document_mask(position_ids, self.config._attn_implementation, hidden.dtype, packed)
         position_embeddings = base.rotary_emb(hidden, position_ids)
         for layer in self.layers:
             args = (hidden,)
@@ -92,17 +96,27 @@ class CausalLM(nn.Module):
         return self.hf.lm_head(base.norm(hidden))
 
 
-def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor | None:
+def has_restarts(position_ids: torch.Tensor) -> bool:
+    """Whether some row's positions restart at 0 after its first token: a packed document boundary."""
+    return bool((position_ids[:, 1:] == 0).any())
+
+
+def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype,
+                  packed: bool | None = None) -> torch.Tensor | None:
     """The (batch, 1, seq, seq) mask of causal attention within packed documents, or None.
 
     A document starts where its position is 0 (packed samples restart positions there), so a
     running count of zeros numbers the documents, and a query sees a key iff both are in the same
     document and the key is not later. The mask covers the full sequence, as attention sees it
     under sequence parallelism. Without a restart after the first token in any row, None keeps
-    the plain causal path (and sdpa's fastest kernels).
+    the plain causal path (and sdpa's fastest kernels). ``packed`` is that restart test done by
+    the caller; None does it here.
     """
-    if position_ids.is_meta or not bool((position_ids[:, 1:] == 0).any()):
-        return None  # meta tensors (``shardwise plan``) trace shapes and collectives, which no mask changes
+    if packed is None:
+        # meta tensors (``shardwise plan``) trace shapes and collectives, which no mask changes
+        packed = not position_ids.is_meta and has_restarts(position_ids)
+    if not packed:
+        return None
     doc = (position_ids == 0).cumsum(dim=1)
     causal = torch.ones(doc.shape[1], doc.shape[1], dtype=torch.bool, device=doc.device).tril()
     allowed = ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]

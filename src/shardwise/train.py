@@ -101,7 +101,7 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
     for i, batch in enumerate(micro_batches):
         run.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
         with loss_context(run.loss_parallel):
-            logits = run.model(batch.input_ids, batch.position_ids)
+            logits = run.model(batch.input_ids, batch.position_ids, packed=batch.packed)
             summed = run.loss_fn(logits, batch.labels)
             (summed * scale).backward()
         loss_sum += local_value(summed).detach().double()
@@ -117,7 +117,7 @@ def evaluate(run: Run, batches: StepBatches, n_batches: int) -> float:
     for batch in micro_batches:
         batch = batch.to(run.device)
         with loss_context(run.loss_parallel):
-            logits = run.model(batch.input_ids, batch.position_ids)
+            logits = run.model(batch.input_ids, batch.position_ids, packed=batch.packed)
             loss_sum += local_value(run.loss_fn(logits, batch.labels)).double()
     return reduce_over_dp(loss_sum, run.meshes.dp) / n_tokens
 
