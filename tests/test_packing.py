@@ -85,6 +85,8 @@ def test_document_mask_shape_and_fast_path():
     assert document_mask(pos[1:], "sdpa", torch.float32) is None
     assert document_mask(pos, "sdpa", torch.float32, packed=False) is None  # the caller's word is taken
     assert torch.equal(document_mask(pos, "sdpa", torch.float32, packed=True), mask)
+    with pytest.raises(ValueError, match="model.attn_implementation='flex_attention' cannot mask packed documents"):
+        document_mask(pos, "flex_attention", torch.float32)
 
 
 def test_batch_decides_packing_on_the_host():
@@ -93,8 +95,6 @@ def test_batch_decides_packing_on_the_host():
     assert Batch(pos, pos, pos).to(torch.device("cpu")).packed is True
     assert Batch(pos[1:], pos[1:], pos[1:]).to(torch.device("cpu")).packed is False
     assert pad_to_multiple(Batch(pos, pos, pos, packed=True), 4).packed is True
-    with pytest.raises(ValueError, match="model.attn_implementation='flex_attention' cannot mask packed documents"):
-        document_mask(pos, "flex_attention", torch.float32)
 
 
 def write_docs(path, n: int = 64) -> None:
