@@ -46,7 +46,21 @@ def test_missing_and_invalid_file(tmp_path):
 
 
 def test_async_tp_needs_compile_tp_and_sp():
-    with pytest.raises(ConfigError, match="parallel.async_tp=true needs train.compile=true"):
-        load_config(None, {"parallel.async_tp": "true"})
-    cfg = load_config(None, {"parallel.async_tp": "true", "train.compile": "true"})
+    with pytest.raises(ConfigError, match=r"parallel.async_tp=true needs train.compile \(auto or true\)"):
+        load_config(None, {"parallel.async_tp": "true", "train.compile": "false"})
+    with pytest.raises(ConfigError, match="parallel.async_tp=true needs"):
+        load_config(None, {"parallel.async_tp": "true", "parallel.sequence_parallel": "false"})
+    cfg = load_config(None, {"parallel.async_tp": "true"})
     assert cfg.parallel.async_tp and cfg.parallel.tp == 2
+
+
+def test_compile_auto_means_on_gpus_only(tmp_path):
+    """``train.compile=auto`` (the default) compiles on CUDA, not on CPU; TOML booleans are accepted."""
+    auto = load_config(None, {}).train
+    assert auto.compile == "auto" and auto.compiles("cuda") and not auto.compiles("cpu")
+    toml = tmp_path / "run.toml"
+    toml.write_text("[train]\ncompile = true\n")
+    assert load_config(str(toml), {}).train.compiles("cpu")
+    assert not load_config(None, {"train.compile": "false"}).train.compiles("cuda")
+    with pytest.raises(ConfigError, match="train.compile='yes' is not one of auto, true, false"):
+        load_config(None, {"train.compile": "yes"})

@@ -114,7 +114,7 @@ def summarize(run: Run, times: list[float]) -> dict[str, Any]:
         "micro_batch_size": cfg.train.micro_batch_size,
         "dtype": str(compute_dtype(cfg, run.device)).removeprefix("torch."),
         "activation_checkpointing": cfg.train.activation_checkpointing,
-        "compile": cfg.train.compile,
+        "compile": cfg.train.compiles(run.device.type),
         "sequence_parallel": layout.tp > 1 and cfg.parallel.sequence_parallel,  # in effect only with TP
         "loss_parallel": run.loss_parallel,
         "step_time_s_median": median,

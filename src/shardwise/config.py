@@ -54,10 +54,15 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "auto"
     activation_checkpointing: str = "none"
-    compile: bool = False
+    compile: str = "auto"  # auto = on where CUDA is present (see ``compiles``)
     fused_optimizer: bool = True
     log_every: int = 1
     eval_every: int = 50  # steps between held-out losses; 0 = never
+
+    def compiles(self, device_type: str) -> bool:
+        """Whether blocks and loss are compiled: ``true``, or ``auto`` on GPUs (the fast default there;
+        on CPU compilation costs more time than a smoke run saves)."""
+        return self.compile == "true" or (self.compile == "auto" and device_type == "cuda")
 
 
 @dataclass
@@ -113,6 +118,7 @@ CHOICES = {
     "train.dtype": ("auto", "float32", "bfloat16"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "train.activation_checkpointing": ("none", "full", "selective"),
+    "train.compile": ("auto", "true", "false"),
 }
 
 
@@ -124,6 +130,8 @@ def _all_keys() -> list[str]:
 def _coerce(key: str, value: Any, current: Any) -> Any:
     """Convert a CLI string or TOML value to the type of the key's default."""
     kind = type(current)
+    if isinstance(value, bool) and kind is str:  # `compile = true` in TOML for a true/false/auto key
+        return str(value).lower()
     if isinstance(value, str) and kind is not str:
         text = value.strip()
         try:
@@ -214,8 +222,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}={value} must be >= 0")
     if cfg.checkpoint.keep < 1:
         raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} must be >= 1")
-    if p.async_tp and not (t.compile and p.tp > 1 and p.sequence_parallel):
-        raise ConfigError("parallel.async_tp=true needs train.compile=true, parallel.tp > 1 and "
+    if p.async_tp and not (t.compile != "false" and p.tp > 1 and p.sequence_parallel):
+        raise ConfigError("parallel.async_tp=true needs train.compile (auto or true), parallel.tp > 1 and "
                           "parallel.sequence_parallel=true (it pipelines the SP all-gather/reduce-scatter)")
     for key, value in (("train.eval_every", t.eval_every), ("data.num_proc", cfg.data.num_proc)):
         if value < 0:

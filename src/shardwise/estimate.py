@@ -50,7 +50,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import PretrainedConfig
 
 from shardwise.config import Config
-from shardwise.loss import loss_context, summed_cross_entropy
+from shardwise.loss import summed_cross_entropy
 from shardwise.model import build_meta_model
 from shardwise.parallelize import apply_activation_checkpointing, apply_tp
 
@@ -153,7 +153,7 @@ def _tp_step(config: PretrainedConfig, cfg: Config, tp_mesh: DeviceMesh, layers:
     ids = torch.zeros(d.batch, d.seq, dtype=torch.long, device="meta")
     positions = torch.arange(d.seq, device="meta").expand(d.batch, d.seq)
     recorder = CollectiveRecorder(tp_mesh.size())
-    with recorder, loss_context(lp):
+    with recorder:
         summed_cross_entropy(model(ids, positions), ids).backward()
     return recorder
 

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from torch.distributed.tensor import DTensor
 
 from shardwise.config import ConfigError
-from shardwise.model import CausalLM, local_slices, reset_rotary
+from shardwise.model import CausalLM, local_slices, reset_rotary, tie_embeddings
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -113,8 +113,7 @@ def load_weights(model: CausalLM, folder: str | Path, device: torch.device) -> i
     ckpt = open_checkpoint(folder)
     plan = match_tensors(model, ckpt)
     model.to_empty(device=device)
-    if model.config.tie_word_embeddings:  # to_empty unties plain (unsharded) parameters; DTensors stay tied
-        model.hf.lm_head.weight = model.hf.model.embed_tokens.weight
+    tie_embeddings(model)  # to_empty unties plain (unsharded) parameters; DTensors stay tied
     read = 0
     for name, param in model.named_parameters():
         stored = plan[name]

@@ -3,13 +3,13 @@
 Each micro-batch contributes ``sum(CE over its tokens) / N_global`` where ``N_global`` counts
 every non-ignored label in the step on every data-parallel rank. Summed over micro-batches and
 DP ranks, that is exactly the mean over the global batch, whatever the layout or the padding.
-With loss parallelism the logits stay vocab-sharded and the CE result is a replicated DTensor:
-taking its local value once (never all-reducing it over TP ranks) avoids double counting.
+With loss parallelism the logits stay vocab-sharded (a ``Shard(-1)`` DTensor) and the loss is
+Megatron's vocab-parallel cross-entropy on the local shards: every TP rank ends with the same
+value, so it is counted once (reduced over DP ranks only), never summed over TP ranks.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
@@ -17,25 +17,55 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor
-from torch.distributed.tensor.parallel import loss_parallel
+
+from shardwise.tp import Group, all_reduce_no_grad, reduce_from_group
 
 IGNORE_INDEX = -100
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def loss_context(enabled: bool) -> contextlib.AbstractContextManager:
-    """Loss parallel must wrap both the loss and its backward."""
-    return loss_parallel() if enabled else contextlib.nullcontext()
+def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of token losses over whole-vocabulary logits, in fp32."""
+    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), reduction="sum", ignore_index=IGNORE_INDEX)
 
 
-def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum of token losses in fp32; logits may be a vocab-sharded DTensor (under ``loss_context``)."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum", ignore_index=IGNORE_INDEX)
+def vocab_parallel_cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor, g: Group) -> torch.Tensor:
+    """The same sum from this rank's vocabulary columns: the max, the sum of exponentials and the target's
+    logit are all-reduced over TP ranks (scalars per token), so no rank ever holds a whole row.
+
+    Every TP rank computes the same loss and backpropagates it, so the sums' backward is the identity
+    (``reduce_from_group``), and only the rank holding a token's target gets its -1.
+    """
+    x = logits.flatten(0, -2).float()
+    labels = labels.flatten()
+    rows = x.shape[-1]
+    shifted = x - all_reduce_no_grad(x.max(dim=-1).values, g, "max").unsqueeze(-1)
+    log_sum_exp = reduce_from_group(shifted.exp().sum(dim=-1), g).log()
+    local = labels - g.rank * rows
+    mine = (local >= 0) & (local < rows)
+    picked = shifted.gather(-1, local.clamp(0, rows - 1).unsqueeze(-1)).squeeze(-1)
+    target = reduce_from_group(torch.where(mine, picked, 0.0), g)
+    return torch.where(labels != IGNORE_INDEX, log_sum_exp - target, 0.0).sum()
 
 
-def loss_fn(compiled: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The summed CE, compiled when asked: fusing the fp32 upcast, log-softmax and gather saves
-    several passes over the (tokens x vocab) logits. Vocab-sharded DTensor logits stay eager."""
-    return torch.compile(summed_cross_entropy) if compiled else summed_cross_entropy
+def _summed(full: LossFn, sharded: Callable[[torch.Tensor, torch.Tensor, Group], torch.Tensor]) -> LossFn:
+    def summed(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if isinstance(logits, DTensor):
+            return sharded(logits.to_local(), labels, Group.of(logits.device_mesh))
+        return full(logits, labels)
+    return summed
+
+
+summed_cross_entropy: LossFn = _summed(cross_entropy_sum, vocab_parallel_cross_entropy_sum)
+summed_cross_entropy.__doc__ = "Sum of token losses in fp32, for whole or vocab-sharded (DTensor) logits."
+
+
+def loss_fn(compiled: bool) -> LossFn:
+    """``summed_cross_entropy``, compiled when asked: fusing the fp32 upcast, (log-)softmax and gather
+    saves several passes over the (tokens x vocab) logits."""
+    if not compiled:
+        return summed_cross_entropy
+    return _summed(torch.compile(cross_entropy_sum), torch.compile(vocab_parallel_cross_entropy_sum))
 
 
 def global_token_count(micro_labels: list[torch.Tensor], dp_mesh: DeviceMesh) -> int:
@@ -45,11 +75,6 @@ def global_token_count(micro_labels: list[torch.Tensor], dp_mesh: DeviceMesh) ->
     count = count.to(_comm_device(group))
     dist.all_reduce(count, group=group)
     return int(count.item())
-
-
-def local_value(loss: torch.Tensor) -> torch.Tensor:
-    """A loss scalar as a plain tensor; a replicated DTensor already holds the TP-reduced value."""
-    return loss.to_local() if isinstance(loss, DTensor) else loss
 
 
 def reduce_over_dp(value: torch.Tensor, dp_mesh: DeviceMesh) -> float:

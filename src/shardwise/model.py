@@ -93,7 +93,9 @@ class CausalLM(nn.Module):
             kwargs = dict(attention_mask=attention_mask, position_ids=position_ids,
                           position_embeddings=position_embeddings)
             hidden = self.checkpoint_fn(layer, *args, **kwargs) if self.checkpoint_fn else layer(*args, **kwargs)
-        return self.hf.lm_head(base.norm(hidden))
+        logits = self.hf.lm_head(base.norm(hidden))
+        # Sequence parallelism hands the head the tokens of every row as one flat sequence.
+        return logits if logits.shape[:2] == input_ids.shape else logits.view(*input_ids.shape, -1)
 
 
 def has_restarts(position_ids: torch.Tensor) -> bool:
@@ -148,8 +150,18 @@ def flop_params(model: CausalLM) -> int:
     """N in the MFU formula: all matmul weights, lm_head once, no embedding lookup."""
     n = num_params(model)
     if not model.config.tie_word_embeddings:
-        n -= model.hf.model.embed_tokens.weight.numel()
+        n -= model.hf.model.embed_tokens.get_parameter("weight").numel()
     return n
+
+
+def tie_embeddings(model: CausalLM) -> None:
+    """Make a tied model's ``lm_head`` hold the embedding's parameter object again.
+
+    The registered parameter, not ``module.weight``: under tensor parallelism the latter reads this
+    rank's local shard (``shardwise.tp``).
+    """
+    if model.config.tie_word_embeddings:
+        model.hf.lm_head.register_parameter("weight", model.hf.model.embed_tokens._parameters["weight"])
 
 
 def local_slices(param: torch.Tensor) -> tuple[slice, ...]:

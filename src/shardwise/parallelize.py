@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import torch
+from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor.parallel import parallelize_module
 from torch.utils.checkpoint import (
     CheckpointPolicy,
     checkpoint,
@@ -18,8 +19,9 @@ from transformers import PretrainedConfig
 
 from shardwise.config import Config, ConfigError
 from shardwise.mesh import Layout, Meshes
-from shardwise.model import CausalLM
+from shardwise.model import CausalLM, tie_embeddings
 from shardwise.plans import get_plan
+from shardwise.tp import Style
 
 # Ops whose outputs selective checkpointing keeps: recomputing them costs FLOPs or communication.
 _SAVE_OPS = {
@@ -52,19 +54,23 @@ def check_divisibility(config: PretrainedConfig, cfg: Config, tp: int) -> None:
         raise ConfigError(errors[0])
 
 
+def apply_styles(root: nn.Module, styles: dict[str, Style], tp_mesh: DeviceMesh) -> None:
+    for path, style in styles.items():
+        style.apply(root.get_submodule(path), tp_mesh)
+
+
 def apply_tp(model: CausalLM, tp_mesh: DeviceMesh, sequence_parallel: bool, loss_parallel: bool) -> None:
     """Shard each block and the top with the architecture's plan, then re-tie tied embeddings.
 
-    ``parallelize_module`` replaces ``embed_tokens.weight`` and ``lm_head.weight`` by two new
-    DTensor parameters even when they were one tensor; both are ``Shard(0)`` over the vocab, so
-    pointing ``lm_head`` back at the embedding restores the tie with matching placements.
+    The embedding's and ``lm_head``'s styles each replace the (shared) weight by a DTensor of their
+    own; both are ``Shard(0)`` over the vocab, so pointing ``lm_head`` back at the embedding's
+    restores the tie with matching placements.
     """
     plan = get_plan(model.config.model_type, sequence_parallel, loss_parallel)
     for layer in model.layers:
-        parallelize_module(layer, tp_mesh, plan.block)
-    parallelize_module(model, tp_mesh, plan.top)
-    if model.config.tie_word_embeddings:
-        model.hf.lm_head.weight = model.hf.model.embed_tokens.weight
+        apply_styles(layer, plan.block, tp_mesh)
+    apply_styles(model, plan.top, tp_mesh)
+    tie_embeddings(model)
 
 
 def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: ANN001 - torch callback
@@ -102,12 +108,27 @@ def apply_async_tp(tp_mesh: DeviceMesh) -> None:
     enable_symm_mem_for_group(tp_mesh.get_group().group_name)
 
 
+def apply_compile(model: CausalLM) -> None:
+    """Compile each block's ``forward`` as one graph (``fullgraph``: a graph break is an error, not a slow
+    path), TP collectives included. FSDP's and checkpointing's hooks stay outside, in eager, around it.
+
+    Blocks share one compiled graph (same code, parameters are graph inputs), so the recompile
+    limit is raised only to cover the few shape variants a run sees (e.g. evaluation batches).
+    """
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
+    for layer in model.layers:
+        layer.forward = torch.compile(layer.forward, fullgraph=True)
+
+
 def apply_fsdp(model: CausalLM, mesh: DeviceMesh, param_dtype: torch.dtype, reshard_after_forward: bool) -> None:
     """One FSDP unit per decoder block plus the root (embedding, final norm, lm_head).
 
     ``reshard_after_forward=False`` keeps gathered blocks until backward (ZeRO-2 style): less
-    all-gather traffic for more memory.
+    all-gather traffic for more memory. The root returns logits that sequence parallelism has
+    reshaped (a view); FSDP warns that an in-place op on it would skip its backward hook, which
+    nothing here does (losses are out of place), so that warning is silenced.
     """
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(\w+\) returned a view tensor")
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     for i, layer in enumerate(model.layers):
         # The last block's parameters are needed again at once by backward: keep them gathered.
@@ -124,7 +145,6 @@ def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, pa
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing)
     if cfg.parallel.async_tp:
         apply_async_tp(meshes.tp)
-    if cfg.train.compile:
-        for layer in model.layers:
-            layer.compile()
+    if cfg.train.compiles(meshes.tp.device_type):
+        apply_compile(model)
     apply_fsdp(model, meshes.fsdp, param_dtype, cfg.parallel.reshard_after_forward)

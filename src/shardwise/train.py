@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +16,7 @@ from shardwise import checkpoint
 from shardwise.config import Config
 from shardwise.data import Batch, StepBatches, build_tokenizer, load_data, pad_to_multiple
 from shardwise.load import load_weights
-from shardwise.loss import (
-    global_token_count,
-    local_value,
-    loss_context,
-    loss_fn,
-    reduce_over_dp,
-)
+from shardwise.loss import LossFn, global_token_count, loss_fn, reduce_over_dp
 from shardwise.mesh import Layout, Meshes, build_mesh, init_distributed, resolve_layout
 from shardwise.metrics import (
     MetricsWriter,
@@ -72,8 +65,8 @@ class Run:
         return self.layout.tp > 1 and self.cfg.parallel.loss_parallel
 
     @functools.cached_property
-    def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        return loss_fn(self.cfg.train.compile and not self.loss_parallel)
+    def loss_fn(self) -> LossFn:
+        return loss_fn(self.cfg.train.compiles(self.device.type))
 
 
 def build_run(cfg: Config) -> Run:
@@ -100,11 +93,10 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
     loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
     for i, batch in enumerate(micro_batches):
         run.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
-        with loss_context(run.loss_parallel):
-            logits = run.model(batch.input_ids, batch.position_ids, packed=batch.packed)
-            summed = run.loss_fn(logits, batch.labels)
-            (summed * scale).backward()
-        loss_sum += local_value(summed).detach().double()
+        logits = run.model(batch.input_ids, batch.position_ids, packed=batch.packed)
+        summed = run.loss_fn(logits, batch.labels)
+        (summed * scale).backward()
+        loss_sum += summed.detach().double()
     return reduce_over_dp(loss_sum, run.meshes.dp) / n_tokens
 
 
@@ -116,9 +108,8 @@ def evaluate(run: Run, batches: StepBatches, n_batches: int) -> float:
     loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
     for batch in micro_batches:
         batch = batch.to(run.device)
-        with loss_context(run.loss_parallel):
-            logits = run.model(batch.input_ids, batch.position_ids, packed=batch.packed)
-            loss_sum += local_value(run.loss_fn(logits, batch.labels)).double()
+        logits = run.model(batch.input_ids, batch.position_ids, packed=batch.packed)
+        loss_sum += run.loss_fn(logits, batch.labels).double()
     return reduce_over_dp(loss_sum, run.meshes.dp) / n_tokens
 
 

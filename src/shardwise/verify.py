@@ -54,7 +54,7 @@ STEPS = 2
 # seq_len 31 is odd so that sequence parallelism must pad; two micro-batches of 2 per DP rank
 # exercise gradient accumulation; lr 1e-2 makes optimizer mistakes visible in two steps.
 RUN = {"train.seq_len": 31, "train.micro_batch_size": 2, "train.steps": STEPS, "train.lr": 1e-2,
-       "train.warmup_steps": 1, "train.seed": 7, "train.dtype": "float32", "train.compile": False,
+       "train.warmup_steps": 1, "train.seed": 7, "train.dtype": "float32", "train.compile": "false",
        "data.path": "", "data.tokenizer": "", "data.max_bytes": 200_000, "output.progress": False,
        "model.path": "", "model.preset": "verify-toy"}
 VOCAB = 320  # the byte tokenizer's 257 ids fit

@@ -1,0 +1,335 @@
+"""Tensor parallelism on local tensors: Megatron's layers, with DTensor only at rest.
+
+A tensor-parallel module keeps its parameters as DTensors on the TP mesh, so FSDP2 shards them
+further, DCP checkpoints them, gradient clipping reduces over them and ``shardwise plan`` prints
+them, all by their global shapes. Compute never sees a DTensor: the module reads each parameter
+as its local shard (``to_local``, through a property on a per-class subclass, so HF's own
+``forward`` runs unchanged) and does plain torch ops. The only cross-rank traffic is Megatron's:
+per attention and per MLP, one all-gather in and one reduce-scatter out with sequence
+parallelism (one all-reduce each way without), issued as functional collectives that
+``torch.compile`` keeps inside a block's graph and async TP can overlap with the matmuls.
+DTensor's per-op dispatch, by contrast, left an eager TP step waiting on the CPU for most of its
+time on 2xH100 (BENCHMARKS.md).
+
+Sequence parallelism shards the residual stream by *token*: the ``batch x seq`` tokens of a
+micro-batch in row-major order, cut into ``tp`` contiguous pieces and held as
+``(1, tokens/tp, hidden)``. Norms, residual adds and MLPs work per token, so every gather and
+scatter runs along dim 0 without a copy; only attention needs ``(batch, seq)`` back, and its
+gather restores that shape from the block's ``position_ids``.
+
+Each style's ``apply(module, mesh)`` shards one module in place; ``shardwise.plans`` says which
+style each submodule of an architecture gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Partial, Placement, Replicate, Shard, distribute_tensor
+
+_ops = torch.ops._c10d_functional
+
+
+class Group(NamedTuple):
+    """The TP process group as functional collectives address it, and this rank's place in it
+    (a tuple of constants, which torch.compile passes through its graphs as such)."""
+
+    name: str
+    size: int
+    rank: int
+
+    @classmethod
+    def of(cls, mesh: DeviceMesh) -> Group:
+        return cls(mesh.get_group().group_name, mesh.size(), mesh.get_local_rank())
+
+
+# --- collectives along dim 0, each with its Megatron backward -------------------------------------
+
+def _all_gather(x: torch.Tensor, g: Group) -> torch.Tensor:
+    return _ops.wait_tensor(_ops.all_gather_into_tensor(x.contiguous(), g.size, g.name))
+
+
+def _reduce_scatter(x: torch.Tensor, g: Group) -> torch.Tensor:
+    return _ops.wait_tensor(_ops.reduce_scatter_tensor(x.contiguous(), "sum", g.size, g.name))
+
+
+def _all_reduce(x: torch.Tensor, g: Group, op: str = "sum") -> torch.Tensor:
+    return _ops.wait_tensor(_ops.all_reduce(x.contiguous(), op, g.name))
+
+
+class _GatherTokens(torch.autograd.Function):
+    """All-gather forward, reduce-scatter backward: a sequence-parallel input entering attention or MLP."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, g: Group) -> torch.Tensor:
+        ctx.g = g
+        return _all_gather(x, g)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _reduce_scatter(grad, ctx.g), None
+
+
+class _ScatterTokens(torch.autograd.Function):
+    """Reduce-scatter forward, all-gather backward: partial sums leaving a row-parallel layer."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, g: Group) -> torch.Tensor:
+        ctx.g = g
+        return _reduce_scatter(x, g)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _all_gather(grad, ctx.g), None
+
+
+class _CopyToGroup(torch.autograd.Function):
+    """Identity forward, all-reduce backward (Megatron's f): a replicated input entering column-parallel layers."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, g: Group) -> torch.Tensor:
+        ctx.g = g
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _all_reduce(grad, ctx.g), None
+
+
+class _ReduceFromGroup(torch.autograd.Function):
+    """All-reduce forward, identity backward (Megatron's g): partial sums that every rank then uses whole."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, g: Group) -> torch.Tensor:
+        return _all_reduce(x, g)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+class _GatherLastDim(torch.autograd.Function):
+    """All-gather of the last dim forward (vocab-sharded logits made whole), this rank's slice backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, g: Group) -> torch.Tensor:
+        ctx.g = g
+        stacked = _all_gather(x, g).view(g.size, *x.shape)
+        return stacked.movedim(0, -2).reshape(*x.shape[:-1], g.size * x.shape[-1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.chunk(ctx.g.size, dim=-1)[ctx.g.rank].contiguous(), None
+
+
+def gather_tokens(x: torch.Tensor, g: Group) -> torch.Tensor:
+    """``(..., tokens/tp, hidden)`` of this rank -> ``(1, tokens, hidden)`` of the whole micro-batch."""
+    return _GatherTokens.apply(x.reshape(-1, x.shape[-1]), g).unsqueeze(0)
+
+
+def scatter_tokens(x: torch.Tensor, g: Group) -> torch.Tensor:
+    """Partial sums ``(..., hidden)`` of every token -> this rank's ``(1, tokens/tp, hidden)``, summed over ranks."""
+    return _ScatterTokens.apply(x.reshape(-1, x.shape[-1]), g).unsqueeze(0)
+
+
+def reduce_from_group(x: torch.Tensor, g: Group) -> torch.Tensor:
+    return _ReduceFromGroup.apply(x, g)
+
+
+def all_reduce_no_grad(x: torch.Tensor, g: Group, op: str) -> torch.Tensor:
+    """An all-reduce outside autograd (e.g. the max that stabilizes a softmax)."""
+    return _all_reduce(x.detach(), g, op)
+
+
+# --- parameters: DTensors at rest, local shards in compute ----------------------------------------
+
+def _local_param(module: nn.Module, name: str) -> torch.Tensor | None:
+    """``module.<name>``: the local shard of a parameter on the TP mesh alone, the parameter itself otherwise.
+
+    Compute sees a parameter on the TP mesh alone once FSDP has gathered it for the forward (or
+    where no FSDP wraps the model, as in ``shardwise plan``) and gets this rank's shard, whose
+    gradient goes back with the style's placements. Between forwards FSDP holds the sharded
+    parameter on the (dp, tp) mesh, and its own bookkeeping, which reads attributes, gets it whole.
+    """
+    param = module._parameters[name]
+    if isinstance(param, DTensor) and param.device_mesh.ndim == 1:
+        return param.to_local(grad_placements=module._tp_grad_placements[name])
+    return param
+
+
+@cache
+def _local_class(cls: type, names: tuple[str, ...], forward: Callable | None) -> type:
+    """``cls`` with each of ``names`` read as a local shard, and optionally another ``forward``.
+
+    One class per (HF class, parameters, forward): every block's modules share it, so a compiled
+    block is one graph for all blocks, not one per block. The original ``forward`` stays
+    reachable as ``_tp_base_forward``.
+    """
+    body: dict[str, Any] = {n: property(lambda self, n=n: _local_param(self, n)) for n in names}
+    body["_tp_base_forward"] = cls.forward
+    if forward is not None:
+        body["forward"] = forward
+    return type(f"TP{cls.__name__}", (cls,), body)
+
+
+def distribute_params(module: nn.Module, device_mesh: DeviceMesh, placements: dict[str, Placement],
+                      grad_placements: dict[str, Placement] | None = None, forward: Callable | None = None,
+                      **attrs: Any) -> None:
+    """Make ``module``'s own parameters DTensors with ``placements`` and have its compute read local shards.
+
+    ``grad_placements`` names parameters whose local gradient is not the whole gradient of the
+    local shard: a replicated weight that saw only this rank's tokens or heads has a ``Partial``
+    gradient, which FSDP2 sums over TP ranks when it reduces gradients. ``attrs`` become
+    ``_tp_<name>`` attributes that ``forward`` reads.
+    """
+    grad_placements = grad_placements or {}
+    names = []
+    for name, param in list(module.named_parameters(recurse=False)):
+        placement = placements.get(name, Replicate())
+        dtensor = distribute_tensor(param.data, device_mesh, [placement], src_data_rank=None)
+        module.register_parameter(name, nn.Parameter(dtensor, requires_grad=param.requires_grad))
+        names.append(name)
+    module._tp_grad_placements = {n: (grad_placements.get(n, placements.get(n, Replicate())),) for n in names}
+    for key, value in attrs.items():
+        setattr(module, f"_tp_{key}", value)
+    module.__class__ = _local_class(type(module), tuple(names), forward)
+
+
+# --- styles -----------------------------------------------------------------------------------------
+# Each style's forward is one module-level function reading ``_tp_*`` attributes, never a closure.
+
+@dataclass(frozen=True)
+class ColwiseParallel:
+    """Output features split over TP ranks (q/k/v, gate/up): weight and bias ``Shard(0)``, input whole."""
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        distribute_params(module, mesh, {"weight": Shard(0), "bias": Shard(0)})
+
+
+def _rowwise_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    partial = F.linear(x, self.weight)
+    out = scatter_tokens(partial, self._tp_group) if self._tp_sp else reduce_from_group(partial, self._tp_group)
+    return out if self.bias is None else out + self.bias
+
+
+@dataclass(frozen=True)
+class RowwiseParallel:
+    """Input features split (o_proj, down_proj): weight ``Shard(1)``; partial outputs summed over ranks.
+
+    With sequence parallelism the sum is a reduce-scatter onto this rank's tokens, else an
+    all-reduce; the bias (replicated) is added once, after the sum.
+    """
+
+    sequence_parallel: bool
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        sp = self.sequence_parallel
+        bias_grad = {"bias": Partial()} if sp else {}  # each rank's bias gradient covers its tokens only
+        distribute_params(module, mesh, {"weight": Shard(1)}, bias_grad, _rowwise_forward, group=Group.of(mesh), sp=sp)
+
+
+def _gather_input_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    if self._tp_kwarg is not None:
+        kwargs[self._tp_kwarg] = _enter(self, kwargs[self._tp_kwarg], kwargs)
+    else:
+        args = (_enter(self, args[0], kwargs), *args[1:])
+    return self._tp_base_forward(*args, **kwargs)
+
+
+def _enter(self: nn.Module, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    if not self._tp_sp:
+        return _CopyToGroup.apply(x, self._tp_group)
+    x = gather_tokens(x, self._tp_group)
+    return x.view(*_batch_shape(kwargs), x.shape[-1]) if self._tp_restore else x
+
+
+def _batch_shape(kwargs: dict[str, Any]) -> tuple[int, int]:
+    """(batch, seq) of the call: every decoder block passes full-sequence positions to attention."""
+    if kwargs.get("position_ids") is not None:
+        return tuple(kwargs["position_ids"].shape)
+    return tuple(kwargs["position_embeddings"][0].shape[:2])
+
+
+@dataclass(frozen=True)
+class GatherInput:
+    """Before attention or an MLP: gather the sequence-parallel tokens, or mark a replicated input (f).
+
+    ``kwarg`` names the keyword argument that carries the hidden states (HF calls attention with
+    ``hidden_states=``), else the first positional one does. ``restore_batch`` reshapes the gathered
+    tokens to ``(batch, seq, hidden)``, which attention needs, taking the shape from
+    ``position_ids`` (or ``position_embeddings``) of the same call.
+    """
+
+    sequence_parallel: bool
+    kwarg: str | None = None
+    restore_batch: bool = False
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        distribute_params(module, mesh, {}, forward=_gather_input_forward, group=Group.of(mesh),
+                          sp=self.sequence_parallel, kwarg=self.kwarg, restore=self.restore_batch)
+
+
+@dataclass(frozen=True)
+class PartialGradReplica:
+    """Replicated parameters whose module sees only this rank's tokens (norms under sequence
+    parallelism) or heads (Qwen3's per-head q/k norms): their gradients are summed over TP ranks."""
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        names = [n for n, _ in module.named_parameters(recurse=False)]
+        distribute_params(module, mesh, {}, dict.fromkeys(names, Partial()))
+
+
+def _embedding_forward(self: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    local = ids - self._tp_start
+    outside = (local < 0) | (local >= self._tp_rows)
+    out = self._tp_base_forward(local.masked_fill(outside, 0)).masked_fill(outside.unsqueeze(-1), 0.0)
+    return scatter_tokens(out, self._tp_group) if self._tp_sp else reduce_from_group(out, self._tp_group)
+
+
+@dataclass(frozen=True)
+class VocabParallelEmbedding:
+    """Embedding rows (the vocabulary) split over ranks: each looks up the ids it holds, zeros the rest,
+    and the sum over ranks (a reduce-scatter onto this rank's tokens with sequence parallelism, else an
+    all-reduce) completes every row. HF subclasses' own forwards (e.g. scaled embeddings) still run."""
+
+    sequence_parallel: bool
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        g = Group.of(mesh)
+        rows = module.num_embeddings // g.size
+        start, pad = g.rank * rows, module.padding_idx
+        module.padding_idx = pad - start if pad is not None and start <= pad < start + rows else None
+        distribute_params(module, mesh, {"weight": Shard(0)}, forward=_embedding_forward, group=g,
+                          sp=self.sequence_parallel, start=start, rows=rows)
+
+
+def _head_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    g = self._tp_group
+    logits = self._tp_base_forward(gather_tokens(x, g) if self._tp_sp else _CopyToGroup.apply(x, g))
+    if self._tp_loss_parallel:
+        return DTensor.from_local(logits, self._tp_mesh, [Shard(logits.ndim - 1)], run_check=False)
+    return _GatherLastDim.apply(logits, g)
+
+
+@dataclass(frozen=True)
+class VocabParallelHead:
+    """``lm_head`` split over the vocabulary: gather the tokens (or mark the replicated input), then each
+    rank computes its slice of the logits. With loss parallelism they stay sharded, as a ``Shard(-1)``
+    DTensor that ``shardwise.loss`` reduces without ever gathering; otherwise they are gathered whole."""
+
+    sequence_parallel: bool
+    loss_parallel: bool
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        distribute_params(module, mesh, {"weight": Shard(0), "bias": Shard(0)}, forward=_head_forward,
+                          group=Group.of(mesh), mesh=mesh, sp=self.sequence_parallel, loss_parallel=self.loss_parallel)
+
+
+Style = ColwiseParallel | RowwiseParallel | GatherInput | PartialGradReplica | VocabParallelEmbedding | VocabParallelHead
