@@ -11,10 +11,11 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def test_bench_writes_record(tmp_path):
-    """4 gloo processes (dp_shard=2 x tp=2) of tiny Llama; only types and shapes are checked, never speed."""
+    """4 gloo processes (dp_shard=2 x tp=2) of tiny Llama; only types and shapes are checked, never speed.
+    With ``bench.profile`` one more step is profiled: rank 0's trace is written and summarized."""
     cmd = [sys.executable, "-m", "shardwise.cli", "bench", "--model.preset=tiny-llama", "--parallel.tp=2",
            "--train.seq_len=64", "--train.global_batch_size=4", "--train.micro_batch_size=2",
-           "--bench.warmup=1", "--bench.steps=2", f"--output.dir={tmp_path}"]
+           "--bench.warmup=1", "--bench.steps=2", "--bench.profile=true", f"--output.dir={tmp_path}"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tokens/s" in proc.stdout
@@ -32,3 +33,8 @@ def test_bench_writes_record(tmp_path):
     assert isinstance(r["device"], str) and r["device"]
     assert {"torch", "transformers", "python", "cuda", "nccl"} <= set(r["versions"])
     assert isinstance(r["versions"]["torch"], str) and isinstance(r["date"], str) and "T" in r["date"]
+    profile = r["profile"]
+    assert profile["trace"] == str(tmp_path / "trace-rank0.json") and "traceEvents" in json.loads(
+        (tmp_path / "trace-rank0.json").read_text())
+    assert profile["wall_ms"] > 0 and profile["cpu_ops_ms"] > 0 and "gpu_busy_ms" not in profile  # CPU: no kernels
+    assert "profiled step" in proc.stdout

@@ -25,6 +25,7 @@ from shardwise.config import Config
 from shardwise.data import Batch, StepBatches, TokenWindows
 from shardwise.metrics import device_peak_flops, flops_per_token, mfu, peak_mem_gib
 from shardwise.model import flop_params, num_params
+from shardwise.profile import describe, profile_step
 from shardwise.train import (
     Run,
     build_run,
@@ -145,6 +146,7 @@ def print_table(result: dict[str, Any], path: Path) -> None:
         ("tokens/s/device", f"{result['tokens_per_s_per_device']:,.0f}"),
         ("MFU", _or_na(result["mfu"], ".1%")),
         ("peak memory (GiB)", _or_na(result["peak_mem_gib"], ".2f")),
+        *(describe(result["profile"]) if result.get("profile") else []),
         ("written to", str(path)),
     ]
     width = max(len(k) for k, _ in rows)
@@ -155,6 +157,10 @@ def bench(cfg: Config) -> dict[str, Any]:
     """Benchmark in every rank; rank 0 prints the table and writes the JSON. Returns the record."""
     run = build_run(cfg)
     result = summarize(run, measure(run))
+    if cfg.bench.profile:
+        batches = synthetic_batches(run)
+        result["profile"] = profile_step(lambda: timed_step(run, batches), Path(cfg.output.dir), dist.get_rank(),
+                                         run.device.type == "cuda")
     if dist.get_rank() == 0:
         path = Path(cfg.bench.out) if cfg.bench.out else Path(cfg.output.dir) / "bench.json"
         path.parent.mkdir(parents=True, exist_ok=True)

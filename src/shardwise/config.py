@@ -36,6 +36,7 @@ class ParallelConfig:
     loss_parallel: bool = True
     async_tp: bool = False
     reshard_after_forward: bool = True
+    defer_grad_reduce: bool = False  # true: keep unsharded gradients until the last micro-batch (less traffic, more memory)
 
 
 @dataclass
@@ -95,6 +96,7 @@ class BenchConfig:
     warmup: int = 3
     steps: int = 10
     out: str = ""  # JSON path; empty means output.dir/bench.json
+    profile: bool = False  # one more step under torch.profiler: trace in output.dir, CPU/GPU/communication times
 
 
 @dataclass

@@ -26,7 +26,8 @@ backward, its fp32 gradient, and the logits in compute dtype), with ``V/t`` only
 parallelism. Training state is exact: fp32 parameters, fp32 gradients and AdamW's two fp32 states
 of rank 0's shards (rank 0 holds the largest). FSDP adds the gathered parameters in flight (root +
 two blocks, compute dtype) and one block's unsharded fp32 gradient; with several micro-batches per
-step, the unsharded fp32 gradients of the whole TP shard accumulate until the last one. The total
+step and ``parallel.defer_grad_reduce``, the unsharded fp32 gradients of the whole TP shard
+accumulate until the last one. The total
 adds all of these, an upper bound: sharded gradients and most activations never coexist.
 
 **Communication** per device counts what a ring implementation sends (= receives): all-gather
@@ -35,8 +36,9 @@ Tensor parallelism is *measured*: one and two decoder blocks, tensor-parallelize
 run forward and backward (with the configured activation checkpointing) on meta tensors under a
 fake process group while every collective is recorded; the difference is one layer. FSDP is
 counted from the parameters: per micro-batch an all-gather of each unit in forward and again in
-backward (every block but the last, which stays gathered; not the root), per step one
-reduce-scatter of fp32 gradients and, with HSDP, an all-reduce of the shards over replicas.
+backward (every block but the last, which stays gathered; not the root), and a reduce-scatter of
+fp32 gradients (once per step with ``parallel.defer_grad_reduce``) and, with HSDP, an all-reduce of
+the shards over replicas.
 """
 
 from __future__ import annotations
@@ -170,11 +172,13 @@ def tp_comm(config: PretrainedConfig, cfg: Config, tp_mesh: DeviceMesh, dtype: t
 
 
 def fsdp_comm(unit_numels: list[int], shard: int, replicate: int, param_bytes: int,
-              micro_batches: int) -> dict[str, float]:
+              micro_batches: int, defer_grad_reduce: bool = False) -> dict[str, float]:
     """FSDP collectives per step, bytes per device. ``unit_numels[0]`` is the root, then one per block.
 
     ``unit_numels`` count the tensor-parallel shard each FSDP group gathers (global / tp when TP-sharded).
+    Gradients are reduced after every micro-batch, or once per step with ``defer_grad_reduce``.
     """
+    reductions = 1 if defer_grad_reduce else micro_batches
     gathers = 0.0
     for i, n in enumerate(unit_numels):
         passes = 1 if i in (0, len(unit_numels) - 1) else 2  # the root and the last block stay gathered for backward
@@ -182,13 +186,13 @@ def fsdp_comm(unit_numels: list[int], shard: int, replicate: int, param_bytes: i
     total = sum(unit_numels)
     return {
         "all_gather": micro_batches * gathers,
-        "reduce_scatter": ring_bytes("reduce_scatter_tensor", total * FP32, shard),
-        "all_reduce_replicas": ring_bytes("all_reduce", total * FP32 / shard, replicate),
+        "reduce_scatter": reductions * ring_bytes("reduce_scatter_tensor", total * FP32, shard),
+        "all_reduce_replicas": reductions * ring_bytes("all_reduce", total * FP32 / shard, replicate),
     }
 
 
 def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_bytes: int,
-           acts: dict[str, float]) -> dict[str, float]:
+           acts: dict[str, float], defer_grad_reduce: bool = False) -> dict[str, float]:
     """Bytes per device: exact training state of rank 0's shards plus the estimated transients."""
     largest_block = max(unit_numels[1:], default=0)
     parts = {
@@ -196,7 +200,7 @@ def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_b
         "gradients": FP32 * local_numel,
         "optimizer_states": 2 * FP32 * local_numel,
         "fsdp_in_flight": param_bytes * (unit_numels[0] + 2 * largest_block) + FP32 * largest_block,
-        "gradient_accumulation": FP32 * sum(unit_numels) if micro_batches > 1 else 0.0,
+        "gradient_accumulation": FP32 * sum(unit_numels) if micro_batches > 1 and defer_grad_reduce else 0.0,
         **acts,
     }
     return {**parts, "total": sum(parts.values())}

@@ -9,6 +9,7 @@ communication come from ``shardwise.estimate``, whose docstring gives the formul
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -121,16 +122,43 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         dims = estimate.Dims.of(config, cfg, tp, qk_norm)
         tp_comm = estimate.tp_comm(config, cfg, meshes.tp, dtype, dims, micro_batches) if tp > 1 else None
     e = dtype.itemsize
-    acts = estimate.activation_bytes(dims, cfg.train.activation_checkpointing, e, tp, sp,
-                                     cfg.parallel.loss_parallel and tp > 1)
+    lp = cfg.parallel.loss_parallel and tp > 1
+    per_rank = cfg.train.global_batch_size // layout.dp
+
+    def memory_for(mode: str, micro_batch: int) -> dict[str, float]:
+        acts = estimate.activation_bytes(dataclasses.replace(dims, batch=micro_batch), mode, e, tp, sp, lp)
+        return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce)
+
     return {
         "num_params": num_params(model),
         "styles": styles,
         "parameters": param_table(layout_rows),
-        "memory_bytes": estimate.memory(local, units, micro_batches, e, acts),
+        "memory_bytes": memory_for(cfg.train.activation_checkpointing, cfg.train.micro_batch_size),
+        "memory_options": [{"activation_checkpointing": mode, "micro_batch_size": mb,
+                            "total_bytes": memory_for(mode, mb)["total"]}
+                           for mode in RECOMMEND_ORDER for mb in _micro_batch_choices(per_rank)],
         "comm_bytes": {"tp": tp_comm, "fsdp": estimate.fsdp_comm(units, layout.dp_shard, layout.dp_replicate, e,
-                                                                 micro_batches)},
+                                                                 micro_batches, cfg.parallel.defer_grad_reduce)},
     }
+
+
+# Fastest first, measured on 1xH100 (BENCHMARKS.md): no checkpointing beats full at equal micro-batch, and
+# selective (its save policy runs in eager dispatch around compiled blocks) was slower than full.
+RECOMMEND_ORDER = ("none", "full")
+
+
+def _micro_batch_choices(per_rank: int) -> list[int]:
+    """Micro-batch sizes that split a DP rank's share of the global batch evenly, largest first."""
+    return [mb for mb in range(per_rank, 0, -1) if per_rank % mb == 0] or [1]
+
+
+def recommend(options: list[dict[str, Any]], budget_gib: float) -> dict[str, Any] | None:
+    """The fastest setting that fits: no checkpointing at the largest micro-batch that fits, else full."""
+    for mode in RECOMMEND_ORDER:
+        fits = [o for o in options if o["activation_checkpointing"] == mode and o["total_bytes"] <= budget_gib * GIB]
+        if fits:
+            return max(fits, key=lambda o: o["micro_batch_size"])
+    return None
 
 
 def structural_checks(cfg: Config, config: Any, world_size: int) -> tuple[list[dict[str, Any]], Layout | None]:
@@ -178,10 +206,13 @@ def make_plan(cfg: Config, world_size: int, device_memory_gib: float | None) -> 
     """The whole report as one JSON-able dict; ``ok`` is False when any check fails.
 
     ``train.dtype=auto`` is planned as on a GPU (bf16) when this machine has one or a memory
-    budget is given, as on CPU (fp32) otherwise.
+    budget is given, as on CPU (fp32) otherwise. The budget defaults to this machine's GPU memory;
+    with one, the plan also recommends the fastest activation checkpointing and micro-batch that fit.
     """
     config = hf_config(cfg.model)
     checks, layout = structural_checks(cfg, config, world_size)
+    if device_memory_gib is None and torch.cuda.is_available():  # plan for this machine's GPUs
+        device_memory_gib = torch.cuda.get_device_properties(0).total_memory / GIB
     gpu = torch.cuda.is_available() or device_memory_gib is not None
     dtype = compute_dtype(cfg, torch.device("cuda" if gpu else "cpu"))
     report = _summary(cfg, config, world_size, layout, dtype)
@@ -189,6 +220,10 @@ def make_plan(cfg: Config, world_size: int, device_memory_gib: float | None) -> 
         report |= _sharded_report(cfg, config, layout, dtype, report["batch"]["micro_batches_per_step"])
         if device_memory_gib is not None:
             checks.append(_memory_check(report["memory_bytes"]["total"], device_memory_gib))
+            report["recommended"] = recommend(report.pop("memory_options"), device_memory_gib)
+            report["device_memory_gib"] = device_memory_gib
+        else:
+            report.pop("memory_options")
     return report | {"checks": checks, "ok": all(c["ok"] for c in checks)}
 
 
@@ -256,6 +291,14 @@ def _sharding(r: dict[str, Any]) -> list[str]:
     return lines + _table(rows)
 
 
+def _recommendation(rec: dict[str, Any] | None, budget_gib: float) -> str:
+    if rec is None:
+        return (f"  recommended: nothing fits {budget_gib:g} GiB, even with full checkpointing at micro-batch 1: raise "
+                "parallel.tp or parallel.dp_shard, or set model.dtype=bfloat16")
+    return (f"  recommended for {budget_gib:g} GiB: --train.activation_checkpointing={rec['activation_checkpointing']} "
+            f"--train.micro_batch_size={rec['micro_batch_size']} (about {_size(rec['total_bytes'])})")
+
+
 def render(r: dict[str, Any]) -> str:
     """The report as text: model, mesh, styles, parameters, memory, communication, checks."""
     lines = _header(r)
@@ -263,6 +306,8 @@ def render(r: dict[str, Any]) -> str:
         lines += _sharding(r)
         lines += ["", "memory per device (estimate; formulas in shardwise/estimate.py):"]
         lines += _table([[k, _size(v)] for k, v in r["memory_bytes"].items()])
+        if "recommended" in r:
+            lines.append(_recommendation(r["recommended"], r["device_memory_gib"]))
         lines += ["", "communication per device (ring bytes sent):", *_comm_lines(r["comm_bytes"])]
     lines += ["", "checks:"]
     lines += [f"  {'ok  ' if c['ok'] else 'FAIL'}  {c['check']}" + (f": {c['message']}" if c["message"] else "")

@@ -1,0 +1,115 @@
+"""One profiled training step: a trace to open, and where the step's time went.
+
+``shardwise bench --bench.profile=true`` runs one more step after the timed ones under
+``torch.profiler`` and writes rank 0's trace to ``output.dir/trace-rank0.json`` (Chrome format:
+Perfetto or chrome://tracing). From the trace's device kernels it reports:
+
+- **GPU busy**: the union of all kernel intervals, against the step's wall time; what is left is
+  time the GPU waited, on the CPU launching work or on a host synchronization;
+- **communication**: the union of NCCL kernels, and the part of it no compute kernel overlaps
+  (**exposed**), which is what overlapping communication with compute could still save;
+- **CPU in ops**: the host's self time in every profiled op, the cost of dispatching the step.
+
+A step whose CPU time exceeds its GPU busy time, or whose GPU idles for much of the step, is
+CPU-bound: compiling (``train.compile``) or a larger micro-batch are the usual remedies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+Interval = tuple[float, float]
+COMM_MARKERS = ("nccl", "allgather", "reducescatter", "allreduce")
+
+
+def union(intervals: Iterable[Interval]) -> list[Interval]:
+    """Sorted, non-overlapping intervals covering the same time."""
+    merged: list[list[float]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged]
+
+
+def length(intervals: Iterable[Interval]) -> float:
+    return sum(b - a for a, b in intervals)
+
+
+def subtract(keep: list[Interval], remove: list[Interval]) -> list[Interval]:
+    """Parts of ``keep`` (a union) not covered by ``remove`` (a union)."""
+    out, j = [], 0
+    for start, end in keep:
+        while j < len(remove) and remove[j][1] <= start:
+            j += 1
+        k, cursor = j, start
+        while k < len(remove) and remove[k][0] < end:
+            if remove[k][0] > cursor:
+                out.append((cursor, remove[k][0]))
+            cursor = max(cursor, remove[k][1])
+            k += 1
+        if cursor < end:
+            out.append((cursor, end))
+    return out
+
+
+DEVICE_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
+
+
+def kernel_breakdown(trace_events: list[dict[str, Any]]) -> dict[str, float]:
+    """Busy, communication and exposed-communication milliseconds from a Chrome trace's device work."""
+    kernels = [e for e in trace_events if e.get("cat") in DEVICE_CATEGORIES and "dur" in e]
+    is_comm = [any(m in e["name"].lower() for m in COMM_MARKERS) for e in kernels]
+    spans = [(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in kernels]
+    comm = union(s for s, c in zip(spans, is_comm) if c)
+    compute = union(s for s, c in zip(spans, is_comm) if not c)
+    us = 1e-3  # trace times are microseconds
+    return {"gpu_busy_ms": length(union(spans)) * us, "comm_ms": length(comm) * us,
+            "exposed_comm_ms": length(subtract(comm, compute)) * us}
+
+
+def profile_step(step: Callable[[], None], out_dir: Path, rank: int, cuda: bool) -> dict[str, Any] | None:
+    """Run ``step`` once, under the profiler in rank 0, which writes the trace and returns the breakdown (ms)."""
+    if rank != 0:
+        step()
+        return None
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+        torch.cuda.synchronize()
+    with torch.profiler.profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    path = out_dir / "trace-rank0.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(path))
+    cpu_us = sum(e.self_cpu_time_total for e in prof.key_averages())
+    result = {"trace": str(path), "wall_ms": wall * 1e3, "cpu_ops_ms": cpu_us * 1e-3}
+    if cuda:
+        result |= kernel_breakdown(json.loads(path.read_text())["traceEvents"])
+    return result
+
+
+def describe(p: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows for the bench table; a verdict when the GPU waits on the host."""
+    rows = [("profiled step", f"{p['wall_ms']:.1f} ms wall, {p['cpu_ops_ms']:.1f} ms of CPU in ops")]
+    if "gpu_busy_ms" in p:
+        busy = p["gpu_busy_ms"] / p["wall_ms"]
+        rows.append(("GPU busy", f"{p['gpu_busy_ms']:.1f} ms ({busy:.0%} of the step)"))
+        rows.append(("communication", f"{p['comm_ms']:.1f} ms, {p['exposed_comm_ms']:.1f} ms exposed "
+                                      "(not overlapped with compute)"))
+        if busy < 0.8 or p["cpu_ops_ms"] > p["gpu_busy_ms"]:
+            rows.append(("verdict", "CPU-bound: the GPU waits on the host (try train.compile=true or a larger "
+                                    "train.micro_batch_size)"))
+    rows.append(("trace", str(p["trace"])))
+    return rows

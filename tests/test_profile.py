@@ -1,0 +1,36 @@
+"""Where a profiled step's time went, from a trace's device work: busy, communication, exposed communication."""
+
+from __future__ import annotations
+
+from shardwise.profile import describe, kernel_breakdown, subtract, union
+
+
+def kernel(name: str, ts: float, dur: float, cat: str = "kernel") -> dict:
+    return {"cat": cat, "name": name, "ts": ts, "dur": dur}
+
+
+def test_union_and_subtract():
+    assert union([(5, 7), (0, 2), (1, 3), (7, 8)]) == [(0, 3), (5, 8)]
+    assert subtract([(0, 10)], [(2, 3), (5, 12)]) == [(0, 2), (3, 5)]
+    assert subtract([(0, 2), (4, 6)], [(1, 5)]) == [(0, 1), (5, 6)]
+    assert subtract([(0, 2)], []) == [(0, 2)]
+
+
+def test_breakdown_counts_overlap_once_and_exposed_communication():
+    """Two streams: a 1000 us all-gather, 600 us of it under matmuls; a memcpy counts as busy, CPU events not."""
+    events = [
+        kernel("sm90_xmma_gemm_bf16", 0, 400), kernel("sm90_xmma_gemm_bf16", 500, 300),
+        kernel("ncclDevKernel_AllGather_RING_LL", 100, 1000),
+        kernel("Memcpy DtoD", 1200, 100, cat="gpu_memcpy"),
+        {"cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 5000},
+    ]
+    got = kernel_breakdown(events)
+    assert got == {"gpu_busy_ms": 1.2, "comm_ms": 1.0, "exposed_comm_ms": 0.4}
+
+
+def test_cpu_bound_verdict():
+    waiting = {"wall_ms": 100.0, "cpu_ops_ms": 90.0, "gpu_busy_ms": 40.0, "comm_ms": 5.0, "exposed_comm_ms": 2.0,
+               "trace": "t.json"}
+    busy = {**waiting, "gpu_busy_ms": 95.0, "cpu_ops_ms": 30.0}
+    assert any(k == "verdict" for k, _ in describe(waiting))
+    assert not any(k == "verdict" for k, _ in describe(busy))
