@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import pickle
 
+import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from datasets.utils._dill import Pickler
 from tokenizers.processors import TemplateProcessing
 from transformers import AutoTokenizer
 
 import shardwise.corpus
 from shardwise.config import Config, ConfigError, DataConfig, load_config
-from shardwise.corpus import Documents, load_documents
+from shardwise.corpus import Documents, load_documents, stdlib_corpus, stdlib_file
 from shardwise.data import (
     EOS,
     Batch,
@@ -259,6 +262,54 @@ def test_parallel_tokenization_gives_the_same_documents(tmp_path):
     one = load_tokens(DataConfig(path=path, cache_dir=str(tmp_path / "a"), num_proc=1), byte_tokenizer())
     two = load_tokens(DataConfig(path=path, cache_dir=str(tmp_path / "b"), num_proc=2), byte_tokenizer())
     assert torch.equal(one, two) and len(list((tmp_path / "b" / "shardwise").glob("*.arrow"))) == 2
+
+
+@pytest.fixture
+def arrow_tables_unpicklable(monkeypatch):
+    """Pickling or hashing an in-memory Arrow table fails, as ``datasets`` fingerprinting does on some
+    Python 3.12 images; the data layer must never need it."""
+    def refuse(*args, **kwargs):
+        raise pickle.PicklingError("Can't pickle <class 'MonthDayNano'>: it's not found as builtins.MonthDayNano")
+
+    monkeypatch.setattr(datasets.table.InMemoryTable, "__getstate__", refuse)  # hashing, or sending to workers
+    for arrow_type in (pa.Table, pa.ChunkedArray):  # hashing a bare Arrow table or column
+        monkeypatch.setitem(Pickler.dispatch, arrow_type, refuse)
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+@pytest.mark.parametrize("kind", ["stdlib", "text", "completion", "chat"])
+def test_data_loads_without_pickling_arrow_tables(kind, num_proc, tmp_path, arrow_tables_unpicklable):
+    """Every source tokenizes (in this process, or in worker processes) and loads back from the cache."""
+    tok = byte_tokenizer()
+    qa = {"Q: 2+2?\nA:": " 4", "Q: capital of France?\nA:": " Paris"}
+    path, expected = {
+        "stdlib": ("", [t for t in stdlib_corpus(20_000) if t.strip()]),
+        "text": (write_jsonl(tmp_path / "t.jsonl", [{"text": t} for t in TEXTS]), TEXTS),
+        "completion": (write_jsonl(tmp_path / "c.jsonl", [{"prompt": p, "completion": c} for p, c in qa.items()]),
+                       [p + c for p, c in qa.items()]),
+        "chat": (write_jsonl(tmp_path / "m.jsonl", [{"messages": c} for c in CHATS]),
+                 [tok.apply_chat_template(c, tokenize=False).removesuffix(EOS) for c in CHATS]),
+    }[kind]
+    cfg = DataConfig(path=path, max_bytes=20_000, cache_dir=str(tmp_path / "cache"), num_proc=num_proc)
+    assert len(expected) >= 2 and doc_texts(cfg) == expected
+    assert doc_texts(cfg) == expected  # from the cache
+
+
+def test_stdlib_corpus_file_is_written_atomically_and_once(tmp_path, monkeypatch):
+    def interrupted(table, where):  # a write that dies halfway
+        with open(where, "wb") as half:
+            half.write(b"PAR1 half a file")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(shardwise.corpus.pq, "write_table", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            stdlib_file(20_000, tmp_path)
+    assert list((tmp_path / "shardwise").iterdir()) == []  # neither a corpus file nor the partial one
+    path = stdlib_file(20_000, tmp_path)
+    assert pq.read_table(path).column("text").to_pylist() == stdlib_corpus(20_000)
+    monkeypatch.setattr(shardwise.corpus.pq, "write_table", interrupted)
+    assert stdlib_file(20_000, tmp_path) == path  # there already: not written again
 
 
 def _write(tmp_path, name: str, content: str | bytes) -> str:

@@ -18,6 +18,13 @@ tokenization rules), in local rank 0 of each node, with ``data.num_proc`` proces
 ``<cache>/shardwise/<fingerprint>*.arrow``. The other ranks wait, then open the same files.
 ``Documents`` reads tokens in place from the memory-mapped Arrow buffers, so no rank copies
 the corpus into its own memory.
+
+Every dataset here is file-backed, the built-in stdlib corpus included (written once as a Parquet
+file, then read like user data), and every fingerprint is explicit or derived from file paths and
+mtimes. ``datasets`` fingerprints an in-memory table by pickling it with dill, and sends in-memory
+shards to ``num_proc`` workers pickled by value; a memory-mapped table pickles as its path. Pickling
+Arrow tables that way fails on some Python 3.12 images (``Can't pickle <class 'MonthDayNano'>``), so
+the data layer never depends on it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import os
 import re
 import sys
 import sysconfig
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +45,7 @@ from typing import TypeVar
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from datasets import Dataset, Features, List, Value, load_dataset
@@ -47,6 +56,8 @@ from shardwise.config import ConfigError, DataConfig
 BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 # Bump whenever ``tokenize_batch`` changes what it produces: it is part of the cache fingerprint.
 TOKENIZATION_VERSION = 1
+# Bump whenever ``stdlib_corpus`` changes which texts it collects: it is part of the corpus file's key.
+CORPUS_VERSION = 1
 FEATURES = Features({"input_ids": List(Value("int32")), "target": List(Value("int8"))})
 # Jinja ``{% generation %}`` blocks: the template marks assistant tokens itself.
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -91,10 +102,42 @@ def data_files(path: str) -> tuple[str, list[Path]]:
     return builders[0], files
 
 
+def stdlib_key(max_bytes: int) -> str:
+    """What the stdlib corpus holds depends on: this Python's standard library and ``data.max_bytes``."""
+    key = [CORPUS_VERSION, sys.version, sysconfig.get_paths()["stdlib"], max_bytes]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
+
+
+def stdlib_file(max_bytes: int, cache: Path) -> Path:
+    """The stdlib corpus as a Parquet file of ``text`` records, written once under its key.
+
+    A file, so the corpus loads like user data: memory-mapped, fingerprinted from its path, never
+    held in (or hashed from) each rank's memory. It is written under a temporary name in the same
+    folder, then renamed, so a concurrent run never reads a partial file; as its name is the key of
+    its contents, a concurrent run that renames its own copy over it replaces it with the same records.
+    """
+    path = cache / "shardwise" / f"stdlib-{stdlib_key(max_bytes)}.parquet"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique across processes and hosts
+    try:
+        pq.write_table(pa.table({"text": stdlib_corpus(max_bytes)}), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def read_records(cfg: DataConfig, builder: str, files: list[Path], cache: Path) -> Dataset:
-    """The raw records (before tokenization) of ``data.path``, or the stdlib corpus as ``text``."""
+    """The raw records (before tokenization) of ``data.path``, or of the stdlib corpus file as ``text``.
+
+    Always ``load_dataset`` on files: it converts them once into memory-mapped Arrow files in
+    ``cache`` and fingerprints the result from the files' paths and mtimes, not from its contents.
+    """
     if not cfg.path:
-        return Dataset.from_dict({"text": stdlib_corpus(cfg.max_bytes)})
+        builder, files = "parquet", [stdlib_file(cfg.max_bytes, cache)]
     options = {"sample_by": "document", "encoding_errors": "replace"} if builder == "text" else {}
     try:
         return load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=str(cache),
@@ -102,7 +145,8 @@ def read_records(cfg: DataConfig, builder: str, files: list[Path], cache: Path) 
     except Exception as err:  # noqa: BLE001 - any reader failure means unreadable data: report it in one line
         cause = err.__cause__ or err
         detail = (str(cause).strip().splitlines() or [""])[0]
-        raise ConfigError(f"data.path={cfg.path} cannot be read: {type(cause).__name__}: {detail}") from None
+        where = cfg.path or files[0]
+        raise ConfigError(f"data.path={where} cannot be read: {type(cause).__name__}: {detail}") from None
 
 
 def document_kind(features: Features, path: str) -> str:
@@ -198,8 +242,8 @@ def fingerprint(tokenizer: PreTrainedTokenizerBase, files: list[Path], cfg: Data
     """Hash of everything the tokenized documents depend on: tokenizer, source and rules."""
     if files:
         source = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    else:
-        source = ["stdlib", sys.version, cfg.max_bytes]
+    else:  # the stdlib corpus, by its key: its file's mtime changes if a concurrent run renames a copy over it
+        source = ["stdlib", stdlib_key(cfg.max_bytes)]
     backend = getattr(tokenizer, "backend_tokenizer", None)  # tokenizers' full state; slow ones: their vocab
     state = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
     key = [TOKENIZATION_VERSION, source, type(tokenizer).__name__, state, tokenizer.chat_template,
