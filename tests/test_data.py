@@ -60,6 +60,15 @@ def test_indivisible_batch_names_the_keys():
         StepBatches(windows, 6, 2, 0, 2)
 
 
+def test_micro_batch_larger_than_a_ranks_share_is_that_share():
+    """The default job (16 sequences, micro-batch 8) on 4 DP ranks: one micro-batch of 4 per rank, same samples."""
+    windows = TokenWindows(torch.arange(10_000), seq_len=16, seed=3)
+    per_rank = [StepBatches(windows, 16, 8, r, 4)(step=1) for r in range(4)]
+    assert all(len(b) == 1 and b[0].input_ids.shape == (4, 16) for b in per_rank)
+    whole = StepBatches(windows, 16, 16, 0, 1)(step=1)[0].input_ids
+    assert torch.equal(torch.cat([b[0].input_ids for b in per_rank]), whole)
+
+
 def test_pad_to_multiple_ignores_padding_and_continues_positions():
     ids = torch.arange(10).view(2, 5)
     batch = pad_to_multiple(Batch(ids, ids + 1, torch.arange(5).expand(2, 5)), 4)

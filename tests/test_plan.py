@@ -83,7 +83,8 @@ def test_every_failure_is_listed(capsys):
 @pytest.mark.parametrize("args,message", [
     (["--world-size=6", "--parallel.dp_shard=2", "--parallel.tp=2"],
      "parallel.dp_replicate*dp_shard*tp = 1*2*2 = 4 but the world size is 6"),
-    (["--world-size=4", "--train.global_batch_size=6"], "train.global_batch_size=6 must be a multiple of dp (2)"),
+    (["--world-size=4", "--train.global_batch_size=6", "--train.micro_batch_size=2"],
+     "train.global_batch_size=6 must be a multiple of dp (2)"),
 ])
 def test_layout_and_batch_failures(capsys, args, message):
     code, plan = plan_json(capsys, *args)
@@ -110,3 +111,29 @@ def test_tp_collectives_per_block_are_megatrons(capsys, preset, sp, expected):
                           f"--parallel.sequence_parallel={sp}")
     calls = {k: v["calls"] for k, v in report["comm_bytes"]["tp"]["per_layer_per_micro_batch"].items()}
     assert {k: calls[k] for k in expected} == expected
+
+
+def test_recommends_the_fastest_setting_that_fits(capsys):
+    """With a memory budget the plan names the fastest fitting setting: no checkpointing at the largest micro-batch
+    that fits, else full checkpointing; its estimate is the same model's estimate at that setting."""
+    args = ["--model.preset=qwen2-1.5b", "--parallel.tp=2", "--world-size=2", "--train.seq_len=4096",
+            "--train.global_batch_size=8", "--train.activation_checkpointing=full", "--train.micro_batch_size=1"]
+    _, roomy = plan_json(capsys, *args, "--device-memory-gib=80")
+    rec = roomy["recommended"]
+    assert rec["activation_checkpointing"] == "none" and rec["total_bytes"] <= 80 * 2**30
+    setting = [f"--train.activation_checkpointing={rec['activation_checkpointing']}",
+               f"--train.micro_batch_size={rec['micro_batch_size']}"]
+    _, same = plan_json(capsys, *args, *setting, "--device-memory-gib=80")
+    assert same["memory_bytes"]["total"] == rec["total_bytes"] and same["ok"]
+    if rec["micro_batch_size"] < 8:  # the next larger split would not have fit
+        bigger = next(mb for mb in range(rec["micro_batch_size"] + 1, 9) if 8 % mb == 0)
+        _, over = plan_json(capsys, *args, "--train.activation_checkpointing=none",
+                            f"--train.micro_batch_size={bigger}", "--device-memory-gib=80")
+        assert not over["ok"]
+    _, tight = plan_json(capsys, *args, "--device-memory-gib=20")
+    assert tight["recommended"]["activation_checkpointing"] == "full"
+    _, hopeless = plan_json(capsys, "--model.preset=llama3-8b", "--parallel.tp=1", "--world-size=1",
+                            "--device-memory-gib=80")
+    assert hopeless["recommended"] is None
+    assert main(["plan", *args, "--device-memory-gib=80"]) == 0
+    assert "recommended for 80 GiB: --train.activation_checkpointing=none" in capsys.readouterr().out

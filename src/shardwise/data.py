@@ -261,18 +261,25 @@ def _nearest(value: int, unit: int) -> int:
     return unit * max(1, round(value / unit))
 
 
+def micro_batch_size(global_batch: int, micro_batch: int, dp_size: int) -> int:
+    """Sequences per forward: ``train.micro_batch_size``, or a DP rank's whole share when that is smaller
+    (e.g. the default job's 8 on 8 GPUs, where each DP rank gets 4 of the 16)."""
+    return min(micro_batch, max(1, global_batch // dp_size))
+
+
 class StepBatches:
     """This rank's micro-batches of one optimizer step."""
 
     def __init__(self, samples: Samples, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int):
         per_rank = global_batch // dp_size
-        if global_batch % dp_size or per_rank % micro_batch:
-            unit = dp_size * micro_batch
+        micro = micro_batch_size(global_batch, micro_batch, dp_size)
+        if global_batch % dp_size or per_rank % micro:
+            unit = dp_size * micro
             raise ConfigError(
                 f"train.global_batch_size={global_batch} must be a multiple of dp ({dp_size}) x "
-                f"train.micro_batch_size ({micro_batch}); try train.global_batch_size={_nearest(global_batch, unit)}"
+                f"train.micro_batch_size ({micro}); try train.global_batch_size={_nearest(global_batch, unit)}"
             )
-        self.samples, self.global_batch, self.micro_batch = samples, global_batch, micro_batch
+        self.samples, self.global_batch, self.micro_batch = samples, global_batch, micro
         self.first, self.per_rank = dp_rank * per_rank, per_rank
 
     def __call__(self, step: int) -> list[Batch]:

@@ -76,13 +76,12 @@ class Dims:
     seq: int  # padded to a multiple of tp
 
     @classmethod
-    def of(cls, config: PretrainedConfig, cfg: Config, tp: int, qk_norm: bool) -> Dims:
+    def of(cls, config: PretrainedConfig, cfg: Config, tp: int, qk_norm: bool, micro_batch: int) -> Dims:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         seq = -(-cfg.train.seq_len // tp) * tp
         return cls(config.hidden_size, config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim,
                    config.intermediate_size, config.num_attention_heads, config.vocab_size,
-                   config.num_hidden_layers, qk_norm, cfg.model.attn_implementation == "eager",
-                   cfg.train.micro_batch_size, seq)
+                   config.num_hidden_layers, qk_norm, cfg.model.attn_implementation == "eager", micro_batch, seq)
 
 
 def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool) -> float:
@@ -191,8 +190,13 @@ def fsdp_comm(unit_numels: list[int], shard: int, replicate: int, param_bytes: i
     }
 
 
+# What a CUDA device holds besides tensors of the model: cuBLAS/cuBLASLt workspaces (32 MiB for each stream
+# that runs matmuls, and autograd and FSDP use several) and small buffers; max_memory_allocated counts them.
+CUDA_RUNTIME_BYTES = 256 * 2**20
+
+
 def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_bytes: int,
-           acts: dict[str, float], defer_grad_reduce: bool = False) -> dict[str, float]:
+           acts: dict[str, float], defer_grad_reduce: bool = False, cuda: bool = False) -> dict[str, float]:
     """Bytes per device: exact training state of rank 0's shards plus the estimated transients."""
     largest_block = max(unit_numels[1:], default=0)
     parts = {
@@ -202,5 +206,6 @@ def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_b
         "fsdp_in_flight": param_bytes * (unit_numels[0] + 2 * largest_block) + FP32 * largest_block,
         "gradient_accumulation": FP32 * sum(unit_numels) if micro_batches > 1 and defer_grad_reduce else 0.0,
         **acts,
+        "cuda_runtime": CUDA_RUNTIME_BYTES if cuda else 0.0,
     }
     return {**parts, "total": sum(parts.values())}

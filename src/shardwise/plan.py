@@ -23,7 +23,7 @@ from torch.distributed.tensor import DTensor
 
 from shardwise import estimate
 from shardwise.config import Config, ConfigError
-from shardwise.data import StepBatches
+from shardwise.data import StepBatches, micro_batch_size
 from shardwise.mesh import Layout, build_mesh, resolve_layout
 from shardwise.model import CausalLM, build_meta_model, hf_config, num_params
 from shardwise.parallelize import divisibility_errors, parallelize
@@ -107,7 +107,8 @@ def fsdp_units(model: CausalLM) -> list[int]:
     return units
 
 
-def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype, micro_batches: int) -> dict:
+def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype, micro_batches: int,
+                    cuda: bool) -> dict:
     """Placements, memory and communication from the real parallelization on meta tensors."""
     tp, sp = layout.tp, cfg.parallel.sequence_parallel and layout.tp > 1
     with fake_world(layout.world_size):
@@ -119,7 +120,8 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         layout_rows = param_layout(model)
         units = fsdp_units(model)
         local = sum(p.to_local().numel() for p in {id(p): p for p in model.parameters()}.values())
-        dims = estimate.Dims.of(config, cfg, tp, qk_norm)
+        dims = estimate.Dims.of(config, cfg, tp, qk_norm, micro_batch_size(cfg.train.global_batch_size,
+                                                                           cfg.train.micro_batch_size, layout.dp))
         tp_comm = estimate.tp_comm(config, cfg, meshes.tp, dtype, dims, micro_batches) if tp > 1 else None
     e = dtype.itemsize
     lp = cfg.parallel.loss_parallel and tp > 1
@@ -127,13 +129,14 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
 
     def memory_for(mode: str, micro_batch: int) -> dict[str, float]:
         acts = estimate.activation_bytes(dataclasses.replace(dims, batch=micro_batch), mode, e, tp, sp, lp)
-        return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce)
+        return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce,
+                               cuda)
 
     return {
         "num_params": num_params(model),
         "styles": styles,
         "parameters": param_table(layout_rows),
-        "memory_bytes": memory_for(cfg.train.activation_checkpointing, cfg.train.micro_batch_size),
+        "memory_bytes": memory_for(cfg.train.activation_checkpointing, dims.batch),
         "memory_options": [{"activation_checkpointing": mode, "micro_batch_size": mb,
                             "total_bytes": memory_for(mode, mb)["total"]}
                            for mode in RECOMMEND_ORDER for mb in _micro_batch_choices(per_rank)],
@@ -184,6 +187,7 @@ def _memory_check(total_bytes: float, budget_gib: float) -> dict[str, Any]:
 
 def _summary(cfg: Config, config: Any, world_size: int, layout: Layout | None, dtype: torch.dtype) -> dict[str, Any]:
     t, tp = cfg.train, layout.tp if layout else cfg.parallel.tp
+    micro = micro_batch_size(t.global_batch_size, t.micro_batch_size, layout.dp if layout else 1)
     return {
         "model": {"preset": None if cfg.model.path else cfg.model.preset, "path": cfg.model.path or None,
                   "model_type": config.model_type, "layers": config.num_hidden_layers,
@@ -195,9 +199,8 @@ def _summary(cfg: Config, config: Any, world_size: int, layout: Layout | None, d
         "sequence_parallel": cfg.parallel.sequence_parallel and tp > 1,
         "loss_parallel": cfg.parallel.loss_parallel and tp > 1,
         "compute_dtype": str(dtype).removeprefix("torch."),
-        "batch": {"micro_batch_size": t.micro_batch_size, "seq_len": t.seq_len,
-                  "micro_batches_per_step": max(1, t.global_batch_size // (layout.dp * t.micro_batch_size))
-                  if layout else None},
+        "batch": {"micro_batch_size": micro, "seq_len": t.seq_len,
+                  "micro_batches_per_step": max(1, t.global_batch_size // (layout.dp * micro)) if layout else None},
         "activation_checkpointing": t.activation_checkpointing,
     }
 
@@ -217,7 +220,7 @@ def make_plan(cfg: Config, world_size: int, device_memory_gib: float | None) -> 
     dtype = compute_dtype(cfg, torch.device("cuda" if gpu else "cpu"))
     report = _summary(cfg, config, world_size, layout, dtype)
     if all(c["ok"] for c in checks if c["check"] != "batch split"):
-        report |= _sharded_report(cfg, config, layout, dtype, report["batch"]["micro_batches_per_step"])
+        report |= _sharded_report(cfg, config, layout, dtype, report["batch"]["micro_batches_per_step"], gpu)
         if device_memory_gib is not None:
             checks.append(_memory_check(report["memory_bytes"]["total"], device_memory_gib))
             report["recommended"] = recommend(report.pop("memory_options"), device_memory_gib)
