@@ -10,17 +10,19 @@ OUT=${OUT:-runs/sweep}; mkdir -p "$OUT"
 NGPU=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 TP=${TP:-1}; DP=$(( NGPU / TP )); GB=${GB:-4}
 COMMON="--model.preset=$PRESET --parallel.tp=$TP --train.seq_len=$SEQ --bench.warmup=${WARMUP:-2} --bench.steps=${STEPS:-6}"
+COMMON+=" --bench.profile=${PROFILE:-false} ${EXTRA:-}"  # PROFILE=true: one more step profiled (bench.profile)
 declare -A ROWS=(
-  [sw-full-eager]="--train.activation_checkpointing=full --train.micro_batch_size=1"
+  [sw-full-eager]="--train.activation_checkpointing=full --train.compile=false --train.micro_batch_size=1"
   [sw-full-compile]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1"
   [sw-sel-compile]="--train.activation_checkpointing=selective --train.compile=true --train.micro_batch_size=1"
-  [sw-none-eager]="--train.activation_checkpointing=none --train.micro_batch_size=1"
+  [sw-none-eager]="--train.activation_checkpointing=none --train.compile=false --train.micro_batch_size=1"
   [sw-none-compile]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=1"
   [sw-none-compile-mb2]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2"
   [sw-none-compile-mb4]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4"
   [sw-none-compile-nofused]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=1 --train.fused_optimizer=false"
   [sw-none-compile-mb2-keep]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2 --parallel.reshard_after_forward=false"
   [sw-none-compile-mb2-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2 --parallel.async_tp=true"
+  [sw-none-compile-mb4-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4 --parallel.async_tp=true"
   [sw-full-compile-asynctp]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1 --parallel.async_tp=true"
 )
 names=("$@"); [ ${#names[@]} -eq 0 ] && names=(recipe-eager recipe-compile hf-tp-plan-ac hf-tp-plan "${!ROWS[@]}")
@@ -43,7 +45,11 @@ done
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys
 rows = [json.loads(p.read_text()) | {"name": p.stem} for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json"))]
-print(f"{'name':26} {'step s':>7} {'tok/s/dev':>10} {'MFU':>6} {'GiB':>6}")
+print(f"{'name':28} {'step s':>7} {'tok/s/dev':>10} {'MFU':>6} {'GiB':>6} {'GPU busy':>8} {'exposed comm ms':>15}")
 for r in rows:
-    print(f"{r['name']:26} {r['step_time_s_median']:7.3f} {r['tokens_per_s_per_device']:10.0f} {r['mfu']:6.1%} {r['peak_mem_gib']:6.1f}")
+    p = r.get("profile") or {}
+    busy = f"{p['gpu_busy_ms'] / p['wall_ms']:8.0%}" if "gpu_busy_ms" in p else f"{'':8}"
+    comm = f"{p['exposed_comm_ms']:15.1f}" if "exposed_comm_ms" in p else ""
+    print(f"{r['name']:28} {r['step_time_s_median']:7.3f} {r['tokens_per_s_per_device']:10.0f} {r['mfu']:6.1%} "
+          f"{r['peak_mem_gib']:6.1f} {busy} {comm}")
 PY
