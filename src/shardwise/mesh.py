@@ -12,6 +12,9 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from shardwise.config import ConfigError, ParallelConfig
 
 
+TP_DIM = "tp"  # the tensor-parallel mesh dimension's name
+
+
 @dataclass
 class Layout:
     """Resolved sizes of the three mesh dimensions."""
@@ -81,8 +84,8 @@ def build_mesh(layout: Layout, device: str | None = None) -> Meshes:
     """The meshes on this machine's device type, or on ``device`` (``shardwise plan`` uses "cpu")."""
     world = init_device_mesh(
         device or device_type(), (layout.dp_replicate, layout.dp_shard, layout.tp),
-        mesh_dim_names=("dp_replicate", "dp_shard", "tp"),
+        mesh_dim_names=("dp_replicate", "dp_shard", TP_DIM),
     )
     dp = world["dp_replicate", "dp_shard"]._flatten("dp")
     fsdp = world["dp_replicate", "dp_shard"] if layout.dp_replicate > 1 else world["dp_shard"]
-    return Meshes(world, dp, fsdp, world["tp"])
+    return Meshes(world, dp, fsdp, world[TP_DIM])

@@ -1,4 +1,5 @@
-"""Apply tensor parallelism, activation checkpointing, compile and FSDP2, in that order."""
+"""Apply tensor parallelism, activation checkpointing, compile and FSDP2 (with more than one data-parallel rank),
+in that order."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from shardwise.config import Config, ConfigError
 from shardwise.mesh import Layout, Meshes
 from shardwise.model import CausalLM, tie_embeddings
 from shardwise.plans import get_plan
-from shardwise.tp import Style
+from shardwise.tp import Style, compute_in, replicate_remaining
 
 # Ops whose outputs selective checkpointing keeps: recomputing them costs FLOPs or communication.
 _SAVE_OPS = {
@@ -71,6 +72,7 @@ def apply_tp(model: CausalLM, tp_mesh: DeviceMesh, sequence_parallel: bool, loss
         apply_styles(layer, plan.block, tp_mesh)
     apply_styles(model, plan.top, tp_mesh)
     tie_embeddings(model)
+    replicate_remaining(model, tp_mesh)
 
 
 def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: ANN001 - torch callback
@@ -137,6 +139,13 @@ def apply_fsdp(model: CausalLM, mesh: DeviceMesh, param_dtype: torch.dtype, resh
     fully_shard(model, mesh=mesh, mp_policy=mp)
 
 
+def apply_mixed_precision(model: CausalLM, dtype: torch.dtype) -> None:
+    """Without FSDP: master weights stay in ``model.dtype`` and compute reads them cast to ``dtype``; the
+    casts' backward returns gradients in the master dtype, where micro-batches accumulate."""
+    for module in model.modules():
+        compute_in(module, dtype)
+
+
 def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, param_dtype: torch.dtype) -> None:
     """Turn a meta model into a 2D-parallel one, ready for ``init_weights`` or a checkpoint load."""
     check_divisibility(model.config, cfg, layout.tp)
@@ -147,4 +156,7 @@ def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, pa
         apply_async_tp(meshes.tp)
     if cfg.train.compiles(meshes.tp.device_type):
         apply_compile(model)
-    apply_fsdp(model, meshes.fsdp, param_dtype, cfg.parallel.reshard_after_forward)
+    if layout.dp > 1:
+        apply_fsdp(model, meshes.fsdp, param_dtype, cfg.parallel.reshard_after_forward)
+    else:  # FSDP over one rank would only add per-block all-gather/reduce-scatter copies and hooks
+        apply_mixed_precision(model, param_dtype)

@@ -119,7 +119,8 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         parallelize(model, cfg, meshes, layout, dtype)
         layout_rows = param_layout(model)
         units = fsdp_units(model)
-        local = sum(p.to_local().numel() for p in {id(p): p for p in model.parameters()}.values())
+        local = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
+                    for p in {id(p): p for p in model.parameters()}.values())
         dims = estimate.Dims.of(config, cfg, tp, qk_norm, micro_batch_size(cfg.train.global_batch_size,
                                                                            cfg.train.micro_batch_size, layout.dp))
         tp_comm = estimate.tp_comm(config, cfg, meshes.tp, dtype, dims, micro_batches) if tp > 1 else None

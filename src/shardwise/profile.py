@@ -2,13 +2,15 @@
 
 ``shardwise bench --bench.profile=true`` runs one more step after the timed ones under
 ``torch.profiler`` and writes rank 0's trace to ``output.dir/trace-rank0.json`` (Chrome format:
-Perfetto or chrome://tracing). From the trace's device kernels it reports:
+Perfetto or chrome://tracing) and its ops by CPU time to ``output.dir/profile-ops.txt``. From the
+trace's device kernels it reports:
 
 - **GPU busy**: the union of all kernel intervals, against the step's wall time; what is left is
   time the GPU waited, on the CPU launching work or on a host synchronization;
 - **communication**: the union of NCCL kernels, and the part of it no compute kernel overlaps
   (**exposed**), which is what overlapping communication with compute could still save;
-- **CPU in ops**: the host's self time in every profiled op, the cost of dispatching the step.
+- **CPU in ops**: the host's self time in every profiled op: the cost of dispatching the step,
+  plus any time the host blocked inside an op (a synchronization).
 
 A step whose CPU time exceeds its GPU busy time, or whose GPU idles for much of the step, is
 CPU-bound: compiling (``train.compile``) or a larger micro-batch are the usual remedies.
@@ -93,8 +95,11 @@ def profile_step(step: Callable[[], None], out_dir: Path, rank: int, cuda: bool)
     path = out_dir / "trace-rank0.json"
     out_dir.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(path))
-    cpu_us = sum(e.self_cpu_time_total for e in prof.key_averages())
-    result = {"trace": str(path), "wall_ms": wall * 1e3, "cpu_ops_ms": cpu_us * 1e-3}
+    ops = prof.key_averages()
+    (out_dir / "profile-ops.txt").write_text(ops.table(sort_by="self_cpu_time_total", row_limit=40) + "\n")
+    cpu_us = sum(e.self_cpu_time_total for e in ops)
+    result = {"trace": str(path), "ops_table": str(out_dir / "profile-ops.txt"), "wall_ms": wall * 1e3,
+              "cpu_ops_ms": cpu_us * 1e-3}
     if cuda:
         result |= kernel_breakdown(json.loads(path.read_text())["traceEvents"])
     return result

@@ -29,10 +29,13 @@ from functools import cache
 from typing import Any, NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Partial, Placement, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distribute_tensor
+
+from shardwise.mesh import TP_DIM
 
 _ops = torch.ops._c10d_functional
 
@@ -151,55 +154,97 @@ def all_reduce_no_grad(x: torch.Tensor, g: Group, op: str) -> torch.Tensor:
 # --- parameters: DTensors at rest, local shards in compute ----------------------------------------
 
 def _local_param(module: nn.Module, name: str) -> torch.Tensor | None:
-    """``module.<name>``: the local shard of a parameter on the TP mesh alone, the parameter itself otherwise.
+    """``module.<name>`` as compute reads it: a parameter on the TP mesh alone becomes this rank's local
+    shard, and, where no FSDP casts parameters, the result is cast to the compute dtype.
 
-    Compute sees a parameter on the TP mesh alone once FSDP has gathered it for the forward (or
-    where no FSDP wraps the model, as in ``shardwise plan``) and gets this rank's shard, whose
-    gradient goes back with the style's placements. Between forwards FSDP holds the sharded
-    parameter on the (dp, tp) mesh, and its own bookkeeping, which reads attributes, gets it whole.
+    Compute sees a parameter on the TP mesh alone once FSDP has gathered it for the forward, or
+    where no FSDP wraps the model (one data-parallel rank, or ``shardwise plan``); its gradient goes
+    back as a DTensor of the same placements (in the master dtype, through the cast). Between
+    forwards FSDP holds the sharded parameter on the (dp, tp) mesh, and its own bookkeeping, which
+    reads attributes, gets it whole.
     """
     param = module._parameters[name]
-    if isinstance(param, DTensor) and param.device_mesh.ndim == 1:
-        return param.to_local(grad_placements=module._tp_grad_placements[name])
-    return param
+    if isinstance(param, DTensor) and param.device_mesh.mesh_dim_names == (TP_DIM,):
+        param = param.to_local()
+    dtype = module._tp_compute_dtype
+    return param if dtype is None or param is None or param.dtype == dtype else param.to(dtype)
 
 
 @cache
 def _local_class(cls: type, names: tuple[str, ...], forward: Callable | None) -> type:
-    """``cls`` with each of ``names`` read as a local shard, and optionally another ``forward``.
+    """``cls`` with each of ``names`` read through ``_local_param``, and optionally another ``forward``.
 
     One class per (HF class, parameters, forward): every block's modules share it, so a compiled
     block is one graph for all blocks, not one per block. The original ``forward`` stays
     reachable as ``_tp_base_forward``.
     """
     body: dict[str, Any] = {n: property(lambda self, n=n: _local_param(self, n)) for n in names}
-    body["_tp_base_forward"] = cls.forward
+    body |= {"_tp_base_forward": cls.forward, "_tp_compute_dtype": None}
     if forward is not None:
         body["forward"] = forward
     return type(f"TP{cls.__name__}", (cls,), body)
 
 
-def distribute_params(module: nn.Module, device_mesh: DeviceMesh, placements: dict[str, Placement],
-                      grad_placements: dict[str, Placement] | None = None, forward: Callable | None = None,
-                      **attrs: Any) -> None:
-    """Make ``module``'s own parameters DTensors with ``placements`` and have its compute read local shards.
+def _swap_class(module: nn.Module, forward: Callable | None = None) -> None:
+    """Give ``module`` (once) the class that reads all its own parameters through ``_local_param``."""
+    cls = type(module)
+    if "_tp_base_forward" in vars(cls):  # already swapped: keep its forward, unless a style gives another
+        cls, forward = cls.__mro__[1], forward or (cls.forward if "forward" in vars(cls) else None)
+    names = tuple(n for n, _ in module.named_parameters(recurse=False))
+    module.__class__ = _local_class(cls, names, forward)
 
-    ``grad_placements`` names parameters whose local gradient is not the whole gradient of the
-    local shard: a replicated weight that saw only this rank's tokens or heads has a ``Partial``
-    gradient, which FSDP2 sums over TP ranks when it reduces gradients. ``attrs`` become
-    ``_tp_<name>`` attributes that ``forward`` reads.
+
+def distribute_params(module: nn.Module, device_mesh: DeviceMesh, placements: dict[str, Placement],
+                      partial: tuple[str, ...] = (), forward: Callable | None = None, **attrs: Any) -> None:
+    """Make ``module``'s own parameters DTensors with ``placements`` (default ``Replicate``) and have its
+    compute read local shards.
+
+    Parameters named in ``partial`` are replicated but their module sees only this rank's tokens or
+    heads, so each rank's gradient is a partial sum. They still pass their gradient on as replicated
+    (to FSDP, which would otherwise all-reduce a ``Partial`` gradient one parameter at a time, every
+    micro-batch) and ``sum_partial_grads`` adds them over TP ranks, all at once, once per step.
+    ``attrs`` become ``_tp_<name>`` attributes that ``forward`` reads.
     """
-    grad_placements = grad_placements or {}
-    names = []
     for name, param in list(module.named_parameters(recurse=False)):
-        placement = placements.get(name, Replicate())
-        dtensor = distribute_tensor(param.data, device_mesh, [placement], src_data_rank=None)
-        module.register_parameter(name, nn.Parameter(dtensor, requires_grad=param.requires_grad))
-        names.append(name)
-    module._tp_grad_placements = {n: (grad_placements.get(n, placements.get(n, Replicate())),) for n in names}
+        if not isinstance(param, DTensor):
+            dtensor = distribute_tensor(param.data, device_mesh, [placements.get(name, Replicate())],
+                                        src_data_rank=None)
+            module.register_parameter(name, nn.Parameter(dtensor, requires_grad=param.requires_grad))
+    module._tp_partial_grads = tuple(n for n in partial if module._parameters.get(n) is not None)
     for key, value in attrs.items():
         setattr(module, f"_tp_{key}", value)
-    module.__class__ = _local_class(type(module), tuple(names), forward)
+    _swap_class(module, forward)
+
+
+def replicate_remaining(model: nn.Module, mesh: DeviceMesh) -> None:
+    """Every parameter no style placed becomes a replicated DTensor on the TP mesh, so all parameters of a
+    tensor-parallel model share one mesh (one optimizer group per weight-decay setting, in every layout)."""
+    for module in model.modules():
+        if any(not isinstance(p, DTensor) for p in module.parameters(recurse=False)):
+            distribute_params(module, mesh, {}, getattr(module, "_tp_partial_grads", ()))
+
+
+def compute_in(module: nn.Module, dtype: torch.dtype) -> None:
+    """Have ``module``'s compute read its own parameters cast to ``dtype`` (mixed precision without FSDP)."""
+    if any(True for _ in module.parameters(recurse=False)):
+        _swap_class(module)
+        module._tp_compute_dtype = dtype
+
+
+def partial_grad_params(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters ``sum_partial_grads`` reduces, as the model holds them now (FSDP replaces them)."""
+    return [m._parameters[n] for m in model.modules() for n in getattr(m, "_tp_partial_grads", ())]
+
+
+@torch.no_grad()
+def sum_partial_grads(params: list[nn.Parameter], mesh: DeviceMesh) -> None:
+    """Add the partial gradients of ``params`` over TP ranks in one all-reduce (of this rank's FSDP shards)."""
+    grads = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad for p in params if p.grad is not None]
+    if not grads or mesh.size() == 1:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, group=mesh.get_group())
+    torch._foreach_copy_(grads, [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)])
 
 
 # --- styles -----------------------------------------------------------------------------------------
@@ -231,8 +276,8 @@ class RowwiseParallel:
 
     def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
         sp = self.sequence_parallel
-        bias_grad = {"bias": Partial()} if sp else {}  # each rank's bias gradient covers its tokens only
-        distribute_params(module, mesh, {"weight": Shard(1)}, bias_grad, _rowwise_forward, group=Group.of(mesh), sp=sp)
+        partial = ("bias",) if sp else ()  # each rank's bias gradient covers its tokens only
+        distribute_params(module, mesh, {"weight": Shard(1)}, partial, _rowwise_forward, group=Group.of(mesh), sp=sp)
 
 
 def _gather_input_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -282,8 +327,7 @@ class PartialGradReplica:
     parallelism) or heads (Qwen3's per-head q/k norms): their gradients are summed over TP ranks."""
 
     def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
-        names = [n for n, _ in module.named_parameters(recurse=False)]
-        distribute_params(module, mesh, {}, dict.fromkeys(names, Partial()))
+        distribute_params(module, mesh, {}, tuple(n for n, _ in module.named_parameters(recurse=False)))
 
 
 def _embedding_forward(self: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:

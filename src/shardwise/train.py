@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 from tqdm import tqdm
 
 from shardwise import checkpoint
@@ -36,6 +37,7 @@ from shardwise.model import (
 )
 from shardwise.optim import build_optimizer, build_scheduler, clip_grad_norm_
 from shardwise.parallelize import parallelize
+from shardwise.tp import partial_grad_params, sum_partial_grads
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -63,6 +65,11 @@ class Run:
     @property
     def loss_parallel(self) -> bool:
         return self.layout.tp > 1 and self.cfg.parallel.loss_parallel
+
+    @functools.cached_property
+    def partial_grads(self) -> list[torch.nn.Parameter]:
+        """Parameters whose gradients each TP rank holds only a part of (``shardwise.tp``)."""
+        return partial_grad_params(self.model)
 
     @functools.cached_property
     def loss_fn(self) -> LossFn:
@@ -98,11 +105,13 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
     scale = run.layout.dp / n_tokens
     loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
     for i, batch in enumerate(micro_batches):
-        run.model.set_requires_gradient_sync(i == len(micro_batches) - 1 or not run.cfg.parallel.defer_grad_reduce)
+        if isinstance(run.model, FSDPModule):
+            run.model.set_requires_gradient_sync(i == len(micro_batches) - 1 or not run.cfg.parallel.defer_grad_reduce)
         logits = run.model(batch.input_ids, batch.position_ids, packed=batch.packed)
         summed = run.loss_fn(logits, batch.labels)
         (summed * scale).backward()
         loss_sum += summed.detach().double()
+    sum_partial_grads(run.partial_grads, run.meshes.tp)
     return reduce_over_dp(loss_sum, run.meshes.dp) / n_tokens
 
 
