@@ -30,8 +30,8 @@ from shardwise.model import PRESETS, num_params
 from shardwise.run import build_run
 from shardwise.train import forward_backward, optimizer_step
 
-PRESET = dict(model_type="qwen2", hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
-              num_attention_heads=16, num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False)
+PRESET = {"model_type": "qwen2", "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8,
+          "num_attention_heads": 16, "num_key_value_heads": 4, "vocab_size": 32000, "tie_word_embeddings": False}
 SAVES = 3
 
 

@@ -49,7 +49,7 @@ class StopSignals:
     forwards it to its workers.
     """
 
-    def __init__(self, signals: list[signal.Signals], device: torch.device, grace_s: int = 0):
+    def __init__(self, signals: list[signal.Signals], device: torch.device | None, grace_s: int = 0):
         self.device, self.grace_s = device, grace_s
         self.received = 0
         self.previous = {sig: signal.signal(sig, self._record) for sig in signals}

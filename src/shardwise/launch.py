@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -81,7 +82,7 @@ def _quiet_launcher_logs() -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def launch(module: str, args: list[str], nproc: int, max_restarts: int = 0, signals: list[signal.Signals] = (),
+def launch(module: str, args: list[str], nproc: int, max_restarts: int = 0, signals: Sequence[signal.Signals] = (),
            shutdown_timeout_s: int | None = None) -> int:
     """Run ``python -m module args`` in ``nproc`` local processes through torch.distributed.run.
 

@@ -9,7 +9,8 @@ sample of records (``shardwise.corpus`` reads them) and decodes it again: the te
 "Come back" allows what tokenizers do on purpose and what changes no word: Unicode compatibility
 normalization (NFKC, which SentencePiece models apply: full-width letters, ligatures) and
 whitespace (a prefix space added or stripped, runs of spaces and newlines merged, as whitespace
-pre-tokenizers and SentencePiece's "▁" do). Words, their order, case and punctuation must survive:
+pre-tokenizers and SentencePiece's "▁" do), after the decoding clean-up the tokenizer's own
+config asks for (``clean_up_tokenization_spaces``: no space before punctuation). Words, their order, case and punctuation must survive:
 a tokenizer that drops or replaces them (unknown tokens, lowercasing) changes what a causal LM
 learns and generates, which is data loss, not normalization.
 """
@@ -69,7 +70,7 @@ def check_round_trip(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> None:
     key = "data.tokenizer" if cfg.data.tokenizer else "model.path"
     for text in sample_texts(cfg.data):
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        got = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        got = tokenizer.decode(ids, skip_special_tokens=False)  # with the tokenizer's own space clean-up
         if canonical(got) != canonical(text):
             want, got = _difference(canonical(text), canonical(got))
             raise ConfigError(f"{key}={source}: its tokenizer ({type(tokenizer).__name__}) does not give back the text "
