@@ -59,10 +59,13 @@ class StopSignals:
         self.received = self.received or signum
 
     def agreed(self) -> signal.Signals | None:
-        """The signal some rank received (the same on every rank), or None; a collective."""
+        """The signal some rank received (the same on every rank), or None; a collective unless none is caught."""
+        if not self.previous:  # checkpoint.on_signal is empty, in every rank alike
+            return None
         flag = torch.tensor([self.received], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return signal.Signals(int(flag.item())) if flag.item() else None
+        received = int(flag.item())
+        return signal.Signals(received) if received else None
 
     def fits(self, seconds: float) -> None:
         """Warn once (rank 0) when a step and its save took longer than the launcher waits after a signal."""
