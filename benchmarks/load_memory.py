@@ -54,7 +54,7 @@ def shardwise_worker(folder: str, layout: dict[str, int], out: str) -> None:
     import torch.distributed as dist
 
     from shardwise.config import load_config
-    from shardwise.train import build_run
+    from shardwise.run import build_run
 
     baseline = peak_rss_gib()
     t0 = time.perf_counter()

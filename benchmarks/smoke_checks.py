@@ -201,7 +201,7 @@ def export_check(work: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from shardwise.train import compute_dtype
+    from shardwise.run import compute_dtype
 
     run_dir, folder = work / "runs" / "ft-a", work / "export"
     cfg = run_config(run_dir)

@@ -19,7 +19,7 @@ import shardwise.load
 from shardwise.config import load_config
 from shardwise.load import load_weights
 from shardwise.model import num_params
-from shardwise.train import build_run
+from shardwise.run import build_run
 
 _real_safe_open = shardwise.load.safe_open
 elements_read = 0

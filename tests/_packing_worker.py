@@ -17,7 +17,8 @@ from torch.distributed.tensor import DTensor
 
 from shardwise.config import load_config
 from shardwise.data import StepBatches, byte_tokenizer, load_data, pad_to_multiple
-from shardwise.train import Run, build_run, evaluate, forward_backward, train
+from shardwise.run import Run, build_run
+from shardwise.train import evaluate, forward_backward, train
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

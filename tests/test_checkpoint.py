@@ -5,47 +5,35 @@ then staged from its step-3 checkpoint exactly as a crash at step 4 leaves it: t
 metrics of steps 1-4 (the last line cut short) and a ``.step-4.tmp`` folder whose save never
 finished, marker included. Resumed with ``--checkpoint.resume=auto`` it must log the same losses
 and end with the same weights and optimizer state; resumed on another layout, the same losses to
-float rounding.
+float rounding. In this process, as the only rank: damaged checkpoints are set aside for older
+ones, a save that fails keeps the older checkpoints, and ``output.dir`` is checked before training.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import shardwise
-from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+import torch.distributed as dist
+from conftest import LAYOUT_2X2, RUN, assert_same_training_state, full_state, metrics, shardwise
 
+from shardwise import checkpoint
+from shardwise.checkpoint import checkpoints_root, complete_checkpoints
 from shardwise.cli import main
-
-RUN = ["--train.seq_len=32", "--train.global_batch_size=4", "--train.micro_batch_size=2", "--data.max_bytes=100000",
-       "--train.steps=6", "--train.lr=1e-2", "--train.warmup_steps=2", "--train.dtype=float32",
-       "--output.progress=false"]
-LAYOUT_2X2 = ["--parallel.dp_shard=2", "--parallel.tp=2"]
-
-
-def metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def full_state(ckpt: Path, scratch: Path) -> dict:
-    """Every tensor of a checkpoint gathered to full size (DCP's own converter), whatever layout wrote it."""
-    dcp_to_torch_save(ckpt, scratch / f"{ckpt.parent.parent.name}-{ckpt.name}.pt")
-    return torch.load(scratch / f"{ckpt.parent.parent.name}-{ckpt.name}.pt")
+from shardwise.config import ConfigError, load_config
+from shardwise.data import byte_tokenizer
+from shardwise.faults import SAVE_FAILED_EXIT, Stop
+from shardwise.run import Run, build_run
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("uninterrupted")
-    shardwise("train", *RUN, *LAYOUT_2X2, "--checkpoint.every=3", f"--output.dir={out}")
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +60,8 @@ def test_resume_equals_uninterrupted(uninterrupted, resumed, tmp_path):
     assert [r["lr"] for r in metrics(resumed)] == [r["lr"] for r in metrics(uninterrupted)]
     got = full_state(resumed / "checkpoints" / "step-6", tmp_path)
     ref = full_state(uninterrupted / "checkpoints" / "step-6", tmp_path)
-    assert got["step"] == ref["step"] == 6 and got["scheduler"] == ref["scheduler"]
-    assert set(got["model"]) == set(ref["model"])
-    for name, tensor in ref["model"].items():
-        assert torch.equal(got["model"][name], tensor), name
-    for name, state in ref["optim"]["state"].items():
-        for key, tensor in state.items():
-            assert torch.equal(got["optim"]["state"][name][key], tensor), f"{name}.{key}"
+    assert got["step"] == ref["step"] == 6
+    assert_same_training_state(got, ref)
 
 
 def test_keeps_newest_complete_checkpoints_and_clears_crashed_saves(resumed):
@@ -123,3 +106,73 @@ def test_refusals_are_one_line_and_delete_nothing(uninterrupted, extra, message,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert sorted(p.name for p in ckpts.iterdir()) == before
+
+
+@pytest.fixture
+def one_rank(tmp_path, monkeypatch) -> Iterator[Run]:
+    """This process as the only rank (gloo), with a tiny model: for what checkpoints do inside a run."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": 0, "LOCAL_RANK": 0, "WORLD_SIZE": 1, "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": port}.items():
+        monkeypatch.setenv(key, str(value))
+    run = build_run(load_config(None, {"parallel.tp": 1, "parallel.dp_shard": 1, "checkpoint.resume": "auto",
+                                       "output.dir": str(tmp_path / "out")}))
+    yield run
+    dist.destroy_process_group()
+
+
+def test_damaged_checkpoints_fall_back_with_a_warning(one_rank, capfd):
+    """Newest damaged: set aside, the older one loads. Named explicitly, or none intact: one line."""
+    root = checkpoints_root(one_rank.cfg)
+    for step in (1, 2):
+        checkpoint.save(one_rank, step, byte_tokenizer(), skipped=step - 1)
+    shard = root / "step-2" / "__0_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:-1] + b"!")
+    assert checkpoint.resume(one_rank) == (1, 0)
+    assert capfd.readouterr().err == (f"shardwise: warning: checkpoint {root / 'step-2'} is damaged (__0_0.distcp "
+                                      "does not match its checksum); renamed it step-2.damaged, trying the next older one\n")
+    assert sorted(p.name for p in root.iterdir()) == ["step-1", "step-2.damaged"]
+    (root / "step-1" / "rng-rank0.pt").unlink()
+    one_rank.cfg.checkpoint.resume = str(root / "step-1")
+    with pytest.raises(ConfigError, match=r"checkpoint.resume=\S+step-1 is damaged \(rng-rank0.pt is missing\); "):
+        checkpoint.resume(one_rank)
+    one_rank.cfg.checkpoint.resume = "auto"
+    with pytest.raises(ConfigError, match=r"no checkpoint in \S+ is intact \(see the warnings above\)"):
+        checkpoint.resume(one_rank)
+
+
+def test_failed_save_stops_and_keeps_the_older_checkpoint(one_rank, monkeypatch):
+    """A full disk half-way through step-2's shards: every rank stops, step-1 stays complete and intact."""
+    checkpoint.save(one_rank, 1, byte_tokenizer(), skipped=0)
+
+    def full_disk(state: dict, checkpoint_id: Path) -> None:
+        (checkpoint_id / "__0_0.distcp").write_bytes(b"half a shard")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.dcp, "save", full_disk)
+    with pytest.raises(Stop) as stop:
+        checkpoint.save(one_rank, 2, byte_tokenizer(), skipped=0)
+    assert stop.value.code == SAVE_FAILED_EXIT
+    assert str(stop.value) == ("error: saving checkpoint step-2 failed (rank 0: OSError: [Errno 28] No space left on "
+                               "device); the older checkpoints are intact")
+    assert [p.name for p in complete_checkpoints(checkpoints_root(one_rank.cfg))] == ["step-1"]
+    assert checkpoint.resume(one_rank) == (1, 0)
+
+
+def test_full_disk_fails_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100 * 2**30, 100 * 2**30, 2**20))
+    assert main(["train", *RUN, *LAYOUT_2X2, f"--output.dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"shardwise: error: output.dir={tmp_path / 'out'} has 0.0 GiB free, "
+                                               "but this run's checkpoints need about "), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_dir_fails_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["train", f"--output.dir={tmp_path / 'file' / 'out'}"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"shardwise: error: output.dir={tmp_path / 'file' / 'out'} is not writable ({tmp_path / 'file'} is not a "
+        "folder); choose another output.dir"]

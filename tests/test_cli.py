@@ -14,14 +14,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM
 
-from shardwise import cli
+from shardwise import cli, launch
 from shardwise.cli import main
 from shardwise.config import ModelConfig
 from shardwise.model import hf_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 METRIC_KEYS = {"step", "loss", "grad_norm", "lr", "tokens", "tokens_per_s", "tokens_per_s_per_device", "val_loss",
-               "mfu", "peak_mem_gib", "elapsed_s"}
+               "mfu", "peak_mem_gib", "elapsed_s", "skipped_steps"}
 
 
 def test_train_launches_processes_and_writes_outputs(tmp_path):
@@ -125,7 +125,7 @@ def test_bad_input_gets_one_line(case, path, bad_inputs, under_torchrun, tmp_pat
 
 
 def test_other_ranks_stay_quiet(under_torchrun, capfd, monkeypatch):
-    monkeypatch.setattr(cli, "QUIET_RANK_GRACE_S", 0.0)
+    monkeypatch.setattr(launch, "QUIET_RANK_GRACE_S", 0.0)
     under_torchrun(world=2, rank=1)
     assert main(["train", "--parallel.tp=3"]) == 2
     assert capfd.readouterr().err == ""
@@ -141,3 +141,13 @@ def test_real_torchrun_prints_one_line(tmp_path):
     # torchrun's own report follows (its traceback and failure table); no worker printed a traceback.
     assert "exitcode  : 2" in proc.stderr and "shardwise/" not in proc.stderr
     assert not Path(tmp_path / "out").exists()
+
+
+def test_max_restarts_is_the_launchers_flag(under_torchrun, capfd):
+    """Self-launched workers never see it; under torchrun it is torchrun's flag, and saying so is one line."""
+    assert launch.worker_args(["train", "--max-restarts=2", "--train.steps=3", "--max-restarts", "1", "run.toml"]) == [
+        "train", "--train.steps=3", "run.toml"]
+    under_torchrun(world=4)
+    assert main(["train", "--train.steps=3", "--max-restarts=1"]) == 2
+    assert capfd.readouterr().err.splitlines() == [
+        "shardwise: error: --max-restarts is for shardwise's own launch; under torchrun, pass torchrun --max-restarts=N"]

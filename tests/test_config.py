@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import json
+import signal
+
 import pytest
 
-from shardwise.config import ConfigError, load_config, parse_overrides
+from shardwise.config import ConfigError, ModelConfig, load_config, parse_overrides, parse_signals
+from shardwise.model import hf_config
 
 
 def test_defaults_and_default_job():
@@ -30,6 +34,10 @@ def test_unknown_key_suggests_nearest():
     ("train.dtype", "fp8", "not one of"),
     ("parallel.dp_shard", "0", "must be >= 1, or -1"),
     ("parallel.sequence_parallel", "maybe", "not a valid bool"),
+    ("train.on_nonfinite", "ignore", "not one of stop, skip"),
+    ("parallel.timeout_s", "0", "must be >= 1"),
+    ("checkpoint.on_signal", "SIGTERM,SIGKILL", "SIGKILL is not a signal that can be caught"),
+    ("checkpoint.on_signal", "SIGNOPE", "SIGNOPE is not a signal that can be caught"),
 ])
 def test_bad_values(key, value, match):
     with pytest.raises(ConfigError, match=match):
@@ -64,3 +72,32 @@ def test_compile_auto_means_on_gpus_only(tmp_path):
     assert not load_config(None, {"train.compile": "false"}).train.compiles("cuda")
     with pytest.raises(ConfigError, match="train.compile='yes' is not one of auto, true, false"):
         load_config(None, {"train.compile": "yes"})
+
+
+def test_signals_to_stop_on():
+    assert parse_signals(load_config(None, {}).checkpoint.on_signal) == [signal.SIGTERM, signal.SIGUSR1]
+    assert parse_signals(" sigusr2 ") == [signal.SIGUSR2] and parse_signals("") == []
+
+
+# Imported only if transformers runs the folder's own code: it leaves the file MARKER.
+REMOTE_CONFIG = """
+from pathlib import Path
+from transformers import Qwen2Config
+Path(MARKER).touch()
+
+class RemoteConfig(Qwen2Config):
+    pass
+"""
+
+
+def test_remote_code_runs_only_when_trusted(tmp_path):
+    """model.trust_remote_code reaches transformers: off, a folder's auto_map is ignored and its code never runs."""
+    folder, marker = tmp_path / "model", tmp_path / "ran"
+    folder.mkdir()
+    (folder / "remote.py").write_text(REMOTE_CONFIG.replace("MARKER", repr(str(marker))))
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2",
+                                                    "auto_map": {"AutoConfig": "remote.RemoteConfig"}}))
+    assert type(hf_config(ModelConfig(path=str(folder)))).__name__ == "Qwen2Config"
+    assert not marker.exists()
+    assert type(hf_config(ModelConfig(path=str(folder), trust_remote_code=True))).__name__ == "RemoteConfig"
+    assert marker.exists()

@@ -26,13 +26,8 @@ from shardwise.data import Batch, StepBatches, TokenWindows
 from shardwise.metrics import device_peak_flops, flops_per_token, mfu, peak_mem_gib
 from shardwise.model import flop_params, num_params
 from shardwise.profile import describe, profile_step
-from shardwise.train import (
-    Run,
-    build_run,
-    compute_dtype,
-    forward_backward,
-    optimizer_step,
-)
+from shardwise.run import Run, build_run, compute_dtype
+from shardwise.train import forward_backward, optimizer_step
 
 
 def synthetic_batches(run: Run) -> list[Batch]:

@@ -4,28 +4,34 @@ Outside torchrun, ``train`` and ``bench`` check the config, then start the neede
 themselves through ``torch.distributed.run``; under torchrun (or SLURM with MASTER_ADDR set) they
 just run, after the same checks. ``plan`` starts no processes; ``verify`` always starts its own
 CPU processes; ``export`` reads a checkpoint in this one process. A bad input is one line on
-stderr (from rank 0 only) and exit code 2.
+stderr (from rank 0 only) and exit code 2; a run that stops on purpose (a preemption signal, a
+non-finite step, a hung rank, a failed save) says why in one line and exits with its own code
+(``shardwise.faults``).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from shardwise.config import Config, ConfigError, load_config, parse_overrides
-
-CPU_DP_SHARD = 2  # what dp_shard=-1 means when shardwise starts CPU processes itself
-CONFIG_ERROR_EXIT = 2
-# How long ranks other than 0 wait before exiting on a config error, so that the launcher, which
-# stops every worker once one has exited, does not stop rank 0 before it has printed the error.
-QUIET_RANK_GRACE_S = 3.0
+from shardwise.config import Config, ConfigError, load_config, parse_overrides, parse_signals
+from shardwise.faults import Stop
+from shardwise.launch import (
+    cpu_world_size,
+    launch,
+    leave_group,
+    local_world_size,
+    preflight,
+    refuse,
+    stopped,
+    under_launcher,
+    worker_args,
+)
 
 COMMANDS = {
     "train": "train a causal LM (default: tiny Qwen2 on 4 CPU processes)",
@@ -33,80 +39,6 @@ COMMANDS = {
     "plan": "show placements, memory and communication per device, and what will fail; no GPU, no processes",
     "verify": "check the layout numerically: a small model of the same architecture vs. one process, on CPU",
 }
-
-
-def _under_launcher() -> bool:
-    """True inside torchrun; maps SLURM's variables to torchrun's when only SLURM set them."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return True
-    if "SLURM_PROCID" in os.environ and "MASTER_ADDR" in os.environ:
-        os.environ.setdefault("RANK", os.environ["SLURM_PROCID"])
-        os.environ.setdefault("WORLD_SIZE", os.environ["SLURM_NTASKS"])
-        os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
-        os.environ.setdefault("MASTER_PORT", "29500")
-        return True
-    return False
-
-
-def cpu_world_size(cfg: Config) -> int:
-    """``dp_replicate x dp_shard x tp`` with ``dp_shard=-1`` counting as ``CPU_DP_SHARD``."""
-    p = cfg.parallel
-    return p.dp_replicate * p.tp * (CPU_DP_SHARD if p.dp_shard == -1 else p.dp_shard)
-
-
-def local_world_size(cfg: Config) -> int:
-    """Processes to start on this machine: every GPU, or the configured CPU layout."""
-    return torch.cuda.device_count() if torch.cuda.is_available() else cpu_world_size(cfg)
-
-
-def preflight(cfg: Config, world_size: int, command: str) -> None:
-    """Everything checkable without processes: layout, architecture, divisibility, lengths, weight files, resume."""
-    from shardwise.checkpoint import resume_dir
-    from shardwise.load import checkpoint_files
-    from shardwise.mesh import resolve_layout
-    from shardwise.model import hf_config
-    from shardwise.parallelize import check_divisibility
-    from shardwise.plans import get_plan
-
-    layout = resolve_layout(cfg.parallel, world_size)
-    config = hf_config(cfg.model)
-    get_plan(config.model_type, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
-    check_divisibility(config, cfg, layout.tp)
-    if cfg.model.path:
-        checkpoint_files(cfg.model.path)
-    if command == "train":
-        resume_dir(cfg)
-
-
-def _quiet_launcher_logs() -> None:
-    """Silence torch elastic's own log lines: shardwise reports a failed worker in one line itself."""
-    for name in list(logging.Logger.manager.loggerDict):
-        if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def launch(module: str, args: list[str], nproc: int) -> int:
-    """Run ``python -m module args`` in ``nproc`` local processes through torch.distributed.run.
-
-    Returns 0, or ``CONFIG_ERROR_EXIT`` when a worker refused the config (its rank 0 has printed
-    why), or 1 with one line naming the worker that crashed.
-    """
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import main as torchrun
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    _quiet_launcher_logs()
-    try:
-        torchrun(["--standalone", f"--nproc-per-node={nproc}", "--module", module, *args])
-    except ChildFailedError as err:
-        if any(f.exitcode == CONFIG_ERROR_EXIT for f in err.failures.values()):
-            return CONFIG_ERROR_EXIT
-        rank, first = err.get_first_failure()
-        cause = f"signal {first.signal_name()}" if first.exitcode < 0 else f"exit code {first.exitcode}"
-        print(f"shardwise: error: worker {rank} failed with {cause}; its output above says why", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _body(command: str) -> Callable[[Config], object]:
@@ -121,14 +53,27 @@ def _body(command: str) -> Callable[[Config], object]:
 
 
 def _run_distributed(args: argparse.Namespace, argv: list[str], cfg: Config) -> int:
-    """``train``/``bench``: the same checks on both paths, then run here (torchrun) or launch."""
-    if _under_launcher():
+    """``train``/``bench``: the same checks on both paths, then run here (torchrun) or launch.
+
+    ``train`` launched here forwards ``checkpoint.on_signal`` to its workers, gives them
+    ``checkpoint.shutdown_timeout_s`` to save, and restarts them ``--max-restarts`` times.
+    """
+    restarts = getattr(args, "max_restarts", None)
+    if under_launcher():
+        if restarts is not None:
+            raise ConfigError("--max-restarts is for shardwise's own launch; under torchrun, pass torchrun "
+                              "--max-restarts=N")
         preflight(cfg, int(os.environ["WORLD_SIZE"]), args.command)
         _body(args.command)(cfg)
+        leave_group()
         return 0
     nproc = local_world_size(cfg)
     preflight(cfg, nproc, args.command)
-    return launch("shardwise.cli", argv, nproc)
+    if args.command != "train":
+        return launch("shardwise.cli", argv, nproc)
+    return launch("shardwise.cli", worker_args(argv), nproc, max_restarts=restarts or 0,
+                  signals=parse_signals(cfg.checkpoint.on_signal),
+                  shutdown_timeout_s=cfg.checkpoint.shutdown_timeout_s)
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
@@ -141,7 +86,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
         return run_plan(cfg, args.world_size or local_world_size(cfg), args.device_memory_gib, args.json)
     if args.command == "verify":
-        if _under_launcher():
+        if under_launcher():
             raise ConfigError("run shardwise verify without torchrun; it starts its own CPU processes")
         from shardwise.verify import run_verify
 
@@ -164,30 +109,27 @@ def _add_plan_flags(parser: argparse.ArgumentParser, default: object = None) -> 
     parser.add_argument("--json", action="store_true", default=default or False, help="print one JSON object")
 
 
+def _add_train_flags(parser: argparse.ArgumentParser, default: object = None) -> None:
+    parser.add_argument("--max-restarts", type=int, default=default,
+                        help="restart all workers up to N times when one fails; they resume from the newest checkpoint")
+
+
+OWN_FLAGS = {"plan": _add_plan_flags, "train": _add_train_flags}
+
+
 def _split_flags(args: argparse.Namespace) -> list[str]:
-    """Move ``plan``'s own flags given after the config file out of the overrides; returns the rest."""
-    if args.command != "plan":
+    """Move the command's own flags given after the config file out of the overrides; returns the rest."""
+    if args.command not in OWN_FLAGS:
         return args.overrides
     parser = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
-    _add_plan_flags(parser, default=argparse.SUPPRESS)
+    OWN_FLAGS[args.command](parser, default=argparse.SUPPRESS)
     later, rest = parser.parse_known_args(args.overrides)
     vars(args).update(vars(later))
-    if args.world_size is not None and args.world_size < 1:
+    if getattr(args, "world_size", None) is not None and args.world_size < 1:
         raise ConfigError(f"--world-size={args.world_size} must be >= 1")
+    if getattr(args, "max_restarts", None) is not None and args.max_restarts < 0:
+        raise ConfigError(f"--max-restarts={args.max_restarts} must be >= 0")
     return rest
-
-
-def refuse(err: ConfigError) -> int:
-    """One line from rank 0 (or the only process), then ``CONFIG_ERROR_EXIT`` on every rank."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"shardwise: error: {err}", file=sys.stderr, flush=True)
-    else:
-        time.sleep(QUIET_RANK_GRACE_S)
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return CONFIG_ERROR_EXIT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config", nargs="?", help="TOML config file")
-        if name == "plan":
-            _add_plan_flags(p)
+        if name in OWN_FLAGS:
+            OWN_FLAGS[name](p)
         p.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key=value ...")
     p = sub.add_parser("export", help="write a checkpoint as a Hugging Face model folder (one process)")
     p.add_argument("checkpoint", help="a checkpoints/step-N folder")
@@ -215,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         return _export(args) if args.command == "export" else _run(args, argv)
     except ConfigError as err:
         return refuse(err)
+    except Stop as stop:
+        return stopped(stop)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ class ModelConfig:
     path: str = ""
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
+    trust_remote_code: bool = False  # run Python code shipped in model.path / data.tokenizer folders
 
 
 @dataclass
@@ -37,6 +39,7 @@ class ParallelConfig:
     async_tp: bool = False
     reshard_after_forward: bool = True
     defer_grad_reduce: bool = False  # true: keep unsharded gradients until the last micro-batch (less traffic, more memory)
+    timeout_s: int = 600  # a step, save or evaluation longer than this ends the job (a rank hung)
 
 
 @dataclass
@@ -59,6 +62,7 @@ class TrainConfig:
     fused_optimizer: bool = True
     log_every: int = 1
     eval_every: int = 50  # steps between held-out losses; 0 = never
+    on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop the job, or skip the step
 
     def compiles(self, device_type: str) -> bool:
         """Whether blocks and loss are compiled: ``true``, or ``auto`` on GPUs (the fast default there;
@@ -89,6 +93,8 @@ class CheckpointConfig:
     every: int = 0  # save every N steps; 0 = only at the end
     keep: int = 2  # complete checkpoints kept in output.dir/checkpoints
     resume: str = ""  # "" = start fresh, "auto" = newest complete checkpoint, or a step-N directory
+    on_signal: str = "SIGTERM,SIGUSR1"  # finish the step, save and exit on these (SLURM's warnings); "" = off
+    shutdown_timeout_s: int = 300  # shardwise's own launcher: wait this long for workers to save, then SIGKILL
 
 
 @dataclass
@@ -121,7 +127,19 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "train.activation_checkpointing": ("none", "full", "selective"),
     "train.compile": ("auto", "true", "false"),
+    "train.on_nonfinite": ("stop", "skip"),
 }
+
+
+def parse_signals(text: str) -> list[signal.Signals]:
+    """``checkpoint.on_signal``: comma-separated names of catchable signals, e.g. ``SIGTERM,SIGUSR1``."""
+    names = [n.strip().upper() for n in text.split(",") if n.strip()]
+    found = [getattr(signal, n, None) for n in names]
+    for name, sig in zip(names, found):
+        if not isinstance(sig, signal.Signals) or sig in (signal.SIGKILL, signal.SIGSTOP):
+            raise ConfigError(f"checkpoint.on_signal={text!r}: {name} is not a signal that can be caught; "
+                              "use names such as SIGTERM,SIGUSR1, or '' for none")
+    return found
 
 
 def _all_keys() -> list[str]:
@@ -216,12 +234,15 @@ def validate(cfg: Config) -> None:
     for key, value in (("train.steps", t.steps), ("train.global_batch_size", t.global_batch_size),
                        ("train.micro_batch_size", t.micro_batch_size), ("train.seq_len", t.seq_len),
                        ("parallel.tp", p.tp), ("parallel.dp_replicate", p.dp_replicate),
-                       ("bench.steps", cfg.bench.steps), ("data.val_batches", cfg.data.val_batches)):
+                       ("bench.steps", cfg.bench.steps), ("data.val_batches", cfg.data.val_batches),
+                       ("parallel.timeout_s", p.timeout_s)):
         if value < 1:
             raise ConfigError(f"{key}={value} must be >= 1")
-    for key, value in (("bench.warmup", cfg.bench.warmup), ("checkpoint.every", cfg.checkpoint.every)):
+    for key, value in (("bench.warmup", cfg.bench.warmup), ("checkpoint.every", cfg.checkpoint.every),
+                       ("checkpoint.shutdown_timeout_s", cfg.checkpoint.shutdown_timeout_s)):
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")
+    parse_signals(cfg.checkpoint.on_signal)
     if cfg.checkpoint.keep < 1:
         raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} must be >= 1")
     if p.async_tp and not (t.compile != "false" and p.tp > 1 and p.sequence_parallel):

@@ -29,6 +29,7 @@ from shardwise.config import Config, ConfigError, DataConfig
 from shardwise.corpus import Documents, load_documents
 from shardwise.loss import IGNORE_INDEX
 from shardwise.model import has_restarts, hf_config
+from shardwise.roundtrip import check_round_trip
 
 EOS = "<|endoftext|>"
 # The built-in tokenizer's chat template: each turn is "<|role|>\n" + content + EOS, so an
@@ -74,7 +75,7 @@ def build_tokenizer(cfg: Config) -> PreTrainedTokenizerBase:
         tokenizer = byte_tokenizer()
     else:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.model.trust_remote_code)
         except (OSError, ValueError) as err:
             raise ConfigError(f"{key}={source}: no loadable tokenizer there ({type(err).__name__}); "
                               "set data.tokenizer to a folder with tokenizer.json") from None
@@ -240,8 +241,12 @@ def _warn(message: str) -> None:
 
 
 def load_data(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> tuple[Samples, Samples | None]:
-    """Training samples and held-out samples (None when ``data.val_fraction`` is 0 or the data too small)."""
+    """Training samples and held-out samples (None when ``data.val_fraction`` is 0 or the data too small).
+
+    Refuses a tokenizer that does not give back the text it encodes (``shardwise.roundtrip``).
+    """
     docs = load_documents(cfg.data, tokenizer)
+    check_round_trip(cfg, tokenizer)
     train_ids, val_ids = split_documents(len(docs), cfg.data.val_fraction, cfg.train.seed)
     kind = TokenWindows if cfg.data.packing else DocumentSamples
     train = kind(docs, cfg.train.seq_len, cfg.train.seed, train_ids)

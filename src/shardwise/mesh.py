@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from shardwise.config import ConfigError, ParallelConfig
+
+PG_TIMEOUT_MARGIN_S = 60
 
 
 TP_DIM = "tp"  # the tensor-parallel mesh dimension's name
@@ -55,8 +59,13 @@ def device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def init_distributed() -> torch.device:
-    """Join the process group torchrun set up: nccl on GPUs, gloo on CPU."""
+def init_distributed(timeout_s: int) -> torch.device:
+    """Join the process group torchrun set up: nccl on GPUs, gloo on CPU.
+
+    Its collectives give up after ``timeout_s`` (``parallel.timeout_s``) plus ``PG_TIMEOUT_MARGIN_S``:
+    inside the training loop ``faults.Watchdog`` reports a hung step first, naming the rank and the
+    step; the process group's own timeout ends waits outside it (e.g. for another rank's tokenization).
+    """
     if device_type() == "cuda":
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
@@ -66,8 +75,21 @@ def init_distributed() -> torch.device:
         device = torch.device("cpu")
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, device_id=device if backend == "nccl" else None)
+        _warn_shared_store()
+        dist.init_process_group(backend=backend, device_id=device if backend == "nccl" else None,
+                                timeout=timedelta(seconds=timeout_s + PG_TIMEOUT_MARGIN_S))
     return device
+
+
+def _warn_shared_store() -> None:
+    """torchrun shares its TCPStore with the workers and keeps it across restarts, so a restarted group can
+    read the addresses its predecessor left there and fail to connect (pytorch/pytorch#135712)."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    if restarts and shared and os.environ.get("RANK") == "0" and os.environ.get("TORCHELASTIC_RESTART_COUNT") == "0":
+        print("shardwise: warning: torchrun --max-restarts with its shared TCPStore can fail to reconnect a restarted "
+              "group (pytorch/pytorch#135712); run torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1",
+              file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -42,7 +42,8 @@ def peak_mem_gib(device: torch.device) -> float | None:
 
 
 # Per-step record keys that also go to TensorBoard (under ``output.dir/tb``), when not null.
-TB_SCALARS = ("loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "tokens_per_s_per_device", "mfu", "peak_mem_gib")
+TB_SCALARS = ("loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "tokens_per_s_per_device", "mfu", "peak_mem_gib",
+              "skipped_steps")
 
 
 def run_summary(records: list[dict], world_size: int) -> dict:
@@ -57,6 +58,7 @@ def run_summary(records: list[dict], world_size: int) -> dict:
     return {
         "steps": last["step"], "tokens": last["tokens"], "wall_time_s": last["elapsed_s"],
         "mean_tokens_per_s": tps, "mean_tokens_per_s_per_device": tps / world_size, "final_loss": last["loss"],
+        "skipped_steps": last["skipped_steps"],
     }
 
 
@@ -88,6 +90,11 @@ class MetricsWriter:
             if record.get(key) is not None:
                 self.tb.add_scalar(key, record[key], global_step=record["step"])
 
+    def flush(self) -> None:
+        """Write out TensorBoard's buffer (a run that stops early never reaches ``close``)."""
+        if self.enabled:
+            self.tb.flush()
+
     def close(self, records: list[dict], world_size: int) -> None:
         """Flush TensorBoard; write and print the run summary."""
         if not self.enabled:
@@ -99,7 +106,8 @@ class MetricsWriter:
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['wall_time_s']:.1f} s, "
               f"{summary['mean_tokens_per_s']:,.0f} tokens/s ({summary['mean_tokens_per_s_per_device']:,.0f} "
-              f"per device), final loss {summary['final_loss']:.4f}", flush=True)
+              f"per device), final loss {summary['final_loss']:.4f}"
+              + (f", {summary['skipped_steps']} non-finite steps skipped" if summary["skipped_steps"] else ""), flush=True)
 
 
 def drop_steps_after(path: Path, step: int) -> None:

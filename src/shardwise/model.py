@@ -49,7 +49,7 @@ def hf_config(cfg: ModelConfig) -> PretrainedConfig:
         folder = Path(cfg.path)
         if not (folder / "config.json").is_file():
             raise ConfigError(f"model.path={cfg.path}: no config.json there; point it at a Hugging Face model folder")
-        config = AutoConfig.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=cfg.trust_remote_code)
     else:
         if cfg.preset not in PRESETS:
             raise ConfigError(f"model.preset={cfg.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
@@ -130,14 +130,15 @@ def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: t
                       "use sdpa or eager, or set data.packing=false")
 
 
-def build_meta_model(config: PretrainedConfig, dtype: torch.dtype = torch.float32) -> CausalLM:
+def build_meta_model(config: PretrainedConfig, dtype: torch.dtype = torch.float32,
+                     trust_remote_code: bool = False) -> CausalLM:
     """The model's structure without storage; ``init_weights`` or ``load_weights`` fills it after sharding.
 
     ``dtype`` (``model.dtype``) is the dtype of the trainable master weights; FSDP's mixed
     precision casts them to the compute dtype (``train.dtype``) for each forward.
     """
     with torch.device("meta"):
-        hf = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        hf = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
     return CausalLM(hf)
 
 

@@ -28,7 +28,7 @@ from shardwise.mesh import Layout, build_mesh, resolve_layout
 from shardwise.model import CausalLM, build_meta_model, hf_config, num_params
 from shardwise.parallelize import divisibility_errors, parallelize
 from shardwise.plans import TPPlan, get_plan
-from shardwise.train import compute_dtype
+from shardwise.run import compute_dtype
 
 GIB = 2**30
 

@@ -1,24 +1,24 @@
-"""The training loop: config -> mesh -> model -> parallelize -> steps."""
+"""The training loop: config -> mesh -> model -> parallelize -> steps, and what it does when a step fails."""
 
 from __future__ import annotations
 
-import functools
 import json
+import sys
 import time
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule
 from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
 
-from shardwise import checkpoint
-from shardwise.config import Config
+from shardwise import checkpoint, inject
+from shardwise.config import Config, parse_signals
 from shardwise.data import Batch, StepBatches, build_tokenizer, load_data, pad_to_multiple
-from shardwise.load import load_weights
-from shardwise.loss import LossFn, global_token_count, loss_fn, reduce_over_dp
-from shardwise.mesh import Layout, Meshes, build_mesh, init_distributed, resolve_layout
+from shardwise.faults import NONFINITE_EXIT, PREEMPTED_EXIT, Stop, StopSignals, Watchdog, nonfinite
+from shardwise.loss import global_token_count, reduce_over_dp
 from shardwise.metrics import (
     MetricsWriter,
     device_peak_flops,
@@ -27,68 +27,10 @@ from shardwise.metrics import (
     mfu,
     peak_mem_gib,
 )
-from shardwise.model import (
-    CausalLM,
-    build_meta_model,
-    flop_params,
-    hf_config,
-    init_weights,
-    num_params,
-)
-from shardwise.optim import build_optimizer, build_scheduler, clip_grad_norm_
-from shardwise.parallelize import parallelize
-from shardwise.tp import partial_grad_params, sum_partial_grads
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def compute_dtype(cfg: Config, device: torch.device) -> torch.dtype:
-    """``train.dtype=auto``: bf16 compute (fp32 master weights and reductions) on GPU, fp32 on CPU."""
-    name = cfg.train.dtype
-    if name == "auto":
-        name = "bfloat16" if device.type == "cuda" else "float32"
-    return DTYPES[name]
-
-
-@dataclass
-class Run:
-    """Everything a step needs, built once."""
-
-    cfg: Config
-    device: torch.device
-    layout: Layout
-    meshes: Meshes
-    model: CausalLM
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-
-    @property
-    def loss_parallel(self) -> bool:
-        return self.layout.tp > 1 and self.cfg.parallel.loss_parallel
-
-    @functools.cached_property
-    def partial_grads(self) -> list[torch.nn.Parameter]:
-        """Parameters whose gradients each TP rank holds only a part of (``shardwise.tp``)."""
-        return partial_grad_params(self.model)
-
-    @functools.cached_property
-    def loss_fn(self) -> LossFn:
-        return loss_fn(self.cfg.train.compiles(self.device.type))
-
-
-def build_run(cfg: Config) -> Run:
-    """Mesh, parallelized model (loaded from ``model.path`` or initialized), optimizer; in every rank."""
-    device = init_distributed()
-    layout = resolve_layout(cfg.parallel, dist.get_world_size())
-    meshes = build_mesh(layout)
-    model = build_meta_model(hf_config(cfg.model), DTYPES[cfg.model.dtype])
-    parallelize(model, cfg, meshes, layout, compute_dtype(cfg, device))
-    if cfg.model.path:
-        load_weights(model, cfg.model.path, device)
-    else:
-        init_weights(model, device, cfg.train.seed)
-    optimizer = build_optimizer(model, cfg.train, device)
-    return Run(cfg, device, layout, meshes, model, optimizer, build_scheduler(optimizer, cfg.train))
+from shardwise.model import flop_params, num_params
+from shardwise.optim import clip_grad_norm_
+from shardwise.run import Run, build_run
+from shardwise.tp import sum_partial_grads
 
 
 def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
@@ -128,15 +70,24 @@ def evaluate(run: Run, batches: StepBatches, n_batches: int) -> float:
     return reduce_over_dp(loss_sum, run.meshes.dp) / n_tokens
 
 
-def optimizer_step(run: Run) -> tuple[float, float]:
-    """Clip, step, advance the schedule; returns (grad norm before clipping, lr used)."""
+def optimizer_step(run: Run, loss: float = 0.0) -> tuple[float, float, str | None]:
+    """Clip, step unless the loss or the gradient norm is not finite, advance the schedule either way.
+
+    Returns (grad norm before clipping, lr used, the failed check or None). A failed step leaves
+    the weights and the optimizer state (moments, step count) as they were and drops its
+    gradients; the schedule still advances, so the lr stays a function of the step, like the data.
+    """
     params = [p for p in run.model.parameters() if p.grad is not None]
-    grad_norm = clip_grad_norm_(params, run.cfg.train.grad_clip)
+    grad_norm = float(clip_grad_norm_(params, run.cfg.train.grad_clip))
     lr = run.scheduler.get_last_lr()[0]
-    run.optimizer.step()
-    run.scheduler.step()
+    failed = nonfinite(loss, grad_norm)
+    with warnings.catch_warnings():  # a skipped first step: "lr_scheduler.step() before optimizer.step()" is meant
+        warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step.*")
+        if failed is None:
+            run.optimizer.step()
+        run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return float(grad_norm), lr
+    return grad_norm, lr, failed
 
 
 def write_run_info(run: Run, out: Path) -> None:
@@ -151,23 +102,50 @@ def write_run_info(run: Run, out: Path) -> None:
     (out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-def train(cfg: Config) -> list[dict]:
-    """Run (or resume and finish) ``train.steps`` steps, checkpointing as configured; rank 0 writes
-    run.json, metrics.jsonl (appended to on resume), tb/ and summary.json. Returns this process's records."""
-    run = build_run(cfg)
-    first = checkpoint.resume(run, checkpoint.resume_dir(cfg))
-    rank0 = dist.get_rank() == 0
-    out = Path(cfg.output.dir)
+def _on_nonfinite(cfg: Config, step: int, failed: str) -> None:
+    """``train.on_nonfinite``: ``stop`` ends the run (every rank: the values are global), ``skip`` warns."""
+    if cfg.train.on_nonfinite == "stop":
+        raise Stop(f"error: step {step}: {failed} before the optimizer step; stopped without updating the weights "
+                   "(train.on_nonfinite=stop); continue from the newest checkpoint with --checkpoint.resume=auto, "
+                   "or set train.on_nonfinite=skip", NONFINITE_EXIT)
+    if dist.get_rank() == 0:
+        print(f"shardwise: warning: step {step}: {failed}; skipped the step, weights and optimizer state unchanged "
+              "(train.on_nonfinite=skip)", file=sys.stderr, flush=True)
+
+
+def _data(run: Run) -> tuple[PreTrainedTokenizerBase, StepBatches, StepBatches | None]:
+    """The tokenizer, and this rank's training and held-out batches (None: no evaluation)."""
+    cfg = run.cfg
     tokenizer = build_tokenizer(cfg)
     train_samples, val_samples = load_data(cfg, tokenizer)
     split = (cfg.train.global_batch_size, cfg.train.micro_batch_size, run.meshes.dp.get_local_rank(), run.layout.dp)
-    batches = StepBatches(train_samples, *split)
     val_batches = StepBatches(val_samples, *split) if val_samples is not None and cfg.train.eval_every else None
+    return tokenizer, StepBatches(train_samples, *split), val_batches
+
+
+def _outputs(run: Run, first: int) -> MetricsWriter:
+    """Rank 0: ``output.dir`` with run.json, and metrics cut back to ``first`` (the resumed step)."""
+    out, rank0 = Path(run.cfg.output.dir), dist.get_rank() == 0
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
         drop_steps_after(out / "metrics.jsonl", first)
         write_run_info(run, out)
-    writer = MetricsWriter(out, rank0, fresh=first == 0)
+    return MetricsWriter(out, rank0, fresh=first == 0)
+
+
+def train(cfg: Config) -> list[dict]:
+    """Run (or resume and finish) ``train.steps`` steps, checkpointing as configured; rank 0 writes
+    run.json, metrics.jsonl (appended to on resume), tb/ and summary.json. Returns this process's records.
+
+    Stops early, in every rank after the same step, with ``faults.Stop``: on a ``checkpoint.on_signal``
+    signal (after saving a checkpoint) and on a non-finite step with ``train.on_nonfinite=stop``. A
+    step, save or evaluation that hangs, or a collective that fails, ends this process (``Watchdog``).
+    """
+    run = build_run(cfg)
+    first, skipped = checkpoint.resume(run)
+    rank0 = dist.get_rank() == 0
+    tokenizer, batches, val_batches = _data(run)
+    writer = _outputs(run, first)
     c = run.model.config
     flops_token = flops_per_token(flop_params(run.model), c.num_hidden_layers, c.hidden_size, cfg.train.seq_len)
     peak = device_peak_flops(run.device)
@@ -175,28 +153,52 @@ def train(cfg: Config) -> list[dict]:
     records, start = [], time.perf_counter()
     bar = tqdm(range(first, cfg.train.steps), initial=first, total=cfg.train.steps,
                disable=not (rank0 and cfg.output.progress), desc="train", unit="step")
-    for step in bar:
-        t0 = time.perf_counter()
-        loss = forward_backward(run, batches(step))
-        grad_norm, lr = optimizer_step(run)
-        if run.device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        tps = step_tokens / dt
-        per_device = tps / run.layout.world_size
-        record = {
-            "step": step + 1, "loss": loss, "grad_norm": grad_norm, "lr": lr,
-            "tokens": step_tokens * (step + 1), "tokens_per_s": tps, "tokens_per_s_per_device": per_device,
-            "mfu": mfu(per_device, flops_token, peak), "peak_mem_gib": peak_mem_gib(run.device),
-            "elapsed_s": time.perf_counter() - start,
-        }
-        evaluate_now = val_batches is not None and (step + 1) % cfg.train.eval_every == 0
-        record["val_loss"] = evaluate(run, val_batches, cfg.data.val_batches) if evaluate_now else None
-        records.append(record)
-        writer.write(record)
-        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
-        if checkpoint.due(cfg, step + 1):
-            checkpoint.save(run, step + 1, tokenizer)
-    bar.close()
+    signals = StopSignals(parse_signals(cfg.checkpoint.on_signal), run.device, cfg.checkpoint.shutdown_timeout_s)
+    watchdog = Watchdog(cfg.parallel.timeout_s, dist.get_rank())
+    try:
+        for step in bar:
+            watchdog.phase(f"step {step + 1}")
+            t0 = time.perf_counter()
+            loss = inject.mid_step(run, step + 1, forward_backward(run, batches(step)))
+            grad_norm, lr, failed = optimizer_step(run, loss)
+            if failed:
+                _on_nonfinite(cfg, step + 1, failed)
+                skipped += 1
+            if run.device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            tps = step_tokens / dt
+            per_device = tps / run.layout.world_size
+            record = {
+                "step": step + 1, "loss": loss, "grad_norm": grad_norm, "lr": lr,
+                "tokens": step_tokens * (step + 1), "tokens_per_s": tps, "tokens_per_s_per_device": per_device,
+                "mfu": mfu(per_device, flops_token, peak), "peak_mem_gib": peak_mem_gib(run.device),
+                "elapsed_s": time.perf_counter() - start, "skipped_steps": skipped,
+            }
+            evaluate_now = val_batches is not None and (step + 1) % cfg.train.eval_every == 0
+            watchdog.phase(f"evaluation after step {step + 1}")
+            record["val_loss"] = evaluate(run, val_batches, cfg.data.val_batches) if evaluate_now else None
+            records.append(record)
+            writer.write(record)
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
+            stop = signals.agreed() if step + 1 < cfg.train.steps else None
+            if checkpoint.due(cfg, step + 1) or stop:
+                watchdog.phase(f"saving step {step + 1}")
+                checkpoint.save(run, step + 1, tokenizer, skipped)
+                signals.fits(time.perf_counter() - t0)
+            if stop:
+                writer.flush()
+                raise Stop(f"{stop.name} received: stopped after step {step + 1} and saved "
+                           f"{checkpoint.checkpoints_root(cfg) / f'step-{step + 1}'}; continue with "
+                           "--checkpoint.resume=auto", PREEMPTED_EXIT)
+            watchdog.phase(None)
+    except RuntimeError as err:
+        if isinstance(err, dist.DistError) or "gloo" in str(err):  # a peer died: gloo's errors come as RuntimeError
+            watchdog.broken(err)
+        raise
+    finally:
+        watchdog.close()
+        signals.close()
+        bar.close()
     writer.close(records, run.layout.world_size)
     return records

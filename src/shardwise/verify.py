@@ -37,14 +37,15 @@ import torch.nn.functional as F
 from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
-from shardwise.cli import launch, preflight, refuse
 from shardwise.config import Config, ConfigError, load_config
 from shardwise.data import StepBatches, TokenWindows, byte_tokenizer, load_tokens, pad_to_multiple
+from shardwise.launch import launch, preflight, refuse
 from shardwise.mesh import resolve_layout
 from shardwise.model import PRESETS, CausalLM, hf_config, init_weights, num_params
 from shardwise.optim import lr_lambda
 from shardwise.plan import param_layout
-from shardwise.train import build_run, forward_backward, optimizer_step
+from shardwise.run import build_run
+from shardwise.train import forward_backward, optimizer_step
 
 # Gathering a (_StridedShard, Shard) tensor whole takes two all-gathers; verify does it once per tensor.
 logging.getLogger("torch.distributed.tensor._redistribute").addFilter(
@@ -242,7 +243,7 @@ def run_verify(cfg: Config, world_size: int) -> int:
         if code:
             print(f"FAIL  the parallel run did not finish (exit code {code})", flush=True)
             return code
-        checks = compare(torch.load(out)[0], ref)
+        checks = compare(torch.load(out, weights_only=True)[0], ref)
     print("\n".join(c.line() for c in checks), flush=True)
     ok = all(c.ok for c in checks)
     print(f"verify: {'PASS' if ok else 'FAIL'} ({sum(c.ok for c in checks)}/{len(checks)} checks) "

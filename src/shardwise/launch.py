@@ -1,0 +1,163 @@
+"""Starting workers: the checks that need no processes (``preflight``), torchrun in-process (``launch``),
+and how a worker's process ends when it refuses a config or stops on purpose (``refuse``, ``stopped``).
+
+``shardwise.cli`` (``train``, ``bench``) and ``shardwise.verify`` both launch through here, so
+neither imports the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+
+from shardwise.config import Config, ConfigError
+from shardwise.faults import HUNG_EXIT, NONFINITE_EXIT, PREEMPTED_EXIT, SAVE_FAILED_EXIT, Stop
+
+CPU_DP_SHARD = 2  # what dp_shard=-1 means when shardwise starts CPU processes itself
+CONFIG_ERROR_EXIT = 2
+# Exit codes of workers that printed why they stopped (rank 0, or each rank for a hang): the launcher adds nothing.
+SELF_EXPLAINED = (CONFIG_ERROR_EXIT, NONFINITE_EXIT, HUNG_EXIT, SAVE_FAILED_EXIT, PREEMPTED_EXIT)
+# How long ranks other than 0 wait before exiting on a config error, so that the launcher, which
+# stops every worker once one has exited, does not stop rank 0 before it has printed the error.
+QUIET_RANK_GRACE_S = 3.0
+# What torchrun's agent forwards to its workers by default (--signals-to-handle).
+TORCHRUN_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+
+
+def under_launcher() -> bool:
+    """True inside torchrun; maps SLURM's variables to torchrun's when only SLURM set them."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return True
+    if "SLURM_PROCID" in os.environ and "MASTER_ADDR" in os.environ:
+        os.environ.setdefault("RANK", os.environ["SLURM_PROCID"])
+        os.environ.setdefault("WORLD_SIZE", os.environ["SLURM_NTASKS"])
+        os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+        os.environ.setdefault("MASTER_PORT", "29500")
+        return True
+    return False
+
+
+def cpu_world_size(cfg: Config) -> int:
+    """``dp_replicate x dp_shard x tp`` with ``dp_shard=-1`` counting as ``CPU_DP_SHARD``."""
+    p = cfg.parallel
+    return p.dp_replicate * p.tp * (CPU_DP_SHARD if p.dp_shard == -1 else p.dp_shard)
+
+
+def local_world_size(cfg: Config) -> int:
+    """Processes to start on this machine: every GPU, or the configured CPU layout."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else cpu_world_size(cfg)
+
+
+def preflight(cfg: Config, world_size: int, command: str) -> None:
+    """Everything checkable without processes: layout, architecture, divisibility, lengths, weight files,
+    resume, and for ``train`` whether ``output.dir`` is writable and has room for the checkpoints."""
+    from shardwise.checkpoint import check_output_dir, resume_dir
+    from shardwise.load import checkpoint_files
+    from shardwise.mesh import resolve_layout
+    from shardwise.model import hf_config
+    from shardwise.parallelize import check_divisibility
+    from shardwise.plans import get_plan
+
+    layout = resolve_layout(cfg.parallel, world_size)
+    config = hf_config(cfg.model)
+    get_plan(config.model_type, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
+    check_divisibility(config, cfg, layout.tp)
+    if cfg.model.path:
+        checkpoint_files(cfg.model.path)
+    if command == "train":
+        check_output_dir(cfg, resume_dir(cfg))
+
+
+def _quiet_launcher_logs() -> None:
+    """Silence torch elastic's own log lines: shardwise reports a failed worker in one line itself."""
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def launch(module: str, args: list[str], nproc: int, max_restarts: int = 0, signals: Sequence[signal.Signals] = (),
+           shutdown_timeout_s: int | None = None) -> int:
+    """Run ``python -m module args`` in ``nproc`` local processes through torch.distributed.run.
+
+    This process becomes torchrun's agent: on SIGTERM, SIGINT, SIGHUP, SIGQUIT and ``signals`` it
+    forwards the signal to every worker, waits ``shutdown_timeout_s`` (torchrun's default: 30 s)
+    for them to exit, then kills them with SIGKILL; when a worker fails it restarts the whole
+    group up to ``max_restarts`` times, each group with a TCPStore of its own: torchrun's shared
+    one keeps the previous group's addresses, which a restarted group then fails to connect to. Returns 0; the exit code of workers that stopped on purpose
+    (``SELF_EXPLAINED``: they printed why); ``PREEMPTED_EXIT`` when one of ``signals`` stopped the job;
+    or 1 with one line naming the worker that crashed (128 + the signal for another signal).
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    _quiet_launcher_logs()
+    if max_restarts:  # a restarted group must not reuse the agent's TCPStore (pytorch/pytorch#135712)
+        os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    forwarded = ",".join(dict.fromkeys([*TORCHRUN_SIGNALS, *(s.name for s in signals)]))
+    flags = [f"--max-restarts={max_restarts}", f"--signals-to-handle={forwarded}"]
+    if shutdown_timeout_s is not None:
+        flags.append(f"--shutdown-timeout={shutdown_timeout_s}")
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", *flags, "--module", module, *args])
+    except ChildFailedError as err:
+        explained = next((f.exitcode for f in err.failures.values() if f.exitcode in SELF_EXPLAINED), None)
+        if explained is not None:
+            return explained
+        rank, first = err.get_first_failure()
+        cause = f"signal {first.signal_name()}" if first.exitcode < 0 else f"exit code {first.exitcode}"
+        print(f"shardwise: error: worker {rank} failed with {cause}; its output above says why", file=sys.stderr)
+        return 1
+    except SignalException as err:  # the workers got the signal too and have stopped (or were killed)
+        if err.sigval in signals:
+            return PREEMPTED_EXIT
+        print(f"shardwise: stopped by {err.sigval.name}", file=sys.stderr)
+        return 128 + err.sigval
+    return 0
+
+
+def leave_group() -> None:
+    """Destroy the process group before the interpreter exits: left to finalization, gloo's threads may
+    still hold tensors whose release then aborts the process (SIGABRT after a finished run)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def refuse(err: ConfigError) -> int:
+    """One line from rank 0 (or the only process), then ``CONFIG_ERROR_EXIT`` on every rank."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"shardwise: error: {err}", file=sys.stderr, flush=True)
+    else:
+        time.sleep(QUIET_RANK_GRACE_S)
+    leave_group()
+    return CONFIG_ERROR_EXIT
+
+
+def stopped(stop: Stop) -> int:
+    """A run that every rank ended together, on purpose: rank 0 says why, then all leave the group at once."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"shardwise: {stop}", file=sys.stderr, flush=True)
+    if dist.is_initialized():
+        dist.barrier()
+    leave_group()
+    return stop.code
+
+
+def worker_args(argv: list[str]) -> list[str]:
+    """The command line for the workers: the launcher's own ``--max-restarts`` removed."""
+    out, it = [], iter(argv)
+    for arg in it:
+        if arg == "--max-restarts":
+            next(it, None)
+        elif not arg.startswith("--max-restarts="):
+            out.append(arg)
+    return out

@@ -1,0 +1,73 @@
+"""``Run``: everything a training step needs, built once in every rank (mesh, parallel model, optimizer).
+
+Its own module so that data flows one way: ``checkpoint``, ``train``, ``bench`` and ``verify``
+all take a ``Run``, and none of them needs another to get one.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from shardwise.config import Config
+from shardwise.load import load_weights
+from shardwise.loss import LossFn, loss_fn
+from shardwise.mesh import Layout, Meshes, build_mesh, init_distributed, resolve_layout
+from shardwise.model import CausalLM, build_meta_model, hf_config, init_weights
+from shardwise.optim import build_optimizer, build_scheduler
+from shardwise.parallelize import parallelize
+from shardwise.tp import partial_grad_params
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def compute_dtype(cfg: Config, device: torch.device) -> torch.dtype:
+    """``train.dtype=auto``: bf16 compute (fp32 master weights and reductions) on GPU, fp32 on CPU."""
+    name = cfg.train.dtype
+    if name == "auto":
+        name = "bfloat16" if device.type == "cuda" else "float32"
+    return DTYPES[name]
+
+
+@dataclass
+class Run:
+    """Everything a step needs, built once."""
+
+    cfg: Config
+    device: torch.device
+    layout: Layout
+    meshes: Meshes
+    model: CausalLM
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    @property
+    def loss_parallel(self) -> bool:
+        return self.layout.tp > 1 and self.cfg.parallel.loss_parallel
+
+    @functools.cached_property
+    def partial_grads(self) -> list[torch.nn.Parameter]:
+        """Parameters whose gradients each TP rank holds only a part of (``shardwise.tp``)."""
+        return partial_grad_params(self.model)
+
+    @functools.cached_property
+    def loss_fn(self) -> LossFn:
+        return loss_fn(self.cfg.train.compiles(self.device.type))
+
+
+def build_run(cfg: Config) -> Run:
+    """Mesh, parallelized model (loaded from ``model.path`` or initialized), optimizer; in every rank."""
+    device = init_distributed(cfg.parallel.timeout_s)
+    layout = resolve_layout(cfg.parallel, dist.get_world_size())
+    meshes = build_mesh(layout)
+    model = build_meta_model(hf_config(cfg.model), DTYPES[cfg.model.dtype], cfg.model.trust_remote_code)
+    parallelize(model, cfg, meshes, layout, compute_dtype(cfg, device))
+    if cfg.model.path:
+        load_weights(model, cfg.model.path, device)
+    else:
+        init_weights(model, device, cfg.train.seed)
+    optimizer = build_optimizer(model, cfg.train, device)
+    return Run(cfg, device, layout, meshes, model, optimizer, build_scheduler(optimizer, cfg.train))
