@@ -82,6 +82,13 @@ def _quiet_launcher_logs() -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def _torchrun_has(flag: str) -> bool:
+    """Whether this torch's torchrun knows ``flag`` (``--shutdown-timeout`` is new in torch 2.13)."""
+    from torch.distributed.run import get_args_parser
+
+    return any(flag in action.option_strings for action in get_args_parser()._actions)
+
+
 def launch(module: str, args: list[str], nproc: int, max_restarts: int = 0, signals: Sequence[signal.Signals] = (),
            shutdown_timeout_s: int | None = None) -> int:
     """Run ``python -m module args`` in ``nproc`` local processes through torch.distributed.run.
@@ -104,9 +111,14 @@ def launch(module: str, args: list[str], nproc: int, max_restarts: int = 0, sign
     if max_restarts:  # a restarted group must not reuse the agent's TCPStore (pytorch/pytorch#135712)
         os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     forwarded = ",".join(dict.fromkeys([*TORCHRUN_SIGNALS, *(s.name for s in signals)]))
-    flags = [f"--max-restarts={max_restarts}", f"--signals-to-handle={forwarded}"]
+    flags = [f"--max-restarts={max_restarts}"]
+    if _torchrun_has("--signals-to-handle"):
+        flags.append(f"--signals-to-handle={forwarded}")
     if shutdown_timeout_s is not None:
-        flags.append(f"--shutdown-timeout={shutdown_timeout_s}")
+        if _torchrun_has("--shutdown-timeout"):
+            flags.append(f"--shutdown-timeout={shutdown_timeout_s}")
+        else:  # torch < 2.13 has no flag; the variable is what the flag defaults to where it exists
+            os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(shutdown_timeout_s))
     try:
         torchrun(["--standalone", f"--nproc-per-node={nproc}", *flags, "--module", module, *args])
     except ChildFailedError as err:
