@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import random
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -450,6 +451,31 @@ def report(work: Path, out: Path, seconds: int | None) -> int:
     return 1 if any(r["status"] == "FAIL" for r in rows) else 0
 
 
+def recheck_plans(smoke: Path, work: Path) -> int:
+    """Check 6 again for a finished GPU smoke: today's ``shardwise plan`` of each run's logged command (model
+    folders rewritten here by ``prepare`` into ``work``) against the peak that run measured (smoke.json)."""
+    runs = json.loads((smoke / "smoke.json").read_text())["runs"]
+    commands = re.findall(r"^\$ python3 -m shardwise.cli train --output.dir=(\S+)/runs/(\S+) (.*)$",
+                          (smoke / "smoke.log").read_text(), re.M)
+    from shardwise.cli import main as cli
+
+    failed = 0
+    for old_work, name, rest in commands:
+        peak = runs.get(name, {}).get("peak_mem_gib")
+        if peak is None:
+            continue
+        args = [a.replace(old_work, str(work)) for a in rest.split() if not a.startswith("--checkpoint.resume")]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            cli(["plan", "--world-size", str(runs[name]["world_size"]), "--device-memory-gib",
+                 str(DEVICE_MEMORY_GIB), "--json", *args])
+        estimate = json.loads(out.getvalue())["memory_bytes"]["total"] / GIB
+        failed += estimate < peak
+        print(f"{'PASS' if estimate >= peak else 'FAIL'}  6 plan memory {name:16} estimate {estimate:.3g} / "
+              f"peak {peak:.3g} GiB = {estimate / peak:.2f}")
+    return int(failed > 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -462,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("work", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--seconds", type=int, help="how long the runs took, for smoke.json")
+    p = sub.add_parser("recheck-plans", help="check 6 of a finished smoke (its smoke.json, smoke.log) with today's plan")
+    p.add_argument("smoke", type=Path, help="the folder holding smoke.json and smoke.log")
+    p.add_argument("work", type=Path, help="where `prepare` wrote the model folders (GPU shapes)")
     args = parser.parse_args(argv)
     if args.command == "versions":
         versions()
@@ -469,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         prepare(args.work, args.cpu)
     elif args.command == "export-check":
         export_check(args.work)
+    elif args.command == "recheck-plans":
+        return recheck_plans(args.smoke, args.work)
     else:
         return report(args.work, args.out, args.seconds)
     return 0

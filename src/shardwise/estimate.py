@@ -21,13 +21,16 @@ its softmax, the ``5·a·s/h`` term). With ``e`` bytes per activation element (2
 ==========  =====================================================================================
 
 ``t_sp`` is ``tp`` with sequence parallelism and 1 without. Outside the blocks: the final norm and
-the gathered ``lm_head`` input, and the logits ``b·s·V/t·(4 + 4 + e)`` (fp32 log-softmax kept for
-backward, its fp32 gradient, and the logits in compute dtype), with ``V/t`` only under loss
-parallelism. Training state is exact: fp32 parameters, fp32 gradients and AdamW's two fp32 states
-of rank 0's shards (rank 0 holds the largest). FSDP adds the gathered parameters in flight (root +
-two blocks, compute dtype) and one block's unsharded fp32 gradient; with several micro-batches per
-step and ``parallel.defer_grad_reduce``, the unsharded fp32 gradients of the whole TP shard
-accumulate until the last one. The total
+the gathered ``lm_head`` input, and the logits ``b·s·V/t·(3·4 + 2e)``: the logits and their
+gradient in compute dtype, and in fp32 the log-softmax kept for backward and, during backward, the
+gradients of its output and of its input (2×H100, 2026-11-25: 10 bytes per element fell short of the
+measured bf16 peaks by 7-13%), with ``V/t`` only under loss parallelism. Training state is exact:
+fp32 parameters, fp32 gradients and AdamW's two fp32 states of rank 0's shards (rank 0 holds the
+largest). FSDP adds the gathered parameters in flight (root + two blocks, compute dtype) and one
+block's unsharded fp32 gradient; with several micro-batches per step and
+``parallel.defer_grad_reduce``, the unsharded fp32 gradients of the whole TP shard accumulate until
+the last one. Without FSDP (one data-parallel rank), every weight's compute-dtype copy stays
+saved for backward instead. The total
 adds all of these, an upper bound: sharded gradients and most activations never coexist.
 
 **Communication** per device counts what a ring implementation sends (= receives): all-gather
@@ -108,7 +111,7 @@ def activation_bytes(d: Dims, mode: str, e: int, tp: int, sp: bool, loss_paralle
         layers += layer_bytes_per_token(d, "none", e, tp, sp)  # one block recomputed during backward
     top = (FP32 + e) * d.hidden / (tp if sp else 1) + e * d.hidden
     vocab = d.vocab / tp if loss_parallel and tp > 1 else d.vocab
-    return {"activations": tokens * (layers + top), "logits": tokens * vocab * (2 * FP32 + e)}
+    return {"activations": tokens * (layers + top), "logits": tokens * vocab * (3 * FP32 + 2 * e)}
 
 
 def ring_bytes(op: str, nbytes: int, n: int) -> float:
@@ -196,14 +199,17 @@ CUDA_RUNTIME_BYTES = 256 * 2**20
 
 
 def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_bytes: int,
-           acts: dict[str, float], defer_grad_reduce: bool = False, cuda: bool = False) -> dict[str, float]:
+           acts: dict[str, float], defer_grad_reduce: bool = False, cuda: bool = False,
+           fsdp: bool = True) -> dict[str, float]:
     """Bytes per device: exact training state of rank 0's shards plus the estimated transients."""
     largest_block = max(unit_numels[1:], default=0)
+    copies = {"fsdp_in_flight": param_bytes * (unit_numels[0] + 2 * largest_block) + FP32 * largest_block} if fsdp \
+        else {"compute_copies": param_bytes * local_numel if param_bytes < FP32 else 0.0}
     parts = {
         "parameters": FP32 * local_numel,
         "gradients": FP32 * local_numel,
         "optimizer_states": 2 * FP32 * local_numel,
-        "fsdp_in_flight": param_bytes * (unit_numels[0] + 2 * largest_block) + FP32 * largest_block,
+        **copies,
         "gradient_accumulation": FP32 * sum(unit_numels) if micro_batches > 1 and defer_grad_reduce else 0.0,
         **acts,
         "cuda_runtime": CUDA_RUNTIME_BYTES if cuda else 0.0,
