@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Throughput sweep on the GPUs of this machine: shardwise bench variants, the design-note recipe and transformers tp_plan.
+# Throughput sweep on the GPUs of this machine: shardwise bench variants, the design-note recipe, transformers tp_plan
+# and TorchTitan (titan-* rows mirror the sw-* rows of the same suffix: same shapes, layout, batch, AC and compile).
 # Usage: bash benchmarks/gpu_sweep.sh PRESET SEQ_LEN [NAME ...]   (from the repository root; results in $OUT or runs/sweep)
-# Each NAME is one row of the table below; without names, all rows run.
+# Each NAME is one row of the tables below; without names, all rows run. PRESET is any shardwise preset, llama3-8b
+# included: its fp32 weights, gradients and AdamW moments take about 60 GiB per GPU on two GPUs, so on 80 GB cards
+# run its full-AC, micro-batch-1 rows (sw-full-*, titan-full-*).
+# TP (default 1) and GB (sequences per optimizer step, default 4) apply to every row; WARMUP and STEPS too.
 set -uo pipefail
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
@@ -25,7 +29,20 @@ declare -A ROWS=(
   [sw-none-compile-mb4-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4 --parallel.async_tp=true"
   [sw-full-compile-asynctp]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1 --parallel.async_tp=true"
 )
-names=("$@"); [ ${#names[@]} -eq 0 ] && names=(recipe-eager recipe-compile hf-tp-plan-ac hf-tp-plan "${!ROWS[@]}")
+TITAN="--shapes $PRESET --tp $TP --seq-len $SEQ --global-batch $GB --warmup ${WARMUP:-2} --steps ${STEPS:-6}"
+declare -A TITAN_ROWS=(
+  [titan-full-eager]="--ac full --local-batch 1"
+  [titan-full-compile]="--ac full --compile --local-batch 1"
+  [titan-sel-compile]="--ac selective --compile --local-batch 1"
+  [titan-none-eager]="--ac none --local-batch 1"
+  [titan-none-compile]="--ac none --compile --local-batch 1"
+  [titan-none-compile-mb2]="--ac none --compile --local-batch 2"
+  [titan-none-compile-mb4]="--ac none --compile --local-batch 4"
+  [titan-none-compile-mb2-keep]="--ac none --compile --local-batch 2 --titan-arg=--parallelism.fsdp_reshard_after_forward=never"
+  [titan-none-compile-mb2-asynctp]="--ac none --compile --local-batch 2 --async-tp"
+  [titan-full-compile-asynctp]="--ac full --compile --local-batch 1 --async-tp"
+)
+names=("$@"); [ ${#names[@]} -eq 0 ] && names=(recipe-eager recipe-compile hf-tp-plan-ac hf-tp-plan "${!ROWS[@]}" "${!TITAN_ROWS[@]}")
 for name in "${names[@]}"; do
   echo "=== $name"
   case $name in
@@ -37,6 +54,8 @@ for name in "${names[@]}"; do
         --seq-len $SEQ --accum $GB --ac --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
     hf-tp-plan) torchrun --standalone --nproc-per-node=$NGPU benchmarks/hf_tp_plan_baseline.py --preset $PRESET \
         --seq-len $SEQ --accum $GB --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
+    titan-*) python3 benchmarks/torchtitan_baseline.py $TITAN ${TITAN_ROWS[$name]} --out "$OUT/$name.json" \
+        > "$OUT/$name.log" 2>&1 ;;
     *) python3 -m shardwise.cli bench $COMMON ${ROWS[$name]} --train.global_batch_size=$GB \
         --bench.out="$OUT/$name.json" --output.dir="$OUT/$name" > "$OUT/$name.log" 2>&1 ;;
   esac
@@ -45,11 +64,12 @@ done
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys
 rows = [json.loads(p.read_text()) | {"name": p.stem} for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json"))]
-print(f"{'name':28} {'step s':>7} {'tok/s/dev':>10} {'MFU':>6} {'GiB':>6} {'GPU busy':>8} {'exposed comm ms':>15}")
+na = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # MFU and memory are null on CPU
+print(f"{'name':31} {'step s':>7} {'tok/s/dev':>10} {'MFU':>6} {'GiB':>6} {'GPU busy':>8} {'exposed comm ms':>15}")
 for r in rows:
     p = r.get("profile") or {}
     busy = f"{p['gpu_busy_ms'] / p['wall_ms']:8.0%}" if "gpu_busy_ms" in p else f"{'':8}"
     comm = f"{p['exposed_comm_ms']:15.1f}" if "exposed_comm_ms" in p else ""
-    print(f"{r['name']:28} {r['step_time_s_median']:7.3f} {r['tokens_per_s_per_device']:10.0f} {r['mfu']:6.1%} "
-          f"{r['peak_mem_gib']:6.1f} {busy} {comm}")
+    print(f"{r['name']:31} {r['step_time_s_median']:7.3f} {r['tokens_per_s_per_device']:10.0f} "
+          f"{na(r['mfu'], '.1%'):>6} {na(r['peak_mem_gib'], '.1f'):>6} {busy} {comm}")
 PY
