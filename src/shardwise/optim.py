@@ -1,8 +1,9 @@
-"""AdamW, warmup + cosine schedule, and gradient clipping across mixed DTensor meshes.
+"""AdamW, warmup + cosine schedule, and gradient clipping across DTensor meshes.
 
-Parameters touched by tensor parallelism live on the (dp, tp) mesh; the rest (e.g. norm weights
-with sequence parallelism off) live on the dp mesh alone. ``clip_grad_norm_`` and foreach
-optimizer kernels cannot mix DTensors of different meshes, so both work per mesh group.
+``clip_grad_norm_`` and foreach optimizer kernels cannot mix DTensors of different meshes, so both
+work per mesh group. A tensor-parallel model keeps every parameter on one mesh (``shardwise.tp``:
+sharded or replicated on the (dp, tp) mesh, or the tp mesh without FSDP), and a model without TP on
+the dp mesh, so each layout has the same optimizer groups, which resuming on another layout needs.
 """
 
 from __future__ import annotations
