@@ -89,6 +89,14 @@ def test_document_mask_shape_and_fast_path():
         document_mask(pos, "flex_attention", torch.float32)
 
 
+def test_eager_attention_always_gets_a_mask():
+    """Eager attention applies only the mask it is given (no causal fallback), so rows without documents
+    still get a causal one."""
+    pos = torch.arange(5)[None]
+    assert document_mask(pos, "sdpa", torch.float32) is None
+    assert torch.equal(document_mask(pos, "eager", torch.float32)[0, 0] == 0, torch.ones(5, 5, dtype=torch.bool).tril())
+
+
 def test_batch_decides_packing_on_the_host():
     """``Batch.to`` records whether the rows hold a document boundary, so the forward needn't ask the GPU."""
     pos = torch.tensor([[0, 1, 0, 1, 2], [0, 1, 2, 3, 4]])

@@ -111,13 +111,14 @@ def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: t
     running count of zeros numbers the documents, and a query sees a key iff both are in the same
     document and the key is not later. The mask covers the full sequence, as attention sees it
     under sequence parallelism. Without a restart after the first token in any row, None keeps
-    the plain causal path (and sdpa's fastest kernels). ``packed`` is that restart test done by
-    the caller; None does it here.
+    sdpa's plain causal path (and its fastest kernels); eager attention has none (it applies only
+    the mask it gets), so it always gets one. ``packed`` is that restart test done by the caller;
+    None does it here.
     """
     if packed is None:
         # meta tensors (``shardwise plan``) trace shapes and collectives, which no mask changes
         packed = not position_ids.is_meta and has_restarts(position_ids)
-    if not packed:
+    if not packed and attn_implementation != "eager":
         return None
     doc = (position_ids == 0).cumsum(dim=1)
     causal = torch.ones(doc.shape[1], doc.shape[1], dtype=torch.bool, device=doc.device).tril()
