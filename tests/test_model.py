@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from shardwise.config import ConfigError, ModelConfig
 from shardwise.model import (
@@ -50,6 +50,7 @@ def test_param_counts_tied_and_untied():
 def test_unknown_preset_and_architecture():
     with pytest.raises(ConfigError, match="choose one of tiny-qwen2"):
         hf_config(ModelConfig(preset="gpt-5"))
-    with pytest.raises(ConfigError, match="'gpt2' is not supported; supported model_type values: llama, mistral"):
-        get_plan("gpt2", True, True)
+    supported = ", ".join(sorted(PLANS))
+    with pytest.raises(ConfigError, match=f"'gpt2' is not supported; supported model_type values: {supported}$"):
+        get_plan(AutoConfig.for_model("gpt2"), True, True)
     assert set(PLANS) == {"llama", "qwen2", "qwen3", "mistral"}

@@ -1,19 +1,22 @@
 """Tensor-parallel plans, one per HF ``model_type``.
 
-A plan names, for each submodule of a decoder block and of the model's top, the DTensor
-parallel style that shards it. Llama, Qwen2 and Mistral share one layout; Qwen3 adds its
-per-head q/k norms.
+A plan names, for each submodule of a decoder block and of the model's top, the parallel style
+that shards it (``shardwise.tp``). Llama, Qwen2 and Mistral share one layout; every other
+architecture has its own file here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from transformers import PretrainedConfig
+
 from shardwise.config import ConfigError
-from shardwise.plans.llama import TPPlan, llama_plan
+from shardwise.plans.decoder import TPPlan
+from shardwise.plans.llama import llama_plan
 from shardwise.plans.qwen3 import qwen3_plan
 
-PlanFn = Callable[[bool, bool], TPPlan]
+PlanFn = Callable[[PretrainedConfig, bool, bool], TPPlan]
 
 PLANS: dict[str, PlanFn] = {
     "llama": llama_plan,
@@ -23,13 +26,14 @@ PLANS: dict[str, PlanFn] = {
 }
 
 
-def get_plan(model_type: str, sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
-    """The plan for ``model_type``; anything else is refused with the supported list."""
+def get_plan(config: PretrainedConfig, sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
+    """The plan for ``config.model_type``; anything else is refused with the supported list."""
+    model_type = config.model_type
     if model_type not in PLANS:
         raise ConfigError(
             f"architecture {model_type!r} is not supported; supported model_type values: {', '.join(sorted(PLANS))}"
         )
-    return PLANS[model_type](sequence_parallel, loss_parallel)
+    return PLANS[model_type](config, sequence_parallel, loss_parallel)
 
 
 __all__ = ["PLANS", "TPPlan", "get_plan"]
