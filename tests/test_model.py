@@ -14,18 +14,26 @@ from shardwise.model import (
     init_weights,
     num_params,
 )
-from shardwise.plans import PLANS, get_plan
+from shardwise.plans import PLANS, get_plan, model_forward
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("preset", [p for p in PRESETS if p.startswith("tiny-")])
-def test_forward_with_explicit_positions_equals_hf_forward(preset):
-    """CausalLM.forward (own loop, explicit positions) computes exactly what HF's forward does."""
-    hf = AutoModelForCausalLM.from_config(hf_config(ModelConfig(preset=preset)), dtype=torch.float32)
+def test_forward_with_explicit_positions_equals_hf_forward(preset, attn):
+    """CausalLM.forward (own loop, explicit positions, the architecture's DecoderForward) computes exactly
+    what HF's forward does: one row of two packed documents, one plain row, both longer than the
+    presets' sliding windows (64), so windowed and document masks combine; embedding scales, logit
+    caps and multipliers included. Architectures that refuse an attention implementation are skipped."""
+    config = hf_config(ModelConfig(preset=preset, attn_implementation=attn))
+    if model_forward(config).errors():
+        pytest.skip(f"{preset} refuses {attn}")
+    hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model = CausalLM(hf)
     init_weights(model, torch.device("cpu"), seed=1)
-    ids = torch.randint(0, 256, (2, 24))
-    ours = model(ids, torch.arange(24).expand(2, 24))
-    torch.testing.assert_close(ours, hf(input_ids=ids).logits, rtol=0, atol=0)
+    ids = torch.randint(0, 256, (2, 100))
+    positions = torch.stack([torch.cat([torch.arange(70), torch.arange(30)]), torch.arange(100)])
+    ours = model(ids, positions)
+    torch.testing.assert_close(ours, hf(input_ids=ids, position_ids=positions).logits, rtol=0, atol=0)
 
 
 def test_init_depends_on_seed_only():

@@ -89,12 +89,18 @@ def test_document_mask_shape_and_fast_path():
         document_mask(pos, "flex_attention", torch.float32)
 
 
-def test_eager_attention_always_gets_a_mask():
-    """Eager attention applies only the mask it is given (no causal fallback), so rows without documents
-    still get a causal one."""
-    pos = torch.arange(5)[None]
-    assert document_mask(pos, "sdpa", torch.float32) is None
-    assert torch.equal(document_mask(pos, "eager", torch.float32)[0, 0] == 0, torch.ones(5, 5, dtype=torch.bool).tril())
+def test_sliding_window_and_eager_masks():
+    """A window keeps keys fewer than ``window`` tokens back, within the document; eager attention, which
+    applies only the mask it is given, gets a causal one even without documents or windows."""
+    pos = torch.tensor([[0, 1, 0, 1, 2], [0, 1, 2, 3, 4]])
+    windowed = document_mask(pos, "sdpa", torch.float32, window=2)
+    assert windowed[1, 0].int().tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0],
+                                             [0, 0, 0, 1, 1]]
+    assert windowed[0, 0].int().tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0],
+                                             [0, 0, 0, 1, 1]]
+    assert document_mask(pos[1:], "sdpa", torch.float32, window=5) is None  # the window spans the sequence
+    eager = document_mask(pos[1:], "eager", torch.float32)
+    assert torch.equal(eager[0, 0] == 0, torch.ones(5, 5, dtype=torch.bool).tril())
 
 
 def test_batch_decides_packing_on_the_host():

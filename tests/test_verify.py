@@ -10,7 +10,7 @@ import pytest
 
 from shardwise.config import ModelConfig
 from shardwise.model import PRESETS, hf_config
-from shardwise.verify import TOLERANCE, small_config
+from shardwise.verify import RUN, TOLERANCE, small_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 # Loaded at interpreter start in every process (launcher and workers) through PYTHONPATH: Qwen3
@@ -49,14 +49,23 @@ def test_verify_fails_a_broken_plan(tmp_path):
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_small_config_keeps_the_architecture(preset):
-    """Same model type, head counts, head-width and MLP ratios, tie flag; 2 layers, vocab divisible by tp."""
+    """Same model type, head counts, head-width and MLP ratios (experts' too), tie flag, soft-capping,
+    multipliers, experts per token; 2 layers, vocab divisible by tp, sliding windows shorter than the run."""
     config = hf_config(ModelConfig(preset=preset))
     small = small_config(config, tp=2)
-    keep = ("model_type", "num_attention_heads", "num_key_value_heads", "tie_word_embeddings", "rope_theta")
+    keep = ("model_type", "num_attention_heads", "num_key_value_heads", "tie_word_embeddings", "rope_theta",
+            "attn_logit_softcapping", "final_logit_softcapping", "embedding_multiplier", "logits_scaling",
+            "residual_multiplier", "num_experts", "num_experts_per_tok", "mlp_only_layers")
     assert all(getattr(small, k, None) == getattr(config, k, None) for k in keep)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     q_dim = config.num_attention_heads * head_dim
     assert small.hidden_size / (small.num_attention_heads * small.head_dim) == pytest.approx(config.hidden_size / q_dim)
-    assert small.intermediate_size / small.hidden_size == pytest.approx(
-        config.intermediate_size / config.hidden_size, rel=0.2)
+    for width in ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size"):
+        if getattr(config, width, None):
+            assert getattr(small, width) / small.hidden_size == pytest.approx(
+                getattr(config, width) / config.hidden_size, rel=0.2), width
     assert small.num_hidden_layers == 2 and small.vocab_size % 2 == 0 and small.hidden_size <= 512
+    assert len(getattr(small, "layer_types", None) or [0, 0]) == 2
+    if getattr(config, "sliding_window", None):
+        assert small.sliding_window < RUN["train.seq_len"]
+

@@ -20,7 +20,7 @@ from transformers import PretrainedConfig
 from shardwise.config import Config, ConfigError
 from shardwise.mesh import Layout, Meshes
 from shardwise.model import CausalLM, tie_embeddings
-from shardwise.plans import get_plan
+from shardwise.plans import get_plan, model_forward
 from shardwise.plans.decoder import head_dim
 from shardwise.tp import Style
 
@@ -36,7 +36,8 @@ _SAVE_OPS = {
 
 
 def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int) -> list[str]:
-    """Every shape that tensor parallelism cannot split evenly, and a too long sequence; one line each.
+    """Every shape that tensor parallelism cannot split evenly, the architecture's own refusals, and a too
+    long sequence; one line each.
 
     KV heads either split over ``tp`` or, where ``tp`` is a multiple of them, are each replicated on
     ``tp / num_key_value_heads`` ranks, which store equal shares of the head's rows.
@@ -52,6 +53,7 @@ def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int) -> list[
                       f"sharing each KV head; {fix}")
     errors += [f"{what} ({n}) is not divisible by parallel.tp={tp}; {fix}"
                for what, n in (("vocab size", vocab), ("intermediate size", config.intermediate_size)) if n % tp]
+    errors += model_forward(config).errors()
     limit = config.max_position_embeddings
     if cfg.train.seq_len > limit:
         errors.append(f"train.seq_len={cfg.train.seq_len} exceeds the model's max_position_embeddings={limit}")

@@ -1,8 +1,9 @@
-"""Tensor-parallel plans, one per HF ``model_type``.
+"""Per HF ``model_type``: the tensor-parallel plan, and the model-level forward ``CausalLM`` runs.
 
 A plan names, for each submodule of a decoder block and of the model's top, the parallel style
 that shards it (``shardwise.tp``). Llama, Qwen2 and Mistral share one layout; every other
-architecture has its own file here.
+architecture has its own file here. ``FORWARDS`` names the architectures whose top-level forward
+differs from Llama's (``plans.decoder.DecoderForward``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from transformers import PretrainedConfig
 
 from shardwise.config import ConfigError
-from shardwise.plans.decoder import TPPlan
+from shardwise.plans.decoder import DecoderForward, TPPlan
 from shardwise.plans.llama import llama_plan
 from shardwise.plans.qwen3 import qwen3_plan
 
@@ -24,6 +25,7 @@ PLANS: dict[str, PlanFn] = {
     "mistral": llama_plan,
     "qwen3": qwen3_plan,
 }
+FORWARDS: dict[str, type[DecoderForward]] = {}
 
 
 def get_plan(config: PretrainedConfig, sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
@@ -36,4 +38,9 @@ def get_plan(config: PretrainedConfig, sequence_parallel: bool, loss_parallel: b
     return PLANS[model_type](config, sequence_parallel, loss_parallel)
 
 
-__all__ = ["PLANS", "TPPlan", "get_plan"]
+def model_forward(config: PretrainedConfig) -> DecoderForward:
+    """What ``CausalLM`` runs around the blocks of ``config``'s architecture."""
+    return FORWARDS.get(config.model_type, DecoderForward)(config)
+
+
+__all__ = ["FORWARDS", "PLANS", "DecoderForward", "TPPlan", "get_plan", "model_forward"]
