@@ -14,6 +14,7 @@ from transformers import PretrainedConfig
 
 from shardwise.config import ConfigError
 from shardwise.plans.decoder import DecoderForward, TPPlan
+from shardwise.plans.gemma2 import GemmaForward, gemma2_plan
 from shardwise.plans.llama import llama_plan
 from shardwise.plans.qwen3 import qwen3_plan
 
@@ -24,8 +25,11 @@ PLANS: dict[str, PlanFn] = {
     "qwen2": llama_plan,
     "mistral": llama_plan,
     "qwen3": qwen3_plan,
+    "gemma2": gemma2_plan,
 }
-FORWARDS: dict[str, type[DecoderForward]] = {}
+FORWARDS: dict[str, type[DecoderForward]] = {
+    "gemma2": GemmaForward,
+}
 
 
 def get_plan(config: PretrainedConfig, sequence_parallel: bool, loss_parallel: bool) -> TPPlan:

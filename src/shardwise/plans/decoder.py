@@ -71,3 +71,7 @@ class DecoderForward:
         with torch.device(device):  # the constructor's device argument differs between transformers versions
             base.rotary_emb = rotary_cls(config=self.config)
 
+
+def soft_cap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """Gemma's logit soft-capping ``cap * tanh(x / cap)``; None leaves ``x`` as it is."""
+    return x if cap is None else torch.tanh(x / cap) * cap
