@@ -32,6 +32,7 @@ CHECKPOINTS = {
     "llama-untied-shards": ("tiny-llama", torch.float32, "shards"),
     "llama-untied-bf16-single": ("tiny-llama", torch.bfloat16, "single"),
     "qwen3-tied-single-with-lm-head": ("tiny-qwen3", torch.float32, "with-lm-head"),
+    "gemma3-scaled-embedding-shards": ("tiny-gemma3", torch.float32, "shards"),
 }
 LAYOUTS = {
     "1proc": ({"parallel.tp": 1, "parallel.dp_shard": 1}, 1),

@@ -15,6 +15,7 @@ from transformers import PretrainedConfig
 from shardwise.config import ConfigError
 from shardwise.plans.decoder import DecoderForward, TPPlan
 from shardwise.plans.gemma2 import GemmaForward, gemma2_plan
+from shardwise.plans.gemma3 import Gemma3Forward, gemma3_plan
 from shardwise.plans.llama import llama_plan
 from shardwise.plans.qwen3 import qwen3_plan
 
@@ -26,9 +27,11 @@ PLANS: dict[str, PlanFn] = {
     "mistral": llama_plan,
     "qwen3": qwen3_plan,
     "gemma2": gemma2_plan,
+    "gemma3_text": gemma3_plan,
 }
 FORWARDS: dict[str, type[DecoderForward]] = {
     "gemma2": GemmaForward,
+    "gemma3_text": Gemma3Forward,
 }
 
 
