@@ -23,11 +23,11 @@ from shardwise.data import StepBatches, load_data
 RUN = {"train.seq_len": "32", "train.global_batch_size": "4", "train.micro_batch_size": "2",
        "data.max_bytes": "100000", "train.steps": "2", "train.lr": "1e-2", "train.warmup_steps": "0",
        "train.dtype": "float32", "output.progress": "false", "checkpoint.every": "1"}
-# Tied embeddings under tensor parallelism (re-tied DTensors), untied under FSDP sharding, and Llama on
-# tp=4: its 2 KV heads each computed by 2 ranks, stored in HF's shapes.
+# Tied embeddings under tensor parallelism (re-tied DTensors), untied under FSDP sharding, and Phi-3 on
+# tp=4: fused q/k/v and gate/up stored in HF's layout, its 2 KV heads each computed by 2 ranks.
 CASES = {"qwen2-tp2": {"model.preset": "tiny-qwen2", "parallel.tp": "2", "parallel.dp_shard": "1"},
          "llama-dp2": {"model.preset": "tiny-llama", "parallel.tp": "1", "parallel.dp_shard": "2"},
-         "llama-tp4": {"model.preset": "tiny-llama", "parallel.tp": "4", "parallel.dp_shard": "1"}}
+         "phi3-tp4": {"model.preset": "tiny-phi3", "parallel.tp": "4", "parallel.dp_shard": "1"}}
 
 
 def train(overrides: dict[str, str]) -> None:
@@ -68,13 +68,13 @@ def test_export_round_trip(trained, tmp_path):
     assert loss.item() == pytest.approx(logged_losses(out)[1], rel=1e-5)
 
 
-@pytest.mark.parametrize("trained", ["llama-tp4"], indirect=True)
+@pytest.mark.parametrize("trained", ["phi3-tp4"], indirect=True)
 def test_resume_on_another_tp(trained, tmp_path):
-    """A KV-replicated checkpoint of tp=4 resumes on dp_shard=2 x tp=2 (KV heads split, not replicated):
+    """A fused, KV-replicated checkpoint of tp=4 resumes on dp_shard=2 x tp=2 (KV heads split, not replicated):
     step 2's loss, computed from the weights of step 1, is the uninterrupted run's."""
     _, out = trained
     resumed = tmp_path / "resumed"
-    train({**RUN, **CASES["llama-tp4"], "parallel.tp": "2", "parallel.dp_shard": "2", "output.dir": str(resumed),
+    train({**RUN, **CASES["phi3-tp4"], "parallel.tp": "2", "parallel.dp_shard": "2", "output.dir": str(resumed),
            "checkpoint.resume": str(out / "checkpoints" / "step-1")})
     assert logged_losses(resumed)[-1] == pytest.approx(logged_losses(out)[1], rel=1e-5)
 

@@ -19,8 +19,8 @@ CASES = {
     "tiny-llama dp_replicate=2 x tp=2, SP off": {
         "model.preset": "tiny-llama", "parallel.dp_replicate": 2, "parallel.dp_shard": 1, "parallel.tp": 2,
         "parallel.sequence_parallel": False},
-    "tiny-llama tp=4 (each KV head on 2 ranks)": {"model.preset": "tiny-llama", "parallel.dp_shard": 1,
-                                                  "parallel.tp": 4},
+    "tiny-phi3 tp=4 (fused q/k/v, each KV head on 2 ranks)": {"model.preset": "tiny-phi3", "parallel.dp_shard": 1,
+                                                              "parallel.tp": 4},
 }
 SHORT_RUN = {"train.steps": 1, "train.seq_len": 16, "train.global_batch_size": 4, "train.micro_batch_size": 1,
              "output.progress": False}
@@ -83,7 +83,8 @@ def test_every_failure_is_listed(capsys):
 
 
 @pytest.mark.parametrize("preset,tp,heads,kv_replicas", [("tiny-llama", 2, "2 query, 1 KV", 1),
-                                                         ("tiny-llama", 4, "1 query, 1 KV", 2)])
+                                                         ("tiny-llama", 4, "1 query, 1 KV", 2),
+                                                         ("tiny-phi3", 4, "1 query, 1 KV", 2)])
 def test_kv_replication_is_shown(capsys, preset, tp, heads, kv_replicas):
     """tp beyond the KV heads is planned, not refused: each KV head on tp / KV heads ranks, K/V shapes as stored."""
     code, plan = plan_json(capsys, f"--model.preset={preset}", f"--parallel.tp={tp}", f"--world-size={tp}")

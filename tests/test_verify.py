@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from shardwise.config import ModelConfig
 from shardwise.model import PRESETS, hf_config
@@ -69,3 +71,14 @@ def test_small_config_keeps_the_architecture(preset):
     if getattr(config, "sliding_window", None):
         assert small.sliding_window < RUN["train.seq_len"]
 
+
+@pytest.mark.parametrize("model_type,fields", [
+    ("olmo2", {"pad_token_id": 100277, "eos_token_id": 100257}),  # token ids beyond the toy vocabulary
+    ("phi3", {"hidden_size": 3072, "num_attention_heads": 32, "original_max_position_embeddings": 4096,
+              "max_position_embeddings": 131072,  # Phi-3-mini-128k's LongRoPE: 48 factors for head_dim 96
+              "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 48, "long_factor": [2.0] * 48}}),
+])
+def test_small_config_of_hub_configs_builds_and_runs(model_type, fields):
+    small = small_config(AutoConfig.for_model(model_type, **fields), tp=2)
+    logits = AutoModelForCausalLM.from_config(small)(input_ids=torch.randint(0, small.vocab_size, (1, 40))).logits
+    assert logits.shape == (1, 40, small.vocab_size) and bool(logits.isfinite().all())

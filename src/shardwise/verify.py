@@ -63,6 +63,7 @@ LAYOUT_KEYS = ("parallel.dp_replicate", "parallel.dp_shard", "parallel.tp", "par
 HEAD_DIM = 8  # even, for rotary embeddings
 WINDOW = 8  # sliding windows shorter than RUN's seq_len
 MLP_WIDTHS = ("intermediate_size",)
+TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
 # Relative errors allowed in fp32. Weights get more room: Adam turns the rounding noise of
 # gradients that are zero in theory (e.g. k_proj.bias) into lr-sized steps.
 TOLERANCE = {"parameter count": 0.0, "loss, first step": 1e-5, "logits at init": 1e-5, "gradients, first step": 1e-4,
@@ -84,7 +85,8 @@ def small_config(config: PretrainedConfig, tp: int) -> PretrainedConfig:
 
     What the architecture does beyond that stays on: head counts (so KV replication too), soft-capping
     values, multipliers,
-    and sliding windows, shortened to ``WINDOW`` tokens so that they cut into the toy's sequences.
+    sliding windows (shortened to ``WINDOW`` tokens so that they cut into the toy's sequences) and
+    LongRoPE factors (one per rotary pair of the toy's heads).
     """
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     q_dim = config.num_attention_heads * head_dim
@@ -96,8 +98,16 @@ def small_config(config: PretrainedConfig, tp: int) -> PretrainedConfig:
     vocab = tp * -(-VOCAB // tp)
     changes = {"num_hidden_layers": 2, "hidden_size": hidden, "head_dim": HEAD_DIM, "vocab_size": vocab}
     changes |= {key: width(getattr(config, key)) for key in MLP_WIDTHS if getattr(config, key, None)}
+    # token ids beyond the toy vocabulary (a padding row the embedding could not hold) are dropped
+    changes |= {key: None for key in TOKEN_IDS if isinstance(getattr(config, key, None), int)
+                and getattr(config, key) >= vocab}
     if getattr(config, "sliding_window", None):
         changes["sliding_window"] = min(config.sliding_window, WINDOW)
+    rope = getattr(config, "rope_parameters", None)
+    if isinstance(rope, dict) and "short_factor" in rope:  # LongRoPE (Phi-3 128k): one factor per rotary pair
+        pairs = int(HEAD_DIM * rope.get("partial_rotary_factor", 1.0)) // 2
+        changes["rope_parameters"] = {**rope, "short_factor": rope["short_factor"][:pairs],
+                                      "long_factor": rope["long_factor"][:pairs]}
     return resize(config, **changes)
 
 
