@@ -15,12 +15,12 @@ VARIANTS = [v for p in BASE_PRESETS for v in (f"{p}-2l", f"{p}-2l-flip")]
 # Trained in the layouts that tell (SP and loss parallel on tp=2 and dp2 x tp=2, SP off on tp=2), tied and
 # untied only where the family ships both (Phi-3 and Phi-4-mini); their presets keep their sliding windows,
 # soft-capping, multipliers and experts.
-FAMILY_PRESETS = {"tiny-gemma2": False, "tiny-gemma3": False, "tiny-phi3": True}
+FAMILY_PRESETS = {"tiny-gemma2": False, "tiny-gemma3": False, "tiny-phi3": True, "tiny-olmo2": False}
 FAMILY_VARIANTS = [v for p, flip in FAMILY_PRESETS.items() for v in (f"{p}-2l", f"{p}-2l-flip")[: 1 + flip]]
 # KV-head replication at tp=4: 2 KV heads (each on 2 ranks: plain, fused q/k/v, full-width k norm) and 1
 # (on all 4, with q/k/v biases).
 KV1_VARIANT = "tiny-qwen2-2l-kv1"
-REPLICATED_VARIANTS = ["tiny-llama-2l", KV1_VARIANT, "tiny-phi3-2l"]
+REPLICATED_VARIANTS = ["tiny-llama-2l", KV1_VARIANT, "tiny-phi3-2l", "tiny-olmo2-2l"]
 # Gemma 2 soft-caps attention logits, which only eager attention does.
 VARIANT_OVERRIDES = {v: {"model.attn_implementation": "eager"} for v in FAMILY_VARIANTS if v.startswith("tiny-gemma2")}
 

@@ -37,6 +37,7 @@ PRESETS: dict[str, dict] = {
     "tiny-gemma3": dict(model_type="gemma3_text", tie_word_embeddings=True, head_dim=32, query_pre_attn_scalar=32,
                         sliding_window=64, layer_types=["sliding_attention", "full_attention"] * 2, **_TINY),
     "tiny-phi3": dict(model_type="phi3", tie_word_embeddings=False, pad_token_id=None, eos_token_id=None, **_TINY),
+    "tiny-olmo2": dict(model_type="olmo2", tie_word_embeddings=False, eos_token_id=None, **_TINY),
     "qwen2-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                        num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
                        max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1e6),

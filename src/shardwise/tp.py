@@ -124,6 +124,20 @@ class _ReduceFromGroup(torch.autograd.Function):
         return grad, None
 
 
+class _SumOverGroup(torch.autograd.Function):
+    """All-reduce forward and backward: a sum over ranks that every rank then uses for its own part of the
+    work (e.g. its heads), so the gradient of the sum is the sum of every rank's gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, g: Group) -> torch.Tensor:
+        ctx.g = g
+        return _all_reduce(x, g)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _all_reduce(grad, ctx.g), None
+
+
 class _GatherLastDim(torch.autograd.Function):
     """All-gather of the last dim forward (vocab-sharded logits made whole), this rank's slice backward."""
 
@@ -337,6 +351,33 @@ class ColwiseParallel:
                               group=g, rows=plan)
 
 
+def _colwise_rms_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    g, dtype = self._tp_group, x.dtype
+    x = x.float()
+    # every rank holds width/tp of each token (replicated heads: r copies of a 1/r share), so the sum over
+    # ranks divided by tp x local width is the mean over the full width
+    sum_sq = _SumOverGroup.apply(x.pow(2).sum(-1, keepdim=True), g)
+    x = x * torch.rsqrt(sum_sq / (g.size * x.shape[-1]) + self._tp_eps)
+    return (regroup(self.weight, self._tp_rows, g) * x).to(dtype)
+
+
+@dataclass(frozen=True)
+class ColwiseRMSNorm:
+    """An RMSNorm over the whole output width of a column-parallel projection (OLMo 2's q/k norms, which
+    span all heads): its weight is split like the projection (``heads``, ``rows_per_head``), and the
+    mean of squares adds every rank's sum of squares with one all-reduce of a scalar per token, in
+    the forward and (as each rank uses it for its own heads) in the backward."""
+
+    heads: tuple[int, ...]
+    rows_per_head: int
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        g = Group.of(mesh)
+        distribute_params(module, mesh, {"weight": Shard(0)}, forward=_colwise_rms_forward, group=g,
+                          rows=RowPlan.of(self.heads, self.rows_per_head, g.size, g.rank),
+                          eps=module.variance_epsilon)
+
+
 def _rowwise_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     partial = F.linear(x, self.weight)
     out = scatter_tokens(partial, self._tp_group) if self._tp_sp else reduce_from_group(partial, self._tp_group)
@@ -471,5 +512,5 @@ class VocabParallelHead:
                           group=Group.of(mesh), mesh=mesh, sp=self.sequence_parallel, loss_parallel=self.loss_parallel)
 
 
-Style = (ColwiseParallel | RowwiseParallel | GatherInput | AttentionParallel | PartialGradReplica
+Style = (ColwiseParallel | RowwiseParallel | GatherInput | AttentionParallel | ColwiseRMSNorm | PartialGradReplica
          | VocabParallelEmbedding | VocabParallelHead)

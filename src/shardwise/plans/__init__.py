@@ -17,6 +17,7 @@ from shardwise.plans.decoder import DecoderForward, TPPlan
 from shardwise.plans.gemma2 import GemmaForward, gemma2_plan
 from shardwise.plans.gemma3 import Gemma3Forward, gemma3_plan
 from shardwise.plans.llama import llama_plan
+from shardwise.plans.olmo2 import olmo2_plan
 from shardwise.plans.phi3 import phi3_plan
 from shardwise.plans.qwen3 import qwen3_plan
 
@@ -30,6 +31,7 @@ PLANS: dict[str, PlanFn] = {
     "gemma2": gemma2_plan,
     "gemma3_text": gemma3_plan,
     "phi3": phi3_plan,
+    "olmo2": olmo2_plan,
 }
 FORWARDS: dict[str, type[DecoderForward]] = {
     "gemma2": GemmaForward,
