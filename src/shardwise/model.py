@@ -38,6 +38,8 @@ PRESETS: dict[str, dict] = {
                         sliding_window=64, layer_types=["sliding_attention", "full_attention"] * 2, **_TINY),
     "tiny-phi3": dict(model_type="phi3", tie_word_embeddings=False, pad_token_id=None, eos_token_id=None, **_TINY),
     "tiny-olmo2": dict(model_type="olmo2", tie_word_embeddings=False, eos_token_id=None, **_TINY),
+    "tiny-granite": dict(model_type="granite", tie_word_embeddings=True, embedding_multiplier=12.0,
+                         residual_multiplier=0.22, attention_multiplier=1 / 32, logits_scaling=8.0, **_TINY),
     "qwen2-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                        num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
                        max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1e6),

@@ -1,8 +1,8 @@
 """Per HF ``model_type``: the tensor-parallel plan, and the model-level forward ``CausalLM`` runs.
 
 A plan names, for each submodule of a decoder block and of the model's top, the parallel style
-that shards it (``shardwise.tp``). Llama, Qwen2 and Mistral share one layout; every other
-architecture has its own file here. ``FORWARDS`` names the architectures whose top-level forward
+that shards it (``shardwise.tp``). Llama, Qwen2, Mistral and Granite share one layout; every
+other architecture has its own file here. ``FORWARDS`` names the architectures whose top-level forward
 differs from Llama's (``plans.decoder.DecoderForward``).
 """
 
@@ -16,6 +16,7 @@ from shardwise.config import ConfigError
 from shardwise.plans.decoder import DecoderForward, TPPlan
 from shardwise.plans.gemma2 import GemmaForward, gemma2_plan
 from shardwise.plans.gemma3 import Gemma3Forward, gemma3_plan
+from shardwise.plans.granite import GraniteForward
 from shardwise.plans.llama import llama_plan
 from shardwise.plans.olmo2 import olmo2_plan
 from shardwise.plans.phi3 import phi3_plan
@@ -32,10 +33,12 @@ PLANS: dict[str, PlanFn] = {
     "gemma3_text": gemma3_plan,
     "phi3": phi3_plan,
     "olmo2": olmo2_plan,
+    "granite": llama_plan,
 }
 FORWARDS: dict[str, type[DecoderForward]] = {
     "gemma2": GemmaForward,
     "gemma3_text": Gemma3Forward,
+    "granite": GraniteForward,
 }
 
 
