@@ -61,4 +61,5 @@ def test_unknown_preset_and_architecture():
     supported = ", ".join(sorted(PLANS))
     with pytest.raises(ConfigError, match=f"'gpt2' is not supported; supported model_type values: {supported}$"):
         get_plan(AutoConfig.for_model("gpt2"), True, True)
-    assert set(PLANS) == {"llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "phi3", "olmo2", "granite"}
+    assert set(PLANS) == {"llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "phi3", "olmo2", "granite",
+                          "qwen2_moe"}

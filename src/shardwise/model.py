@@ -40,6 +40,10 @@ PRESETS: dict[str, dict] = {
     "tiny-olmo2": dict(model_type="olmo2", tie_word_embeddings=False, eos_token_id=None, **_TINY),
     "tiny-granite": dict(model_type="granite", tie_word_embeddings=True, embedding_multiplier=12.0,
                          residual_multiplier=0.22, attention_multiplier=1 / 32, logits_scaling=8.0, **_TINY),
+    # Layer 1 is dense (mlp_only_layers), the others mixtures of 8 experts, 2 per token, plus a shared expert.
+    "tiny-qwen2-moe": dict(model_type="qwen2_moe", tie_word_embeddings=False, num_experts=8, num_experts_per_tok=2,
+                           moe_intermediate_size=64, shared_expert_intermediate_size=176, mlp_only_layers=[1],
+                           **_TINY),
     "qwen2-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                        num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
                        max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1e6),

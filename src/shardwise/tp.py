@@ -466,6 +466,24 @@ class PartialGradReplica:
         distribute_params(module, mesh, {}, dict.fromkeys(names, Partial()))
 
 
+@dataclass(frozen=True)
+class TokenLocalReplica:
+    """A module replicated over TP ranks that runs on each rank's own tokens: a mixture-of-experts block
+    under sequence parallelism (router, experts, shared expert), which routes each token on the one
+    rank holding it, with the whole router, so routing is exactly the single-process one. Every
+    parameter of the module and its submodules gets ``PartialGradReplica``'s summed gradient. Without
+    sequence parallelism every rank runs every token and computes the whole gradient itself, so the
+    parameters stay off the TP mesh (FSDP shards them either way)."""
+
+    sequence_parallel: bool
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        if self.sequence_parallel:
+            for sub in list(module.modules()):
+                if next(sub.parameters(recurse=False), None) is not None:
+                    PartialGradReplica().apply(sub, mesh)
+
+
 def _embedding_forward(self: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     local = ids - self._tp_start
     outside = (local < 0) | (local >= self._tp_rows)
@@ -513,4 +531,4 @@ class VocabParallelHead:
 
 
 Style = (ColwiseParallel | RowwiseParallel | GatherInput | AttentionParallel | ColwiseRMSNorm | PartialGradReplica
-         | VocabParallelEmbedding | VocabParallelHead)
+         | TokenLocalReplica | VocabParallelEmbedding | VocabParallelHead)

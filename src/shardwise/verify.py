@@ -62,7 +62,7 @@ LAYOUT_KEYS = ("parallel.dp_replicate", "parallel.dp_shard", "parallel.tp", "par
                "parallel.loss_parallel", "train.activation_checkpointing", "model.attn_implementation")
 HEAD_DIM = 8  # even, for rotary embeddings
 WINDOW = 8  # sliding windows shorter than RUN's seq_len
-MLP_WIDTHS = ("intermediate_size",)
+MLP_WIDTHS = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size")
 TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
 # Relative errors allowed in fp32. Weights get more room: Adam turns the rounding noise of
 # gradients that are zero in theory (e.g. k_proj.bias) into lr-sized steps.
@@ -84,7 +84,7 @@ def small_config(config: PretrainedConfig, tp: int) -> PretrainedConfig:
     """The same architecture at toy size: 2 layers, head_dim 8, the hidden/query-width and MLP ratios kept.
 
     What the architecture does beyond that stays on: head counts (so KV replication too), soft-capping
-    values, multipliers,
+    values, multipliers, experts and experts per token (each expert's widths scaled like the MLP's),
     sliding windows (shortened to ``WINDOW`` tokens so that they cut into the toy's sequences) and
     LongRoPE factors (one per rotary pair of the toy's heads).
     """

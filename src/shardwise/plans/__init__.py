@@ -20,6 +20,7 @@ from shardwise.plans.granite import GraniteForward
 from shardwise.plans.llama import llama_plan
 from shardwise.plans.olmo2 import olmo2_plan
 from shardwise.plans.phi3 import phi3_plan
+from shardwise.plans.qwen2_moe import qwen2_moe_plan
 from shardwise.plans.qwen3 import qwen3_plan
 
 PlanFn = Callable[[PretrainedConfig, bool, bool], TPPlan]
@@ -34,6 +35,7 @@ PLANS: dict[str, PlanFn] = {
     "phi3": phi3_plan,
     "olmo2": olmo2_plan,
     "granite": llama_plan,
+    "qwen2_moe": qwen2_moe_plan,
 }
 FORWARDS: dict[str, type[DecoderForward]] = {
     "gemma2": GemmaForward,
