@@ -8,10 +8,22 @@ from shardwise.config import ModelConfig
 from shardwise.model import hf_config
 from shardwise.verify import preset_spec, resize
 
-BASE_PRESETS = ("tiny-qwen2", "tiny-llama", "tiny-qwen3", "tiny-mistral")
-# Every architecture both tied and untied: "<preset>-2l" as shipped but with 2 layers, "<preset>-2l-flip"
+# Trained in every layout, tied and untied: "<preset>-2l" as shipped but with 2 layers, "<preset>-2l-flip"
 # with the tie flipped. New names, so the shipped presets stay as they are for every other test.
+BASE_PRESETS = ("tiny-qwen2", "tiny-llama", "tiny-qwen3", "tiny-mistral")
 VARIANTS = [v for p in BASE_PRESETS for v in (f"{p}-2l", f"{p}-2l-flip")]
+# Trained in the layouts that tell (SP and loss parallel on tp=2 and dp2 x tp=2, SP off on tp=2), tied and
+# untied only where the family ships both (Phi-3 and Phi-4-mini); their presets keep their sliding windows,
+# soft-capping, multipliers and experts.
+FAMILY_PRESETS = {"tiny-gemma2": False, "tiny-gemma3": False, "tiny-phi3": True, "tiny-olmo2": False,
+                  "tiny-granite": False, "tiny-qwen2-moe": False}
+FAMILY_VARIANTS = [v for p, flip in FAMILY_PRESETS.items() for v in (f"{p}-2l", f"{p}-2l-flip")[: 1 + flip]]
+# KV-head replication at tp=4: 2 KV heads (each on 2 ranks: plain, fused q/k/v, full-width k norm) and 1
+# (on all 4, with q/k/v biases).
+KV1_VARIANT = "tiny-qwen2-2l-kv1"
+REPLICATED_VARIANTS = ["tiny-llama-2l", KV1_VARIANT, "tiny-phi3-2l", "tiny-olmo2-2l"]
+# Gemma 2 soft-caps attention logits, which only eager attention does.
+VARIANT_OVERRIDES = {v: {"model.attn_implementation": "eager"} for v in FAMILY_VARIANTS if v.startswith("tiny-gemma2")}
 
 # seq_len 31 is odd so that sequence parallelism must pad; 8 sequences in micro-batches of 2
 # gives 4 micro-batches per rank at dp=1 and 2 at dp=2.
@@ -20,19 +32,27 @@ RUN = {
     "train.steps": 3, "train.lr": 1e-2, "train.warmup_steps": 1, "train.seed": 7,
     "train.dtype": "float32", "data.max_bytes": 200_000, "output.progress": False,
 }
+# The families run 2 steps of 4 sequences (2 micro-batches per rank at dp=1, 1 at dp=2): what they add is
+# in the model, and gradient accumulation over more micro-batches and steps is proven by the variants above.
+FAMILY_RUN = {"train.steps": 2, "train.global_batch_size": 4}
+WINDOW = 8  # sliding windows (Gemma) cut into RUN's sequences
 
 
 def variant_presets() -> dict[str, dict[str, Any]]:
     """Each variant as a ``model.preset`` spec (for ``verify.register_presets``), with 2 layers to keep it fast."""
     presets = {}
-    for preset in BASE_PRESETS:
+    for preset, flip in [(p, True) for p in BASE_PRESETS] + list(FAMILY_PRESETS.items()):
         config = hf_config(ModelConfig(preset=preset))
+        window = {"sliding_window": WINDOW} if getattr(config, "sliding_window", None) else {}
         for variant, tied in ((f"{preset}-2l", config.tie_word_embeddings),
-                              (f"{preset}-2l-flip", not config.tie_word_embeddings)):
-            presets[variant] = preset_spec(resize(config, num_hidden_layers=2, tie_word_embeddings=tied))
-    return presets
+                              (f"{preset}-2l-flip", not config.tie_word_embeddings))[: 1 + flip]:
+            presets[variant] = preset_spec(resize(config, num_hidden_layers=2, tie_word_embeddings=tied, **window))
+    kv1 = resize(hf_config(ModelConfig(preset="tiny-qwen2")), num_hidden_layers=2, num_key_value_heads=1)
+    return presets | {KV1_VARIANT: preset_spec(kv1)}
 
 
 def case_overrides(variant: str, layout: dict[str, object]) -> dict[str, object]:
-    """The config overrides of one case: the shared run, the variant, the layout."""
-    return {**RUN, "model.preset": variant, **layout}
+    """The config overrides of one case: the shared run (shorter for the families), the variant (and what it
+    needs), the layout."""
+    run = {**RUN, **FAMILY_RUN} if variant in FAMILY_VARIANTS else RUN
+    return {**run, "model.preset": variant, **VARIANT_OVERRIDES.get(variant, {}), **layout}

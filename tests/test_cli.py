@@ -72,7 +72,8 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], int, str]]:
         "world size vs. mesh": (["--parallel.dp_shard=2", "--parallel.tp=2"], 2, MESH_OF_4_ON_2),
         "unknown key": (["--train.seqlen=64"], 4, "unknown config key 'train.seqlen'; did you mean train.seq_len?"),
         "unsupported architecture": ([f"--model.path={gpt2}"], 4, (
-            "architecture 'gpt2' is not supported; supported model_type values: llama, mistral, qwen2, qwen3")),
+            "architecture 'gpt2' is not supported; supported model_type values: gemma2, gemma3_text, granite, llama, "
+            "mistral, olmo2, phi3, qwen2, qwen2_moe, qwen3")),
         "indivisible heads": (["--parallel.tp=3"], 3,
                               "attention heads (4) is not divisible by parallel.tp=3; use parallel.tp in [1, 2]"),
         "missing model folder": (["--model.path=/nonexistent"], 4,

@@ -23,17 +23,27 @@ from shardwise.data import StepBatches, load_data
 RUN = {"train.seq_len": "32", "train.global_batch_size": "4", "train.micro_batch_size": "2",
        "data.max_bytes": "100000", "train.steps": "2", "train.lr": "1e-2", "train.warmup_steps": "0",
        "train.dtype": "float32", "output.progress": "false", "checkpoint.every": "1"}
-# Tied embeddings under tensor parallelism (re-tied DTensors), untied under FSDP sharding.
-CASES = {"tiny-qwen2": {"parallel.tp": "2", "parallel.dp_shard": "1"},
-         "tiny-llama": {"parallel.tp": "1", "parallel.dp_shard": "2"}}
+# Tied embeddings under tensor parallelism (re-tied DTensors), untied under FSDP sharding, and Phi-3 on
+# tp=4: fused q/k/v and gate/up stored in HF's layout, its 2 KV heads each computed by 2 ranks.
+CASES = {"qwen2-tp2": {"model.preset": "tiny-qwen2", "parallel.tp": "2", "parallel.dp_shard": "1"},
+         "llama-dp2": {"model.preset": "tiny-llama", "parallel.tp": "1", "parallel.dp_shard": "2"},
+         "phi3-tp4": {"model.preset": "tiny-phi3", "parallel.tp": "4", "parallel.dp_shard": "1"}}
+
+
+def train(overrides: dict[str, str]) -> None:
+    shardwise("train", *(f"--{k}={v}" for k, v in overrides.items()))
 
 
 @pytest.fixture(scope="module", params=list(CASES))
 def trained(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(request.param)
-    overrides = {**RUN, **CASES[request.param], "model.preset": request.param, "output.dir": str(out)}
-    shardwise("train", *(f"--{k}={v}" for k, v in overrides.items()))
+    overrides = {**RUN, **CASES[request.param], "output.dir": str(out)}
+    train(overrides)
     return load_config(None, overrides), out
+
+
+def logged_losses(out) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_export_round_trip(trained, tmp_path):
@@ -55,7 +65,18 @@ def test_export_round_trip(trained, tmp_path):
     loss = F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten())
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged[1]["step"] == 2
-    assert loss.item() == pytest.approx(logged[1]["loss"], rel=1e-5)
+    assert loss.item() == pytest.approx(logged_losses(out)[1], rel=1e-5)
+
+
+@pytest.mark.parametrize("trained", ["phi3-tp4"], indirect=True)
+def test_resume_on_another_tp(trained, tmp_path):
+    """A fused, KV-replicated checkpoint of tp=4 resumes on dp_shard=2 x tp=2 (KV heads split, not replicated):
+    step 2's loss, computed from the weights of step 1, is the uninterrupted run's."""
+    _, out = trained
+    resumed = tmp_path / "resumed"
+    train({**RUN, **CASES["phi3-tp4"], "parallel.tp": "2", "parallel.dp_shard": "2", "output.dir": str(resumed),
+           "checkpoint.resume": str(out / "checkpoints" / "step-1")})
+    assert logged_losses(resumed)[-1] == pytest.approx(logged_losses(out)[1], rel=1e-5)
 
 
 def test_export_refuses_non_empty_out_dir_and_missing_checkpoint(trained, tmp_path, capsys):

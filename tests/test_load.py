@@ -1,9 +1,10 @@
 """Loading a Hugging Face model folder equals ``from_pretrained``, with each rank reading only its slices.
 
 The checkpoints are written here by ``save_pretrained`` (indexed shards and single files, fp32 and
-bf16, tied and untied, a tied one that also stores ``lm_head.weight``), loaded by shardwise on 1,
-2 (tp=2 with sequence and loss parallel) and 4 (dp_shard=2 x tp=2) CPU processes, and compared
-with ``AutoModelForCausalLM.from_pretrained`` on one process: same logits on a fixed batch.
+bf16, tied and untied, a tied one that also stores ``lm_head.weight``, Phi-3's fused projections,
+Gemma 3's scaled embedding), loaded by shardwise on 1, 2 (tp=2 with sequence and loss parallel)
+and 4 (dp_shard=2 x tp=2, and tp=4 with KV heads replicated) CPU processes, and compared with
+``AutoModelForCausalLM.from_pretrained`` on one process: same logits on a fixed batch.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ CHECKPOINTS = {
     "llama-untied-shards": ("tiny-llama", torch.float32, "shards"),
     "llama-untied-bf16-single": ("tiny-llama", torch.bfloat16, "single"),
     "qwen3-tied-single-with-lm-head": ("tiny-qwen3", torch.float32, "with-lm-head"),
+    "phi3-fused-untied-single": ("tiny-phi3", torch.float32, "single"),
+    "gemma3-scaled-embedding-shards": ("tiny-gemma3", torch.float32, "shards"),
 }
 LAYOUTS = {
     "1proc": ({"parallel.tp": 1, "parallel.dp_shard": 1}, 1),
     "tp2-sp-lp": ({"parallel.tp": 2, "parallel.dp_shard": 1}, 2),
     "dp2xtp2-sp-lp": ({"parallel.tp": 2, "parallel.dp_shard": 2}, 4),
+    "tp4-sp-lp": ({"parallel.tp": 4, "parallel.dp_shard": 1}, 4),  # each of the 2 KV heads on 2 ranks
 }
 
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
-from shardwise.config import ConfigError, ModelConfig
+from shardwise.config import ConfigError, ModelConfig, load_config
 from shardwise.model import (
     PRESETS,
     CausalLM,
@@ -14,18 +14,38 @@ from shardwise.model import (
     init_weights,
     num_params,
 )
-from shardwise.plans import PLANS, get_plan
+from shardwise.parallelize import check_divisibility
+from shardwise.plans import PLANS, get_plan, model_forward
 
 
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p.startswith("tiny-")])
-def test_forward_with_explicit_positions_equals_hf_forward(preset):
-    """CausalLM.forward (own loop, explicit positions) computes exactly what HF's forward does."""
-    hf = AutoModelForCausalLM.from_config(hf_config(ModelConfig(preset=preset)), dtype=torch.float32)
+def _accepted(preset: str, attn: str) -> bool:
+    return not model_forward(hf_config(ModelConfig(preset=preset, attn_implementation=attn))).errors()
+
+
+@pytest.mark.parametrize("preset,attn", [(p, a) for p in PRESETS if p.startswith("tiny-") for a in ("sdpa", "eager")
+                                         if _accepted(p, a)])
+def test_forward_with_explicit_positions_equals_hf_forward(preset, attn):
+    """CausalLM.forward (own loop, explicit positions, the architecture's DecoderForward) computes exactly
+    what HF's forward does: one row of two packed documents, one plain row, both longer than the
+    presets' sliding windows (64), so windowed and document masks combine; embedding scales, logit
+    caps and multipliers included. Only Gemma 2 with sdpa is left out: it is refused (below)."""
+    config = hf_config(ModelConfig(preset=preset, attn_implementation=attn))
+    hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model = CausalLM(hf)
     init_weights(model, torch.device("cpu"), seed=1)
-    ids = torch.randint(0, 256, (2, 24))
-    ours = model(ids, torch.arange(24).expand(2, 24))
-    torch.testing.assert_close(ours, hf(input_ids=ids).logits, rtol=0, atol=0)
+    ids = torch.randint(0, 256, (2, 100))
+    positions = torch.stack([torch.cat([torch.arange(70), torch.arange(30)]), torch.arange(100)])
+    ours = model(ids, positions)
+    torch.testing.assert_close(ours, hf(input_ids=ids, position_ids=positions).logits, rtol=0, atol=0)
+
+
+def test_soft_capped_attention_refuses_sdpa():
+    """Gemma 2 caps attention logits, which sdpa cannot: one line before anything is built."""
+    config = hf_config(ModelConfig(preset="tiny-gemma2"))
+    assert [p for p in PRESETS if p.startswith("tiny-") and not _accepted(p, "sdpa")] == ["tiny-gemma2"]
+    with pytest.raises(ConfigError, match=r"^gemma2 soft-caps attention logits \(attn_logit_softcapping=50.0\), which "
+                                          r"sdpa cannot .*; set model.attn_implementation=eager$"):
+        check_divisibility(config, load_config(None, {}), 2)
 
 
 def test_init_depends_on_seed_only():
@@ -50,6 +70,8 @@ def test_param_counts_tied_and_untied():
 def test_unknown_preset_and_architecture():
     with pytest.raises(ConfigError, match="choose one of tiny-qwen2"):
         hf_config(ModelConfig(preset="gpt-5"))
-    with pytest.raises(ConfigError, match="'gpt2' is not supported; supported model_type values: llama, mistral"):
-        get_plan("gpt2", True, True)
-    assert set(PLANS) == {"llama", "qwen2", "qwen3", "mistral"}
+    supported = ", ".join(sorted(PLANS))
+    with pytest.raises(ConfigError, match=f"'gpt2' is not supported; supported model_type values: {supported}$"):
+        get_plan(AutoConfig.for_model("gpt2"), True, True)
+    assert set(PLANS) == {"llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "phi3", "olmo2", "granite",
+                          "qwen2_moe"}

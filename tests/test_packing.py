@@ -89,6 +89,20 @@ def test_document_mask_shape_and_fast_path():
         document_mask(pos, "flex_attention", torch.float32)
 
 
+def test_sliding_window_and_eager_masks():
+    """A window keeps keys fewer than ``window`` tokens back, within the document; eager attention, which
+    applies only the mask it is given, gets a causal one even without documents or windows."""
+    pos = torch.tensor([[0, 1, 0, 1, 2], [0, 1, 2, 3, 4]])
+    windowed = document_mask(pos, "sdpa", torch.float32, window=2)
+    assert windowed[1, 0].int().tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0],
+                                             [0, 0, 0, 1, 1]]
+    assert windowed[0, 0].int().tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0],
+                                             [0, 0, 0, 1, 1]]
+    assert document_mask(pos[1:], "sdpa", torch.float32, window=5) is None  # the window spans the sequence
+    eager = document_mask(pos[1:], "eager", torch.float32)
+    assert torch.equal(eager[0, 0] == 0, torch.ones(5, 5, dtype=torch.bool).tril())
+
+
 def test_batch_decides_packing_on_the_host():
     """``Batch.to`` records whether the rows hold a document boundary, so the forward needn't ask the GPU."""
     pos = torch.tensor([[0, 1, 0, 1, 2], [0, 1, 2, 3, 4]])

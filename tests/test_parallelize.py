@@ -10,11 +10,12 @@ order, the initial weights (``init_weights`` on plain tensors) and the LR schedu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 
 import pytest
 import torch
-from _parity_cases import VARIANTS, case_overrides, variant_presets
+from _parity_cases import FAMILY_VARIANTS, REPLICATED_VARIANTS, VARIANTS, case_overrides, variant_presets
 from conftest import torchrun
 
 from shardwise.config import load_config
@@ -23,17 +24,22 @@ from shardwise.verify import compare, register_presets, run_reference
 PRESETS = variant_presets()
 register_presets(PRESETS)  # for the references, built in this process
 
+# name: (overrides, processes, variants). One torchrun per layout trains all of its variants.
 LAYOUTS = {
-    "tp2": {"parallel.tp": 2, "parallel.sequence_parallel": False, "parallel.loss_parallel": False},
-    "tp2-sp-lp": {"parallel.tp": 2, "parallel.sequence_parallel": True, "parallel.loss_parallel": True},
-    "dp2xtp2-sp-lp": {"parallel.dp_shard": 2, "parallel.tp": 2},
+    "tp2": ({"parallel.tp": 2, "parallel.sequence_parallel": False, "parallel.loss_parallel": False}, 2,
+            VARIANTS + FAMILY_VARIANTS),
+    "tp2-sp-lp": ({"parallel.tp": 2, "parallel.sequence_parallel": True, "parallel.loss_parallel": True}, 2,
+                  VARIANTS + FAMILY_VARIANTS),
+    "dp2xtp2-sp-lp": ({"parallel.dp_shard": 2, "parallel.tp": 2}, 4, VARIANTS + FAMILY_VARIANTS),
     # Mixed 1D/2D parameters (norms stay FSDP-only without SP), with full activation checkpointing.
-    "dp2xtp2-nosp-ac": {"parallel.dp_shard": 2, "parallel.tp": 2, "parallel.sequence_parallel": False,
-                        "train.activation_checkpointing": "full"},
-    "hsdp2xtp2-sac": {"parallel.dp_replicate": 2, "parallel.dp_shard": 1, "parallel.tp": 2,
-                      "train.activation_checkpointing": "selective"},
+    "dp2xtp2-nosp-ac": ({"parallel.dp_shard": 2, "parallel.tp": 2, "parallel.sequence_parallel": False,
+                         "train.activation_checkpointing": "full"}, 4, VARIANTS),
+    "hsdp2xtp2-sac": ({"parallel.dp_replicate": 2, "parallel.dp_shard": 1, "parallel.tp": 2,
+                       "train.activation_checkpointing": "selective"}, 4, VARIANTS),
+    # More TP ranks than KV heads: each KV head computed by 2 (or 4) ranks.
+    "tp4-sp-lp": ({"parallel.dp_shard": 1, "parallel.tp": 4}, 4, REPLICATED_VARIANTS),
 }
-WORLD = {"tp2": 2, "tp2-sp-lp": 2, "dp2xtp2-sp-lp": 4, "dp2xtp2-nosp-ac": 4, "hsdp2xtp2-sac": 4}
+CASES = [(name, variant) for name, (_, _, variants) in LAYOUTS.items() for variant in variants]
 
 
 @cache
@@ -42,20 +48,30 @@ def reference(variant: str) -> dict:
     return run_reference(load_config(None, case_overrides(variant, {"parallel.tp": 1})))
 
 
-@pytest.fixture(scope="module", params=list(LAYOUTS))
-def layout_results(request, tmp_path_factory) -> tuple[str, dict]:
-    name = request.param
-    out = tmp_path_factory.mktemp(name) / "results.pt"
-    cases = [case_overrides(v, LAYOUTS[name]) for v in VARIANTS]
-    torchrun(WORLD[name], "shardwise.verify", "--presets", json.dumps(PRESETS), "--cases", json.dumps(cases),
-             "--out", str(out))
-    return name, dict(zip(VARIANTS, torch.load(out)))
+@pytest.fixture(scope="module")
+def layout_results(tmp_path_factory) -> Callable[[str], dict[str, dict]]:
+    """Rank 0's results of a layout's variants, all trained by one torchrun the first time a test asks."""
+    runs: dict[str, dict[str, dict] | None] = {}
+
+    def results(name: str) -> dict[str, dict]:
+        if name in runs and runs[name] is None:
+            pytest.fail(f"the {name} run failed; see its first test")
+        if name not in runs:
+            runs[name] = None
+            overrides, world, variants = LAYOUTS[name]
+            out = tmp_path_factory.mktemp(name) / "results.pt"
+            cases = [case_overrides(v, overrides) for v in variants]
+            torchrun(world, "shardwise.verify", "--presets", json.dumps(PRESETS), "--cases", json.dumps(cases),
+                     "--out", str(out))
+            runs[name] = dict(zip(variants, torch.load(out)))
+        return runs[name]
+
+    return results
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_layout_matches_single_process(layout_results, variant):
+@pytest.mark.parametrize("layout,variant", CASES, ids=[f"{n}-{v}" for n, v in CASES])
+def test_layout_matches_single_process(layout_results, layout, variant):
     """Parameter count, first-step loss (1e-5) and every gradient (1e-4), logits at init (1e-5), every
     step's loss and grad norm (1e-4) and the final weights (1e-3), all relative; see verify.TOLERANCE."""
-    name, results = layout_results
-    failed = [c.line() for c in compare(results[variant], reference(variant)) if not c.ok]
-    assert not failed, f"{name}/{variant}:\n" + "\n".join(failed)
+    failed = [c.line() for c in compare(layout_results(layout)[variant], reference(variant)) if not c.ok]
+    assert not failed, f"{layout}/{variant}:\n" + "\n".join(failed)

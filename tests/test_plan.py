@@ -12,13 +12,15 @@ from conftest import torchrun
 from shardwise.cli import main
 from shardwise.plan import group_name
 
-# Two layouts on one 4-process world: FSDP x TP with sequence and loss parallel (Qwen3's q/k norms
-# included), and HSDP x TP without sequence parallelism (norms stay off the TP mesh).
+# Three layouts on one 4-process world: FSDP x TP with sequence and loss parallel (Qwen3's q/k norms
+# included), HSDP x TP without sequence parallelism (norms stay off the TP mesh), and tp=4 over 2 KV heads.
 CASES = {
     "tiny-qwen3 dp_shard=2 x tp=2": {"model.preset": "tiny-qwen3", "parallel.dp_shard": 2, "parallel.tp": 2},
     "tiny-llama dp_replicate=2 x tp=2, SP off": {
         "model.preset": "tiny-llama", "parallel.dp_replicate": 2, "parallel.dp_shard": 1, "parallel.tp": 2,
         "parallel.sequence_parallel": False},
+    "tiny-phi3 tp=4 (fused q/k/v, each KV head on 2 ranks)": {"model.preset": "tiny-phi3", "parallel.dp_shard": 1,
+                                                              "parallel.tp": 4},
 }
 SHORT_RUN = {"train.steps": 1, "train.seq_len": 16, "train.global_batch_size": 4, "train.micro_batch_size": 1,
              "output.progress": False}
@@ -72,12 +74,25 @@ def test_every_failure_is_listed(capsys):
     failed = [c["message"] for c in plan["checks"] if not c["ok"]]
     assert failed == [
         "attention heads (4) is not divisible by parallel.tp=3; use parallel.tp in [1, 2]",
-        "KV heads (2) is not divisible by parallel.tp=3; use parallel.tp in [1, 2]",
+        "KV heads (2) is neither divisible by nor a divisor of parallel.tp=3; use parallel.tp in [1, 2]",
         "vocab size (320) is not divisible by parallel.tp=3; use parallel.tp in [1, 2]",
         "intermediate size (352) is not divisible by parallel.tp=3; use parallel.tp in [1, 2]",
         "train.seq_len=4096 exceeds the model's max_position_embeddings=2048",
     ]
     assert "parameters" not in plan  # nothing is sharded with a plan that cannot apply
+
+
+@pytest.mark.parametrize("preset,tp,heads,kv_replicas", [("tiny-llama", 2, "2 query, 1 KV", 1),
+                                                         ("tiny-llama", 4, "1 query, 1 KV", 2),
+                                                         ("tiny-phi3", 4, "1 query, 1 KV", 2)])
+def test_kv_replication_is_shown(capsys, preset, tp, heads, kv_replicas):
+    """tp beyond the KV heads is planned, not refused: each KV head on tp / KV heads ranks, K/V shapes as stored."""
+    code, plan = plan_json(capsys, f"--model.preset={preset}", f"--parallel.tp={tp}", f"--world-size={tp}")
+    assert code == 0 and plan["heads"]["ranks_per_kv_head"] == kv_replicas
+    assert main(["plan", f"--model.preset={preset}", f"--parallel.tp={tp}", f"--world-size={tp}"]) == 0
+    text = capsys.readouterr().out
+    assert f"attention heads per rank: {heads}" in text
+    assert ("KV heads replicated: each computed by 2 ranks" in text) == (kv_replicas == 2)
 
 
 @pytest.mark.parametrize("args,message", [

@@ -7,10 +7,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from shardwise.config import ModelConfig
 from shardwise.model import PRESETS, hf_config
-from shardwise.verify import TOLERANCE, small_config
+from shardwise.verify import RUN, TOLERANCE, small_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 # Loaded at interpreter start in every process (launcher and workers) through PYTHONPATH: Qwen3
@@ -49,14 +51,34 @@ def test_verify_fails_a_broken_plan(tmp_path):
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_small_config_keeps_the_architecture(preset):
-    """Same model type, head counts, head-width and MLP ratios, tie flag; 2 layers, vocab divisible by tp."""
+    """Same model type, head counts, head-width and MLP ratios (experts' too), tie flag, soft-capping,
+    multipliers, experts per token; 2 layers, vocab divisible by tp, sliding windows shorter than the run."""
     config = hf_config(ModelConfig(preset=preset))
     small = small_config(config, tp=2)
-    keep = ("model_type", "num_attention_heads", "num_key_value_heads", "tie_word_embeddings", "rope_theta")
+    keep = ("model_type", "num_attention_heads", "num_key_value_heads", "tie_word_embeddings", "rope_theta",
+            "attn_logit_softcapping", "final_logit_softcapping", "embedding_multiplier", "logits_scaling",
+            "residual_multiplier", "num_experts", "num_experts_per_tok", "mlp_only_layers")
     assert all(getattr(small, k, None) == getattr(config, k, None) for k in keep)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     q_dim = config.num_attention_heads * head_dim
     assert small.hidden_size / (small.num_attention_heads * small.head_dim) == pytest.approx(config.hidden_size / q_dim)
-    assert small.intermediate_size / small.hidden_size == pytest.approx(
-        config.intermediate_size / config.hidden_size, rel=0.2)
+    for width in ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size"):
+        if getattr(config, width, None):
+            assert getattr(small, width) / small.hidden_size == pytest.approx(
+                getattr(config, width) / config.hidden_size, rel=0.2), width
     assert small.num_hidden_layers == 2 and small.vocab_size % 2 == 0 and small.hidden_size <= 512
+    assert len(getattr(small, "layer_types", None) or [0, 0]) == 2
+    if getattr(config, "sliding_window", None):
+        assert small.sliding_window < RUN["train.seq_len"]
+
+
+@pytest.mark.parametrize("model_type,fields", [
+    ("olmo2", {"pad_token_id": 100277, "eos_token_id": 100257}),  # token ids beyond the toy vocabulary
+    ("phi3", {"hidden_size": 3072, "num_attention_heads": 32, "original_max_position_embeddings": 4096,
+              "max_position_embeddings": 131072,  # Phi-3-mini-128k's LongRoPE: 48 factors for head_dim 96
+              "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 48, "long_factor": [2.0] * 48}}),
+])
+def test_small_config_of_hub_configs_builds_and_runs(model_type, fields):
+    small = small_config(AutoConfig.for_model(model_type, **fields), tp=2)
+    logits = AutoModelForCausalLM.from_config(small)(input_ids=torch.randint(0, small.vocab_size, (1, 40))).logits
+    assert logits.shape == (1, 40, small.vocab_size) and bool(logits.isfinite().all())

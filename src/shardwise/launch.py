@@ -67,7 +67,7 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
 
     layout = resolve_layout(cfg.parallel, world_size)
     config = hf_config(cfg.model)
-    get_plan(config.model_type, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
+    get_plan(config, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     check_divisibility(config, cfg, layout.tp)
     if cfg.model.path:
         checkpoint_files(cfg.model.path)

@@ -21,11 +21,11 @@ from safetensors import safe_open
 from torch.distributed.tensor import DTensor
 
 from shardwise.config import ConfigError
-from shardwise.model import CausalLM, local_slices, reset_rotary, tie_embeddings
+from shardwise.model import CausalLM, local_slices, reset_buffers, tie_embeddings
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
-# Stored by some exports (older Llama ones) although the model recomputes it: see ``reset_rotary``.
+# Stored by some exports (older Llama ones) although the model recomputes it: see ``reset_buffers``.
 RECOMPUTED_SUFFIX = ".rotary_emb.inv_freq"
 
 
@@ -121,5 +121,5 @@ def load_weights(model: CausalLM, folder: str | Path, device: torch.device) -> i
             block = f.get_slice(stored)[local_slices(param)]
         (param.to_local() if isinstance(param, DTensor) else param).copy_(block)
         read += block.numel()
-    reset_rotary(model, device)
+    reset_buffers(model, device)
     return read

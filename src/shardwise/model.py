@@ -4,6 +4,8 @@
 lm_head) instead of ``AutoModelForCausalLM.forward``: with sequence parallelism the embedding
 output holds only a slice of the sequence, so HF's own forward would build positions and masks
 from the wrong length. Here the rotary embedding always sees explicit full-sequence positions.
+What an architecture's top-level forward does differently (scaled embeddings, per-layer windows
+and rotary tables, capped logits) comes from its ``DecoderForward`` (``shardwise.plans``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch.distributed.tensor._utils import compute_local_shape_and_global_offse
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from shardwise.config import ConfigError, ModelConfig
+from shardwise.plans import model_forward
 
 _TINY = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=320, max_position_embeddings=2048, rms_norm_eps=1e-6)
@@ -28,6 +31,19 @@ PRESETS: dict[str, dict] = {
     "tiny-llama": dict(model_type="llama", tie_word_embeddings=False, **_TINY),
     "tiny-qwen3": dict(model_type="qwen3", tie_word_embeddings=True, head_dim=32, **_TINY),
     "tiny-mistral": dict(model_type="mistral", tie_word_embeddings=False, sliding_window=None, **_TINY),
+    # Gemma 2 soft-caps attention logits, which needs model.attn_implementation=eager.
+    "tiny-gemma2": dict(model_type="gemma2", tie_word_embeddings=True, head_dim=32, query_pre_attn_scalar=32,
+                        sliding_window=64, attn_logit_softcapping=50.0, final_logit_softcapping=30.0, **_TINY),
+    "tiny-gemma3": dict(model_type="gemma3_text", tie_word_embeddings=True, head_dim=32, query_pre_attn_scalar=32,
+                        sliding_window=64, layer_types=["sliding_attention", "full_attention"] * 2, **_TINY),
+    "tiny-phi3": dict(model_type="phi3", tie_word_embeddings=False, pad_token_id=None, eos_token_id=None, **_TINY),
+    "tiny-olmo2": dict(model_type="olmo2", tie_word_embeddings=False, eos_token_id=None, **_TINY),
+    "tiny-granite": dict(model_type="granite", tie_word_embeddings=True, embedding_multiplier=12.0,
+                         residual_multiplier=0.22, attention_multiplier=1 / 32, logits_scaling=8.0, **_TINY),
+    # Layer 1 is dense (mlp_only_layers), the others mixtures of 8 experts, 2 per token, plus a shared expert.
+    "tiny-qwen2-moe": dict(model_type="qwen2_moe", tie_word_embeddings=False, num_experts=8, num_experts_per_tok=2,
+                           moe_intermediate_size=64, shared_expert_intermediate_size=176, mlp_only_layers=[1],
+                           **_TINY),
     "qwen2-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                        num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
                        max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1e6),
@@ -66,6 +82,7 @@ class CausalLM(nn.Module):
     def __init__(self, hf: nn.Module):
         super().__init__()
         self.hf = hf
+        self.adapter = model_forward(hf.config)
         self.checkpoint_fn: Callable[..., torch.Tensor] | None = None
 
     @property
@@ -78,22 +95,27 @@ class CausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, packed: bool | None = None) -> torch.Tensor:
-        """``attention_mask`` None means causal attention within each document (``document_mask``).
+        """``attention_mask`` None means causal attention within each document (``document_mask``),
+        and within each layer's sliding window; a given mask applies to every layer.
 
         ``packed`` says whether any row holds a document boundary, as ``Batch.to`` found on the
         CPU; None makes ``document_mask`` look at ``position_ids`` itself (one host sync on a GPU).
         """
-        base = self.hf.model
-        hidden = base.embed_tokens(input_ids)
+        base, adapter = self.hf.model, self.adapter
+        hidden = adapter.embed(base, input_ids)
+        windows = adapter.windows()
         if attention_mask is None:
-            attention_mask = document_mask(position_ids, self.config._attn_implementation, hidden.dtype, packed)
-        position_embeddings = base.rotary_emb(hidden, position_ids)
-        for layer in self.layers:
+            impl = self.config._attn_implementation
+            by_window = {w: document_mask(position_ids, impl, hidden.dtype, packed, w) for w in set(windows)}
+            masks = [by_window[w] for w in windows]
+        else:
+            masks = [attention_mask] * len(windows)
+        position_embeddings = adapter.position_embeddings(base, hidden, position_ids)
+        for layer, mask, rotary in zip(self.layers, masks, position_embeddings, strict=True):
             args = (hidden,)
-            kwargs = dict(attention_mask=attention_mask, position_ids=position_ids,
-                          position_embeddings=position_embeddings)
+            kwargs = dict(attention_mask=mask, position_ids=position_ids, position_embeddings=rotary)
             hidden = self.checkpoint_fn(layer, *args, **kwargs) if self.checkpoint_fn else layer(*args, **kwargs)
-        logits = self.hf.lm_head(base.norm(hidden))
+        logits = adapter.logits(self.hf.lm_head(base.norm(hidden)))
         # Sequence parallelism hands the head the tokens of every row as one flat sequence.
         return logits if logits.shape[:2] == input_ids.shape else logits.view(*input_ids.shape, -1)
 
@@ -104,23 +126,29 @@ def has_restarts(position_ids: torch.Tensor) -> bool:
 
 
 def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype,
-                  packed: bool | None = None) -> torch.Tensor | None:
+                  packed: bool | None = None, window: int | None = None) -> torch.Tensor | None:
     """The (batch, 1, seq, seq) mask of causal attention within packed documents, or None.
 
     A document starts where its position is 0 (packed samples restart positions there), so a
     running count of zeros numbers the documents, and a query sees a key iff both are in the same
-    document and the key is not later. The mask covers the full sequence, as attention sees it
-    under sequence parallelism. Without a restart after the first token in any row, None keeps
-    the plain causal path (and sdpa's fastest kernels). ``packed`` is that restart test done by
-    the caller; None does it here.
+    document and the key is not later, nor (with a sliding ``window``) ``window`` or more tokens
+    earlier. The mask covers the full sequence, as attention sees it under sequence parallelism.
+    Without a restart after the first token in any row and without a window shorter than the
+    sequence, None keeps sdpa's plain causal path (and its fastest kernels); eager attention has
+    none (it applies only the mask it gets), so it always gets one. ``packed`` is that restart test
+    done by the caller; None does it here.
     """
     if packed is None:
         # meta tensors (``shardwise plan``) trace shapes and collectives, which no mask changes
         packed = not position_ids.is_meta and has_restarts(position_ids)
-    if not packed:
+    seq = position_ids.shape[1]
+    windowed = window is not None and window < seq
+    if not packed and not windowed and attn_implementation != "eager":
         return None
     doc = (position_ids == 0).cumsum(dim=1)
-    causal = torch.ones(doc.shape[1], doc.shape[1], dtype=torch.bool, device=doc.device).tril()
+    causal = torch.ones(seq, seq, dtype=torch.bool, device=doc.device).tril()
+    if windowed:
+        causal = causal.triu(1 - window)  # key index > query index - window, as HF's sliding_window_overlay
     allowed = ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
     if attn_implementation == "sdpa":
         return allowed
@@ -197,11 +225,9 @@ def init_weights(model: CausalLM, device: torch.device, seed: int) -> None:
         full = _full_init(name, param.shape, std, seed, device)
         local = param.to_local() if isinstance(param, DTensor) else param
         local.copy_(full[local_slices(param)])
-    reset_rotary(model, device)
+    reset_buffers(model, device)
 
 
-def reset_rotary(model: CausalLM, device: torch.device) -> None:
-    """Recompute rotary ``inv_freq`` buffers, which are non-persistent and lost on the meta device."""
-    rotary_cls = type(model.hf.model.rotary_emb)
-    with torch.device(device):  # the constructor's device argument differs between transformers versions
-        model.hf.model.rotary_emb = rotary_cls(config=model.config)
+def reset_buffers(model: CausalLM, device: torch.device) -> None:
+    """Recompute non-persistent buffers (rotary ``inv_freq``, Gemma's embedding scale), lost on the meta device."""
+    model.adapter.reset_buffers(model.hf.model, device)

@@ -21,7 +21,8 @@ from transformers import PretrainedConfig
 from shardwise.config import Config, ConfigError
 from shardwise.mesh import Layout, Meshes
 from shardwise.model import CausalLM, tie_embeddings
-from shardwise.plans import get_plan
+from shardwise.plans import get_plan, model_forward
+from shardwise.plans.decoder import head_dim
 from shardwise.tp import Style, compute_in, replicate_remaining
 
 # Ops whose outputs selective checkpointing keeps: recomputing them costs FLOPs or communication.
@@ -36,16 +37,33 @@ _SAVE_OPS = {
 
 
 def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int) -> list[str]:
-    """Every shape that tensor parallelism cannot split evenly, and a too long sequence; one line each."""
-    heads, kv = config.num_attention_heads, config.num_key_value_heads
-    ok = [d for d in range(1, tp + 1) if heads % d == 0 and kv % d == 0 and config.vocab_size % d == 0]
-    errors = [f"{what} ({n}) is not divisible by parallel.tp={tp}; use parallel.tp in {ok}"
-              for what, n in (("attention heads", heads), ("KV heads", kv), ("vocab size", config.vocab_size),
-                              ("intermediate size", config.intermediate_size)) if n % tp]
+    """Every shape that tensor parallelism cannot split evenly, the architecture's own refusals, and a too
+    long sequence; one line each.
+
+    KV heads either split over ``tp`` or, where ``tp`` is a multiple of them, are each replicated on
+    ``tp / num_key_value_heads`` ranks, which store equal shares of the head's rows.
+    """
+    heads, kv, hd, vocab = config.num_attention_heads, config.num_key_value_heads, head_dim(config), config.vocab_size
+    ok = [d for d in range(1, tp + 1) if heads % d == 0 and _kv_splits(kv, hd, d) and vocab % d == 0]
+    fix = f"use parallel.tp in {ok}"
+    errors = [f"attention heads ({heads}) is not divisible by parallel.tp={tp}; {fix}"] if heads % tp else []
+    if kv % tp and tp % kv:
+        errors.append(f"KV heads ({kv}) is neither divisible by nor a divisor of parallel.tp={tp}; {fix}")
+    elif not _kv_splits(kv, hd, tp):
+        errors.append(f"head_dim ({hd}) is not divisible by parallel.tp / KV heads = {tp // kv}, the ranks "
+                      f"sharing each KV head; {fix}")
+    errors += [f"{what} ({n}) is not divisible by parallel.tp={tp}; {fix}"
+               for what, n in (("vocab size", vocab), ("intermediate size", config.intermediate_size)) if n % tp]
+    errors += model_forward(config).errors()
     limit = config.max_position_embeddings
     if cfg.train.seq_len > limit:
         errors.append(f"train.seq_len={cfg.train.seq_len} exceeds the model's max_position_embeddings={limit}")
     return errors
+
+
+def _kv_splits(kv: int, rows: int, tp: int) -> bool:
+    """KV heads of ``rows`` rows split over ``tp`` ranks, or each on ``tp / kv`` ranks holding equal shares of it."""
+    return kv % tp == 0 or (tp % kv == 0 and rows % (tp // kv) == 0)
 
 
 def check_divisibility(config: PretrainedConfig, cfg: Config, tp: int) -> None:
@@ -67,7 +85,7 @@ def apply_tp(model: CausalLM, tp_mesh: DeviceMesh, sequence_parallel: bool, loss
     own; both are ``Shard(0)`` over the vocab, so pointing ``lm_head`` back at the embedding's
     restores the tie with matching placements.
     """
-    plan = get_plan(model.config.model_type, sequence_parallel, loss_parallel)
+    plan = get_plan(model.config, sequence_parallel, loss_parallel)
     for layer in model.layers:
         apply_styles(layer, plan.block, tp_mesh)
     apply_styles(model, plan.top, tp_mesh)

@@ -85,6 +85,14 @@ def style_table(plan: TPPlan, model: CausalLM) -> list[dict[str, str]]:
     return rows
 
 
+def head_split(config: Any, tp: int) -> dict[str, int]:
+    """Query and KV heads each rank computes, and how many ranks compute each KV head: more than one
+    where ``tp`` exceeds the KV heads (Megatron's KV replication, ``shardwise.tp.head_rows``)."""
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    return {"query_heads_per_rank": heads // tp, "kv_heads_per_rank": max(kv // tp, 1),
+            "ranks_per_kv_head": max(tp // kv, 1)}
+
+
 def _attempt(checks: list[dict[str, Any]], name: str, fn: Callable[[], Any]) -> Any:
     """Run one check; record it as passed, or failed with its one-line message, and return its result."""
     try:
@@ -114,7 +122,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     with fake_world(layout.world_size):
         meshes = build_mesh(layout, "cpu")
         model = build_meta_model(config)
-        styles = style_table(get_plan(config.model_type, sp, cfg.parallel.loss_parallel), model) if tp > 1 else []
+        styles = style_table(get_plan(config, sp, cfg.parallel.loss_parallel), model) if tp > 1 else []
         qk_norm = hasattr(model.layers[0].self_attn, "q_norm")
         parallelize(model, cfg, meshes, layout, dtype)
         layout_rows = param_layout(model)
@@ -136,6 +144,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     return {
         "num_params": num_params(model),
         "styles": styles,
+        "heads": head_split(config, tp) if tp > 1 else None,
         "parameters": param_table(layout_rows),
         "memory_bytes": memory_for(cfg.train.activation_checkpointing, dims.batch),
         "memory_options": [{"activation_checkpointing": mode, "micro_batch_size": mb,
@@ -169,7 +178,7 @@ def structural_checks(cfg: Config, config: Any, world_size: int) -> tuple[list[d
     """Layout, architecture, shapes and batch split, all of them (not only the first that fails)."""
     checks: list[dict[str, Any]] = []
     layout = _attempt(checks, "world size vs. mesh", lambda: resolve_layout(cfg.parallel, world_size))
-    _attempt(checks, "architecture", lambda: get_plan(config.model_type, True, True))
+    _attempt(checks, "architecture", lambda: get_plan(config, True, True))
     for message in divisibility_errors(config, cfg, layout.tp if layout else cfg.parallel.tp):
         checks.append({"check": "shapes", "ok": False, "message": message})
     if layout:  # StepBatches checks the batch split before it touches any data
@@ -282,11 +291,20 @@ def _header(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _heads_line(h: dict[str, int]) -> str:
+    line = f"attention heads per rank: {h['query_heads_per_rank']} query, {h['kv_heads_per_rank']} KV"
+    if h["ranks_per_kv_head"] > 1:
+        line += (f"; KV heads replicated: each computed by {h['ranks_per_kv_head']} ranks, each storing "
+                 f"1/{h['ranks_per_kv_head']} of its rows (gathered per forward, gradients summed)")
+    return line
+
+
 def _sharding(r: dict[str, Any]) -> list[str]:
     lines = []
     if r["styles"]:
         lines += ["", "tensor-parallel styles (plan registry):"]
         lines += _table([[s["scope"], s["module"], s["class"], s["style"]] for s in r["styles"]])
+        lines.append("  " + _heads_line(r["heads"]))
     lines += ["", "parameters (rank 0; layers.* is block 0, the same in every block):"]
     rows = [["name", "count", "global", "local", "placements"]]
     rows += [[p["name"], str(p["count"]), _shape(p["global_shape"]), _shape(p["local_shape"]),

@@ -17,6 +17,11 @@ micro-batch in row-major order, cut into ``tp`` contiguous pieces and held as
 scatter runs along dim 0 without a copy; only attention needs ``(batch, seq)`` back, and its
 gather restores that shape from the block's ``position_ids``.
 
+A column-parallel weight whose rows a rank must compute with are not its own contiguous block
+(the pieces of a fused q/k/v or gate/up projection, or a KV head held by several ranks) is
+still stored as a plain ``Shard(0)`` of Hugging Face's layout; its forward regroups the rows
+with one all-to-all (``RowPlan``), whose backward sends the gradient rows back and sums them.
+
 Each style's ``apply(module, mesh)`` shards one module in place; ``shardwise.plans`` says which
 style each submodule of an architecture gets.
 """
@@ -65,6 +70,10 @@ def _reduce_scatter(x: torch.Tensor, g: Group) -> torch.Tensor:
 
 def _all_reduce(x: torch.Tensor, g: Group, op: str = "sum") -> torch.Tensor:
     return _ops.wait_tensor(_ops.all_reduce(x.contiguous(), op, g.name))
+
+
+def _all_to_all(x: torch.Tensor, out_sizes: tuple[int, ...], in_sizes: tuple[int, ...], g: Group) -> torch.Tensor:
+    return _ops.wait_tensor(_ops.all_to_all_single(x.contiguous(), list(out_sizes), list(in_sizes), g.name))
 
 
 class _GatherTokens(torch.autograd.Function):
@@ -118,6 +127,20 @@ class _ReduceFromGroup(torch.autograd.Function):
         return grad, None
 
 
+class _SumOverGroup(torch.autograd.Function):
+    """All-reduce forward and backward: a sum over ranks that every rank then uses for its own part of the
+    work (e.g. its heads), so the gradient of the sum is the sum of every rank's gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, g: Group) -> torch.Tensor:
+        ctx.g = g
+        return _all_reduce(x, g)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _all_reduce(grad, ctx.g), None
+
+
 class _GatherLastDim(torch.autograd.Function):
     """All-gather of the last dim forward (vocab-sharded logits made whole), this rank's slice backward."""
 
@@ -149,6 +172,99 @@ def reduce_from_group(x: torch.Tensor, g: Group) -> torch.Tensor:
 def all_reduce_no_grad(x: torch.Tensor, g: Group, op: str) -> torch.Tensor:
     """An all-reduce outside autograd (e.g. the max that stabilizes a softmax)."""
     return _all_reduce(x.detach(), g, op)
+
+
+# --- rows of fused or replicated heads: one all-to-all from the stored block to the computed one --------
+
+Ranges = tuple[tuple[int, int], ...]
+
+
+def head_rows(heads: tuple[int, ...], rows_per_head: int, tp: int, rank: int) -> Ranges:
+    """The rows of a column-parallel weight that ``rank`` computes with, ascending.
+
+    The weight's rows are consecutive sections of ``heads[i]`` heads of ``rows_per_head`` rows each
+    (one section for q_proj; q, k and v for a fused qkv_proj; gate and up with one row per "head").
+    A rank takes ``n / tp`` whole heads of each section of ``n`` heads; where ``tp`` exceeds ``n``
+    (and is a multiple of it), ``tp / n`` consecutive ranks share one head, as in Megatron's
+    KV-head replication.
+    """
+    out, base = [], 0
+    for n in heads:
+        first, count = (rank * n // tp, n // tp) if n % tp == 0 else (rank // (tp // n), 1)
+        out.append((base + first * rows_per_head, base + (first + count) * rows_per_head))
+        base += n * rows_per_head
+    return tuple(out)
+
+
+def _overlaps(ranges: Ranges, lo: int, hi: int) -> Ranges:
+    return tuple((max(a, lo), min(b, hi)) for a, b in ranges if max(a, lo) < min(b, hi))
+
+
+def _merged(ranges: Ranges) -> Ranges:
+    out: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return tuple(out)
+
+
+class RowPlan(NamedTuple):
+    """A static all-to-all from each rank's stored block of rows (``Shard(0)``) to the rows it computes with.
+
+    ``send`` lists ranges of the local block, concatenated in target-rank order, ``send_sizes`` how
+    many rows go to each rank and ``recv_sizes`` how many come from each. Every rank needs rows in
+    ascending order and blocks are ascending, so what arrives, source by source, is already in order.
+    Constants only (tuples of ints), so a compiled block's graph holds it as such.
+    """
+
+    send: Ranges
+    send_sizes: tuple[int, ...]
+    recv_sizes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, heads: tuple[int, ...], rows_per_head: int, tp: int, rank: int) -> RowPlan | None:
+        """The plan of ``rank``, or None where every rank computes with exactly the block it stores."""
+        total = sum(heads) * rows_per_head
+        block = total // tp
+        needs = [head_rows(heads, rows_per_head, tp, r) for r in range(tp)]
+        if all(_merged(needs[r]) == ((r * block, (r + 1) * block),) for r in range(tp)):
+            return None
+        lo = rank * block
+        send, send_sizes = [], []
+        for need in needs:
+            mine = _overlaps(need, lo, lo + block)
+            send += [(a - lo, b - lo) for a, b in mine]
+            send_sizes.append(sum(b - a for a, b in mine))
+        recv_sizes = tuple(sum(b - a for a, b in _overlaps(needs[rank], s * block, (s + 1) * block)) for s in range(tp))
+        return cls(tuple(send), tuple(send_sizes), recv_sizes)
+
+
+class _Regroup(torch.autograd.Function):
+    """Stored rows -> computed rows (``RowPlan``) forward; backward sends each gradient row back to the
+    rank storing it, which sums the rows it lent to several ranks (a replicated head's replicas)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, plan: RowPlan, g: Group) -> torch.Tensor:
+        ctx.plan, ctx.g, ctx.shape = plan, g, x.shape
+        return _all_to_all(torch.cat([x[a:b] for a, b in plan.send]), plan.recv_sizes, plan.send_sizes, g)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        plan = ctx.plan
+        back = _all_to_all(grad, plan.send_sizes, plan.recv_sizes, ctx.g)
+        out = grad.new_zeros(ctx.shape)
+        offset = 0
+        for a, b in plan.send:
+            out[a:b] += back[offset:offset + b - a]
+            offset += b - a
+        return out, None, None
+
+
+def regroup(x: torch.Tensor | None, plan: RowPlan | None, g: Group) -> torch.Tensor | None:
+    """This rank's stored rows of ``x`` (a weight or bias) -> the rows it computes with."""
+    return x if x is None or plan is None else _Regroup.apply(x, plan, g)
 
 
 # --- parameters: DTensors at rest, local shards in compute ----------------------------------------
@@ -250,12 +366,61 @@ def sum_partial_grads(params: list[nn.Parameter], mesh: DeviceMesh) -> None:
 # --- styles -----------------------------------------------------------------------------------------
 # Each style's forward is one module-level function reading ``_tp_*`` attributes, never a closure.
 
+def _colwise_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    g, plan = self._tp_group, self._tp_rows
+    return F.linear(x, regroup(self.weight, plan, g), regroup(self.bias, plan, g))
+
+
 @dataclass(frozen=True)
 class ColwiseParallel:
-    """Output features split over TP ranks (q/k/v, gate/up): weight and bias ``Shard(0)``, input whole."""
+    """Output features split over TP ranks (q/k/v, gate/up): weight and bias ``Shard(0)``, input whole.
+
+    ``heads`` describes the output rows as consecutive sections of whole heads of ``rows_per_head``
+    rows (``head_rows``): a fused projection (Phi-3's ``qkv_proj``, ``gate_up_proj``) computes with
+    its share of every section, and a section of fewer heads than ranks (KV heads at ``tp >
+    num_key_value_heads``) gives each head to ``tp / heads`` ranks. Where that differs from the
+    stored block, the forward regroups the rows (``RowPlan``). Storage stays ``Shard(0)`` of
+    Hugging Face's layout, so checkpoints, resharding, export and loading see the original shapes.
+    """
+
+    heads: tuple[int, ...] = ()
+    rows_per_head: int = 1
 
     def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
-        distribute_params(module, mesh, {"weight": Shard(0), "bias": Shard(0)})
+        g = Group.of(mesh)
+        plan = RowPlan.of(self.heads, self.rows_per_head, g.size, g.rank) if self.heads else None
+        if plan is None:
+            distribute_params(module, mesh, {"weight": Shard(0), "bias": Shard(0)})
+        else:
+            distribute_params(module, mesh, {"weight": Shard(0), "bias": Shard(0)}, forward=_colwise_forward,
+                              group=g, rows=plan)
+
+
+def _colwise_rms_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    g, dtype = self._tp_group, x.dtype
+    x = x.float()
+    # every rank holds width/tp of each token (replicated heads: r copies of a 1/r share), so the sum over
+    # ranks divided by tp x local width is the mean over the full width
+    sum_sq = _SumOverGroup.apply(x.pow(2).sum(-1, keepdim=True), g)
+    x = x * torch.rsqrt(sum_sq / (g.size * x.shape[-1]) + self._tp_eps)
+    return (regroup(self.weight, self._tp_rows, g) * x).to(dtype)
+
+
+@dataclass(frozen=True)
+class ColwiseRMSNorm:
+    """An RMSNorm over the whole output width of a column-parallel projection (OLMo 2's q/k norms, which
+    span all heads): its weight is split like the projection (``heads``, ``rows_per_head``), and the
+    mean of squares adds every rank's sum of squares with one all-reduce of a scalar per token, in
+    the forward and (as each rank uses it for its own heads) in the backward."""
+
+    heads: tuple[int, ...]
+    rows_per_head: int
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        g = Group.of(mesh)
+        distribute_params(module, mesh, {"weight": Shard(0)}, forward=_colwise_rms_forward, group=g,
+                          rows=RowPlan.of(self.heads, self.rows_per_head, g.size, g.rank),
+                          eps=module.variance_epsilon)
 
 
 def _rowwise_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -322,12 +487,45 @@ class GatherInput:
 
 
 @dataclass(frozen=True)
+class AttentionParallel:
+    """Attention with its heads split over TP ranks: gathers its input as ``GatherInput(sp, "hidden_states",
+    restore_batch=True)`` does, and sets ``num_key_value_groups`` (query heads per KV head, which HF's
+    attention uses to repeat K/V) from this rank's heads: unchanged while ``tp`` divides the KV heads,
+    ``heads / tp`` once KV heads are replicated (each rank then holds one)."""
+
+    sequence_parallel: bool
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        GatherInput(self.sequence_parallel, kwarg="hidden_states", restore_batch=True).apply(module, mesh)
+        heads, kv = module.config.num_attention_heads, module.config.num_key_value_heads
+        module.num_key_value_groups = heads // max(mesh.size(), kv)
+
+
+@dataclass(frozen=True)
 class PartialGradReplica:
     """Replicated parameters whose module sees only this rank's tokens (norms under sequence
     parallelism) or heads (Qwen3's per-head q/k norms): their gradients are summed over TP ranks."""
 
     def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
         distribute_params(module, mesh, {}, tuple(n for n, _ in module.named_parameters(recurse=False)))
+
+
+@dataclass(frozen=True)
+class TokenLocalReplica:
+    """A module replicated over TP ranks that runs on each rank's own tokens: a mixture-of-experts block
+    under sequence parallelism (router, experts, shared expert), which routes each token on the one
+    rank holding it, with the whole router, so routing is exactly the single-process one. Every
+    parameter of the module and its submodules gets ``PartialGradReplica``'s summed gradient. Without
+    sequence parallelism every rank runs every token and computes the whole gradient itself, so the
+    parameters are plain replicas (``replicate_remaining``); FSDP shards them either way."""
+
+    sequence_parallel: bool
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        if self.sequence_parallel:
+            for sub in list(module.modules()):
+                if next(sub.parameters(recurse=False), None) is not None:
+                    PartialGradReplica().apply(sub, mesh)
 
 
 def _embedding_forward(self: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
@@ -376,4 +574,5 @@ class VocabParallelHead:
                           group=Group.of(mesh), mesh=mesh, sp=self.sequence_parallel, loss_parallel=self.loss_parallel)
 
 
-Style = ColwiseParallel | RowwiseParallel | GatherInput | PartialGradReplica | VocabParallelEmbedding | VocabParallelHead
+Style = (ColwiseParallel | RowwiseParallel | GatherInput | AttentionParallel | ColwiseRMSNorm | PartialGradReplica
+         | TokenLocalReplica | VocabParallelEmbedding | VocabParallelHead)

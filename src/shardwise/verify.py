@@ -62,6 +62,9 @@ VOCAB = 320  # the byte tokenizer's 257 ids fit
 LAYOUT_KEYS = ("parallel.dp_replicate", "parallel.dp_shard", "parallel.tp", "parallel.sequence_parallel",
                "parallel.loss_parallel", "train.activation_checkpointing", "model.attn_implementation")
 HEAD_DIM = 8  # even, for rotary embeddings
+WINDOW = 8  # sliding windows shorter than RUN's seq_len
+MLP_WIDTHS = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size")
+TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
 # Relative errors allowed in fp32. Weights get more room: Adam turns the rounding noise of
 # gradients that are zero in theory (e.g. k_proj.bias) into lr-sized steps.
 TOLERANCE = {"parameter count": 0.0, "loss, first step": 1e-5, "logits at init": 1e-5, "gradients, first step": 1e-4,
@@ -79,13 +82,34 @@ def resize(config: PretrainedConfig, **changes: Any) -> PretrainedConfig:
 
 
 def small_config(config: PretrainedConfig, tp: int) -> PretrainedConfig:
-    """The same architecture at toy size: 2 layers, head_dim 8, the hidden/query-width and MLP ratios kept."""
+    """The same architecture at toy size: 2 layers, head_dim 8, the hidden/query-width and MLP ratios kept.
+
+    What the architecture does beyond that stays on: head counts (so KV replication too), soft-capping
+    values, multipliers, experts and experts per token (each expert's widths scaled like the MLP's),
+    sliding windows (shortened to ``WINDOW`` tokens so that they cut into the toy's sequences) and
+    LongRoPE factors (one per rotary pair of the toy's heads).
+    """
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     q_dim = config.num_attention_heads * head_dim
     hidden = 2 * max(1, round(config.hidden_size / q_dim * config.num_attention_heads * HEAD_DIM / 2))
-    mlp = tp * max(1, round(config.intermediate_size / config.hidden_size * hidden / tp))
-    return resize(config, num_hidden_layers=2, hidden_size=hidden, head_dim=HEAD_DIM, intermediate_size=mlp,
-                  vocab_size=tp * -(-VOCAB // tp))
+
+    def width(n: int) -> int:  # an MLP width at the toy's hidden size, divisible by tp
+        return tp * max(1, round(n / config.hidden_size * hidden / tp))
+
+    vocab = tp * -(-VOCAB // tp)
+    changes = {"num_hidden_layers": 2, "hidden_size": hidden, "head_dim": HEAD_DIM, "vocab_size": vocab}
+    changes |= {key: width(getattr(config, key)) for key in MLP_WIDTHS if getattr(config, key, None)}
+    # token ids beyond the toy vocabulary (a padding row the embedding could not hold) are dropped
+    changes |= {key: None for key in TOKEN_IDS if isinstance(getattr(config, key, None), int)
+                and getattr(config, key) >= vocab}
+    if getattr(config, "sliding_window", None):
+        changes["sliding_window"] = min(config.sliding_window, WINDOW)
+    rope = getattr(config, "rope_parameters", None)
+    if isinstance(rope, dict) and "short_factor" in rope:  # LongRoPE (Phi-3 128k): one factor per rotary pair
+        pairs = int(HEAD_DIM * rope.get("partial_rotary_factor", 1.0)) // 2
+        changes["rope_parameters"] = {**rope, "short_factor": rope["short_factor"][:pairs],
+                                      "long_factor": rope["long_factor"][:pairs]}
+    return resize(config, **changes)
 
 
 def preset_spec(config: PretrainedConfig) -> dict[str, Any]:

@@ -1,35 +1,62 @@
-"""Tensor-parallel plans, one per HF ``model_type``.
+"""Per HF ``model_type``: the tensor-parallel plan, and the model-level forward ``CausalLM`` runs.
 
-A plan names, for each submodule of a decoder block and of the model's top, the DTensor
-parallel style that shards it. Llama, Qwen2 and Mistral share one layout; Qwen3 adds its
-per-head q/k norms.
+A plan names, for each submodule of a decoder block and of the model's top, the parallel style
+that shards it (``shardwise.tp``). Llama, Qwen2, Mistral and Granite share one layout; every
+other architecture has its own file here. ``FORWARDS`` names the architectures whose top-level forward
+differs from Llama's (``plans.decoder.DecoderForward``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from transformers import PretrainedConfig
+
 from shardwise.config import ConfigError
-from shardwise.plans.llama import TPPlan, llama_plan
+from shardwise.plans.decoder import DecoderForward, TPPlan
+from shardwise.plans.gemma2 import GemmaForward, gemma2_plan
+from shardwise.plans.gemma3 import Gemma3Forward, gemma3_plan
+from shardwise.plans.granite import GraniteForward
+from shardwise.plans.llama import llama_plan
+from shardwise.plans.olmo2 import olmo2_plan
+from shardwise.plans.phi3 import phi3_plan
+from shardwise.plans.qwen2_moe import qwen2_moe_plan
 from shardwise.plans.qwen3 import qwen3_plan
 
-PlanFn = Callable[[bool, bool], TPPlan]
+PlanFn = Callable[[PretrainedConfig, bool, bool], TPPlan]
 
 PLANS: dict[str, PlanFn] = {
     "llama": llama_plan,
     "qwen2": llama_plan,
     "mistral": llama_plan,
     "qwen3": qwen3_plan,
+    "gemma2": gemma2_plan,
+    "gemma3_text": gemma3_plan,
+    "phi3": phi3_plan,
+    "olmo2": olmo2_plan,
+    "granite": llama_plan,
+    "qwen2_moe": qwen2_moe_plan,
+}
+FORWARDS: dict[str, type[DecoderForward]] = {
+    "gemma2": GemmaForward,
+    "gemma3_text": Gemma3Forward,
+    "granite": GraniteForward,
 }
 
 
-def get_plan(model_type: str, sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
-    """The plan for ``model_type``; anything else is refused with the supported list."""
+def get_plan(config: PretrainedConfig, sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
+    """The plan for ``config.model_type``; anything else is refused with the supported list."""
+    model_type = config.model_type
     if model_type not in PLANS:
         raise ConfigError(
             f"architecture {model_type!r} is not supported; supported model_type values: {', '.join(sorted(PLANS))}"
         )
-    return PLANS[model_type](sequence_parallel, loss_parallel)
+    return PLANS[model_type](config, sequence_parallel, loss_parallel)
 
 
-__all__ = ["PLANS", "TPPlan", "get_plan"]
+def model_forward(config: PretrainedConfig) -> DecoderForward:
+    """What ``CausalLM`` runs around the blocks of ``config``'s architecture."""
+    return FORWARDS.get(config.model_type, DecoderForward)(config)
+
+
+__all__ = ["FORWARDS", "PLANS", "DecoderForward", "TPPlan", "get_plan", "model_forward"]

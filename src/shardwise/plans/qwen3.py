@@ -8,11 +8,13 @@ the replicas would drift apart (``tests/test_verify.py`` shows ``verify`` catchi
 
 from __future__ import annotations
 
+from transformers import PretrainedConfig
+
 from shardwise.plans.llama import TPPlan, llama_plan
 from shardwise.tp import PartialGradReplica
 
 
-def qwen3_plan(sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
-    plan = llama_plan(sequence_parallel, loss_parallel)
+def qwen3_plan(config: PretrainedConfig, sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
+    plan = llama_plan(config, sequence_parallel, loss_parallel)
     plan.block |= {"self_attn.q_norm": PartialGradReplica(), "self_attn.k_norm": PartialGradReplica()}
     return plan

@@ -1,0 +1,77 @@
+"""What every architecture provides: its tensor-parallel plan's shape and its model-level forward.
+
+``CausalLM`` never calls Hugging Face's top-level forward (see ``shardwise.model``), so whatever
+that forward does around the decoder blocks (scaling the embeddings, per-layer masks and rotary
+tables, capping or scaling the logits) is re-done by a ``DecoderForward``. The default is the
+Llama-style one; an architecture that differs subclasses it in its own plan file. It runs at
+every TP degree, tp=1 included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+
+from shardwise.tp import Style
+
+
+@dataclass
+class TPPlan:
+    """``top`` applies to the CausalLM wrapper, ``block`` to each decoder layer; keys are submodule paths."""
+
+    top: dict[str, Style]
+    block: dict[str, Style]
+
+
+def head_dim(config: PretrainedConfig) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+class DecoderForward:
+    """The top-level forward of a Llama-style decoder: plain embedding, one rotary table for every layer,
+    per-layer sliding windows from the config, logits as ``lm_head`` gives them."""
+
+    def __init__(self, config: PretrainedConfig):
+        self.config = config
+
+    def errors(self) -> list[str]:
+        """Settings this architecture cannot train with, one line each naming the fix (none here)."""
+        return []
+
+    def embed(self, base: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+        return base.embed_tokens(input_ids)
+
+    def windows(self) -> list[int | None]:
+        """Each layer's sliding window (keys at most ``window - 1`` tokens back), None for full attention.
+
+        As HF builds its masks: ``layer_types`` (Gemma, Qwen2) picks the sliding layers; without them,
+        a ``sliding_window`` applies to every layer (Mistral, Phi-3).
+        """
+        window, layers = getattr(self.config, "sliding_window", None), self.config.num_hidden_layers
+        types = getattr(self.config, "layer_types", None)
+        if types is None:
+            return [window] * layers
+        return [window if kind == "sliding_attention" else None for kind in types[:layers]]
+
+    def position_embeddings(self, base: nn.Module, hidden: torch.Tensor,
+                            position_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's rotary (cos, sin) for the full-sequence ``position_ids``."""
+        return [base.rotary_emb(hidden, position_ids)] * self.config.num_hidden_layers
+
+    def logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``lm_head``'s output (a vocab-sharded DTensor under loss parallelism) -> the model's logits."""
+        return logits
+
+    def reset_buffers(self, base: nn.Module, device: torch.device) -> None:
+        """Recompute non-persistent buffers, which building on the meta device leaves without values."""
+        rotary_cls = type(base.rotary_emb)
+        with torch.device(device):  # the constructor's device argument differs between transformers versions
+            base.rotary_emb = rotary_cls(config=self.config)
+
+
+def soft_cap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """Gemma's logit soft-capping ``cap * tanh(x / cap)``; None leaves ``x`` as it is."""
+    return x if cap is None else torch.tanh(x / cap) * cap

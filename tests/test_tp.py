@@ -1,0 +1,53 @@
+"""``RowPlan``: the all-to-all that regroups a ``Shard(0)`` weight into the rows each rank computes with.
+
+Every rank's plan is played out in one process (what each sends to whom, what each receives) and
+what arrives is compared with the rows Megatron gives that rank, built independently with
+``torch.chunk`` per section: ``n / tp`` whole heads of every section of ``n`` heads, or, with
+fewer heads than ranks, head ``rank // (tp / n)``. The distributed parity tests run the same
+plans through real collectives, backward included.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shardwise.tp import RowPlan
+
+
+def megatron_rows(weight: torch.Tensor, heads: tuple[int, ...], rows_per_head: int, tp: int, rank: int) -> torch.Tensor:
+    sections = weight.split([n * rows_per_head for n in heads])
+    return torch.cat([s.chunk(tp)[rank] if n >= tp else s.chunk(n)[rank // (tp // n)] for s, n in zip(sections, heads)])
+
+
+def delivered(weight: torch.Tensor, heads: tuple[int, ...], rows_per_head: int, tp: int) -> list[torch.Tensor]:
+    """What each rank computes with: its own block if no rank needs regrouping, else what the all-to-all brings."""
+    blocks = weight.chunk(tp)
+    plans = [RowPlan.of(heads, rows_per_head, tp, r) for r in range(tp)]
+    if plans[0] is None:
+        assert all(p is None for p in plans), "ranks disagree on whether to call the collective"
+        return list(blocks)
+    sent = [torch.cat([blocks[s][a:b] for a, b in plans[s].send]).split(list(plans[s].send_sizes)) for s in range(tp)]
+    for r in range(tp):
+        assert [sent[s][r].shape[0] for s in range(tp)] == list(plans[r].recv_sizes)
+    return [torch.cat([sent[s][r] for s in range(tp)]) for r in range(tp)]
+
+
+@pytest.mark.parametrize("heads,rows_per_head,tp", [
+    ((8,), 4, 4),  # q_proj: plain column split, no collective
+    ((2,), 4, 4),  # k_proj with 2 KV heads at tp=4: each head on 2 ranks
+    ((1,), 8, 4),  # one KV head on all 4 ranks
+    ((4, 2, 2), 4, 2),  # Phi-3 qkv_proj, KV heads split
+    ((4, 2, 2), 4, 4),  # Phi-3 qkv_proj, KV heads replicated
+    ((8, 1, 1), 8, 8),  # multi-query qkv at tp=8
+    ((12, 12), 1, 4),  # gate_up_proj
+])
+def test_each_rank_gets_megatrons_rows(heads, rows_per_head, tp):
+    weight = torch.arange(sum(heads) * rows_per_head)
+    for rank, rows in enumerate(delivered(weight, heads, rows_per_head, tp)):
+        assert torch.equal(rows, megatron_rows(weight, heads, rows_per_head, tp, rank)), f"rank {rank}"
+
+
+def test_plain_split_needs_no_collective():
+    assert RowPlan.of((8,), 4, 4, 0) is None
+    assert RowPlan.of((4, 2, 2), 4, 2, 0) is not None  # a fused projection always regroups
