@@ -6,7 +6,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from shardwise.config import ConfigError, ModelConfig, load_config
 from shardwise.model import (
-    PRESETS,
+    SHIPPED_PRESETS,
     CausalLM,
     build_meta_model,
     flop_params,
@@ -22,7 +22,7 @@ def _accepted(preset: str, attn: str) -> bool:
     return not model_forward(hf_config(ModelConfig(preset=preset, attn_implementation=attn))).errors()
 
 
-@pytest.mark.parametrize("preset,attn", [(p, a) for p in PRESETS if p.startswith("tiny-") for a in ("sdpa", "eager")
+@pytest.mark.parametrize("preset,attn", [(p, a) for p in SHIPPED_PRESETS if p.startswith("tiny-") for a in ("sdpa", "eager")
                                          if _accepted(p, a)])
 def test_forward_with_explicit_positions_equals_hf_forward(preset, attn):
     """CausalLM.forward (own loop, explicit positions, the architecture's DecoderForward) computes exactly
@@ -42,7 +42,7 @@ def test_forward_with_explicit_positions_equals_hf_forward(preset, attn):
 def test_soft_capped_attention_refuses_sdpa():
     """Gemma 2 caps attention logits, which sdpa cannot: one line before anything is built."""
     config = hf_config(ModelConfig(preset="tiny-gemma2"))
-    assert [p for p in PRESETS if p.startswith("tiny-") and not _accepted(p, "sdpa")] == ["tiny-gemma2"]
+    assert [p for p in SHIPPED_PRESETS if p.startswith("tiny-") and not _accepted(p, "sdpa")] == ["tiny-gemma2"]
     with pytest.raises(ConfigError, match=r"^gemma2 soft-caps attention logits \(attn_logit_softcapping=50.0\), which "
                                           r"sdpa cannot .*; set model.attn_implementation=eager$"):
         check_divisibility(config, load_config(None, {}), 2)

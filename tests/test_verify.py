@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from shardwise.config import ModelConfig
-from shardwise.model import PRESETS, hf_config
+from shardwise.model import SHIPPED_PRESETS, hf_config
 from shardwise.verify import RUN, TOLERANCE, small_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -49,7 +49,7 @@ def test_verify_fails_a_broken_plan(tmp_path):
     assert proc.stdout.splitlines()[-1].startswith("verify: FAIL")
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(SHIPPED_PRESETS))
 def test_small_config_keeps_the_architecture(preset):
     """Same model type, head counts, head-width and MLP ratios (experts' too), tie flag, soft-capping,
     multipliers, experts per token; 2 layers, vocab divisible by tp, sliding windows shorter than the run."""

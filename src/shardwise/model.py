@@ -57,6 +57,7 @@ PRESETS: dict[str, dict] = {
                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                       max_position_embeddings=8192, tie_word_embeddings=False, rope_theta=5e5),
 }
+SHIPPED_PRESETS = tuple(PRESETS)  # the presets above; verify and the tests register toy variants beside them
 
 
 def hf_config(cfg: ModelConfig) -> PretrainedConfig:
