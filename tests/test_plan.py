@@ -51,17 +51,19 @@ def test_plan_shapes_are_the_real_run_shapes(tmp_path, capsys):
         assert plan["num_params"] == real["num_params"]
 
 
-def test_memory_over_budget_is_flagged(capsys):
-    """llama3-8b on 2 devices cannot fit 10 GiB; the training state counts rank 0's shards exactly."""
+@pytest.mark.parametrize("master", ["float32", "bfloat16"])
+def test_memory_over_budget_is_flagged(capsys, master):
+    """llama3-8b on 2 devices cannot fit 10 GiB; the training state counts rank 0's shards exactly, in model.dtype."""
     code, plan = plan_json(capsys, "--model.preset=llama3-8b", "--parallel.tp=2", "--world-size=2",
                            "--train.seq_len=1024", "--train.micro_batch_size=1", "--train.global_batch_size=2",
-                           "--device-memory-gib=10")
+                           "--device-memory-gib=10", f"--model.dtype={master}")
     assert code == 1 and plan["ok"] is False
     (memory,) = [c for c in plan["checks"] if c["check"] == "memory"]
     assert not memory["ok"] and "more than --device-memory-gib=10" in memory["message"]
     local = sum(r["count"] * torch.Size(r["local_shape"]).numel() for r in plan["parameters"])
     mem = plan["memory_bytes"]
-    assert (mem["parameters"], mem["gradients"], mem["optimizer_states"]) == (4 * local, 4 * local, 8 * local)
+    size = getattr(torch, master).itemsize
+    assert (mem["parameters"], mem["gradients"], mem["optimizer_states"]) == (size * local, size * local, 2 * size * local)
     assert mem["total"] > 10 * 2**30 and plan["compute_dtype"] == "bfloat16"
     assert plan["comm_bytes"]["tp"]["per_step_bytes"]["all_gather_into_tensor"] > 0
 

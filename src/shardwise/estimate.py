@@ -25,8 +25,8 @@ the gathered ``lm_head`` input, and the logits ``b·s·V/t·(3·4 + 2e)``: the l
 gradient in compute dtype, and in fp32 the log-softmax kept for backward and, during backward, the
 gradients of its output and of its input (2×H100, 2026-11-25: 10 bytes per element fell short of the
 measured bf16 peaks by 7-13%), with ``V/t`` only under loss parallelism. Training state is exact:
-fp32 parameters, fp32 gradients and AdamW's two fp32 states of rank 0's shards (rank 0 holds the
-largest). FSDP adds the gathered parameters in flight (root + two blocks, compute dtype) and one
+parameters, gradients and AdamW's two states of rank 0's shards (rank 0 holds the largest), all in
+``model.dtype`` (fp32 by default). FSDP adds the gathered parameters in flight (root + two blocks, compute dtype) and one
 block's unsharded fp32 gradient; with several micro-batches per step and
 ``parallel.defer_grad_reduce``, the unsharded fp32 gradients of the whole TP shard accumulate until
 the last one. Without FSDP (one data-parallel rank), every weight's compute-dtype copy stays
@@ -200,15 +200,17 @@ CUDA_RUNTIME_BYTES = 256 * 2**20
 
 def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_bytes: int,
            acts: dict[str, float], defer_grad_reduce: bool = False, cuda: bool = False,
-           fsdp: bool = True) -> dict[str, float]:
-    """Bytes per device: exact training state of rank 0's shards plus the estimated transients."""
+           fsdp: bool = True, master_bytes: int = FP32) -> dict[str, float]:
+    """Bytes per device: exact training state of rank 0's shards plus the estimated transients.
+
+    ``master_bytes`` is ``model.dtype``'s size: the weights, their gradients and AdamW's moments are all in it."""
     largest_block = max(unit_numels[1:], default=0)
     copies = {"fsdp_in_flight": param_bytes * (unit_numels[0] + 2 * largest_block) + FP32 * largest_block} if fsdp \
-        else {"compute_copies": param_bytes * local_numel if param_bytes < FP32 else 0.0}
+        else {"compute_copies": param_bytes * local_numel if param_bytes < master_bytes else 0.0}
     parts = {
-        "parameters": FP32 * local_numel,
-        "gradients": FP32 * local_numel,
-        "optimizer_states": 2 * FP32 * local_numel,
+        "parameters": master_bytes * local_numel,
+        "gradients": master_bytes * local_numel,
+        "optimizer_states": 2 * master_bytes * local_numel,
         **copies,
         "gradient_accumulation": FP32 * sum(unit_numels) if micro_batches > 1 and defer_grad_reduce else 0.0,
         **acts,

@@ -177,10 +177,13 @@ def num_params(model: nn.Module) -> int:
 
 
 def flop_params(model: CausalLM) -> int:
-    """N in the MFU formula: all matmul weights, lm_head once, no embedding lookup."""
+    """N in the MFU formula: all matmul weights, lm_head once, no embedding lookup.
+
+    The registered parameter (a DTensor's numel is global), not ``weight``: under tensor parallelism without
+    FSDP that attribute reads this rank's local shard (``shardwise.tp``)."""
     n = num_params(model)
     if not model.config.tie_word_embeddings:
-        n -= model.hf.model.embed_tokens.get_parameter("weight").numel()
+        n -= model.hf.model.embed_tokens._parameters["weight"].numel()
     return n
 
 

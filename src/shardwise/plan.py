@@ -139,7 +139,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     def memory_for(mode: str, micro_batch: int) -> dict[str, float]:
         acts = estimate.activation_bytes(dataclasses.replace(dims, batch=micro_batch), mode, e, tp, sp, lp)
         return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce,
-                               cuda, fsdp=layout.dp > 1)
+                               cuda, fsdp=layout.dp > 1, master_bytes=getattr(torch, cfg.model.dtype).itemsize)
 
     return {
         "num_params": num_params(model),
