@@ -77,6 +77,15 @@ def test_pad_to_multiple_ignores_padding_and_continues_positions():
     assert batch.position_ids[0].tolist() == list(range(8))
 
 
+def test_a_token_stream_cut_into_documents():
+    """Synthetic documents (verify's): positions restart and the first token of each is never a label."""
+    docs = Documents.from_tokens(torch.arange(100, 130), lengths=torch.tensor([4, 7, 50]).numpy())
+    assert docs.lengths.tolist() == [4, 7, 19]
+    (batch,) = StepBatches(TokenWindows(docs, seq_len=29, seed=0), 1, 1, 0, 1)(step=0)
+    assert batch.position_ids.tolist() == [[*range(4), *range(7), *range(18)]]
+    assert (batch.labels == -100).nonzero()[:, 1].tolist() == [3, 10]
+
+
 def test_too_little_data_for_a_window():
     with pytest.raises(ConfigError, match="fewer than train.seq_len"):
         TokenWindows(torch.arange(5), seq_len=8, seed=0)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from shardwise.config import ModelConfig
+from shardwise.config import ModelConfig, load_config
 from shardwise.model import SHIPPED_PRESETS, hf_config
-from shardwise.verify import RUN, TOLERANCE, small_config
+from shardwise.verify import RUN, TOLERANCE, small_config, step_batches
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 # Loaded at interpreter start in every process (launcher and workers) through PYTHONPATH: Qwen3
@@ -47,6 +47,13 @@ def test_verify_fails_a_broken_plan(tmp_path):
     assert grads.startswith("FAIL") and ("q_norm" in grads or "k_norm" in grads), grads
     assert "PASS  loss, first step" in proc.stdout  # the forward is right: only the gradients show it
     assert proc.stdout.splitlines()[-1].startswith("verify: FAIL")
+
+
+def test_verify_trains_on_packed_documents():
+    """Most rows of verify's first step hold a document boundary."""
+    run = {k: v for k, v in RUN.items() if k != "model.preset"}
+    (batch,) = step_batches(load_config(None, {**run, "train.global_batch_size": 8}), 0, 1, micro_batch=8)(0)
+    assert (batch.position_ids[:, 1:] == 0).any(dim=1).sum() >= 6
 
 
 @pytest.mark.parametrize("preset", sorted(SHIPPED_PRESETS))

@@ -4,9 +4,10 @@ A toy model of the configured architecture (``small_config``: same ``model_type`
 head-width and MLP ratios, tie flag, biases and norms; 2 layers, small widths, a 320-token
 vocabulary rounded up to a multiple of tp) trains ``STEPS`` steps on CPU gloo processes with the
 configured layout (dp_replicate, dp_shard, tp, sequence and loss parallelism, activation
-checkpointing), through the trainer's own ``build_run`` / ``forward_backward`` / ``optimizer_step``. A reference trains the same
-weights on the same bytes of text in one process: a plain Hugging Face model in fp32 with its own
-forward, torch's AdamW and ``clip_grad_norm_``, and the token mean over the global batch. Then
+checkpointing), through the trainer's own ``build_run`` / ``forward_backward`` /
+``optimizer_step``. A reference trains the same weights on the same bytes of text, packed into
+short documents, in one process: a plain Hugging Face model in fp32 with its own forward, torch's
+AdamW and ``clip_grad_norm_``, and the token mean over the global batch. Then
 ``compare`` checks the loss, the logits, every parameter's gradient, the gradient norms and the
 final weights. The test suite proves every layout with the same functions.
 
@@ -38,6 +39,7 @@ from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from shardwise.config import Config, ConfigError, load_config
+from shardwise.corpus import Documents
 from shardwise.data import StepBatches, TokenWindows, byte_tokenizer, load_tokens, pad_to_multiple
 from shardwise.launch import launch, preflight, refuse
 from shardwise.mesh import resolve_layout
@@ -129,14 +131,19 @@ def verify_overrides(cfg: Config, global_batch: int) -> dict[str, Any]:
 
 
 def step_batches(cfg: Config, dp_rank: int, dp: int, micro_batch: int | None = None) -> StepBatches:
-    """This DP rank's share of each step: the built-in corpus (``data.max_bytes`` of it) in bytes.
+    """This DP rank's share of each step: the built-in corpus (``data.max_bytes`` of it) in bytes, cut into
+    documents of seeded random lengths from 1 to ``2 * train.seq_len`` tokens and packed, so that most rows
+    hold a document boundary and documents cross the token shards of sequence parallelism.
 
     Text, on which the tolerances were set: on uniform random tokens, Adam's lr-sized first steps on
     near-zero gradients put untied Qwen3's embedding 1.5e-3 to 2.2e-3 off the reference after three
     steps, in every layout, above the weights tolerance.
     """
     t = cfg.train
-    windows = TokenWindows(load_tokens(cfg.data, byte_tokenizer()), t.seq_len, t.seed)
+    tokens = load_tokens(cfg.data, byte_tokenizer())
+    gen = torch.Generator().manual_seed(t.seed)
+    lengths = torch.randint(1, 2 * t.seq_len + 1, (2 * len(tokens) // t.seq_len + 1,), generator=gen)
+    windows = TokenWindows(Documents.from_tokens(tokens, lengths.numpy()), t.seq_len, t.seed)
     return StepBatches(windows, t.global_batch_size, micro_batch or t.micro_batch_size, dp_rank, dp)
 
 
@@ -173,12 +180,15 @@ def run_reference(cfg: Config) -> dict[str, Any]:
                              {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=(t.beta1, t.beta2))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t))
     batches = step_batches(cfg, 0, 1, micro_batch=t.global_batch_size)
+    rows = slice(0, t.micro_batch_size)
+    probe = batches(0)[0]
     with torch.no_grad():
-        logits = hf(input_ids=batches(0)[0].input_ids[: t.micro_batch_size]).logits
+        logits = hf(input_ids=probe.input_ids[rows], position_ids=probe.position_ids[rows]).logits
     out = {"num_params": sum(p.numel() for p in hf.parameters()), "logits": logits, "losses": [], "grad_norms": []}
     for step in range(t.steps):
         (batch,) = batches(step)
-        loss = F.cross_entropy(hf(input_ids=batch.input_ids).logits.flatten(0, 1), batch.labels.flatten())
+        logits = hf(input_ids=batch.input_ids, position_ids=batch.position_ids).logits  # packed: HF masks documents
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten())
         loss.backward()
         out["losses"].append(loss.item())
         if step == 0:
