@@ -21,7 +21,7 @@ def test_bench_writes_record(tmp_path):
     assert "tokens/s" in proc.stdout
     r = json.loads((tmp_path / "bench.json").read_text())
     assert r["preset"] == "tiny-llama" and r["model_type"] == "llama"
-    assert r["layout"] == {"dp_replicate": 1, "dp_shard": 2, "tp": 2, "world_size": 4}
+    assert r["layout"] == {"dp_replicate": 1, "dp_shard": 2, "cp": 1, "tp": 2, "world_size": 4}
     assert 0 < r["flop_params"] < r["num_params"]  # untied: the embedding lookup is not a matmul
     assert (r["seq_len"], r["global_batch_size"], r["micro_batch_size"]) == (64, 4, 2)
     assert r["dtype"] == "float32" and r["activation_checkpointing"] == "none" and r["compile"] is False  # auto: off on CPU

@@ -15,7 +15,15 @@ from functools import cache
 
 import pytest
 import torch
-from _parity_cases import FAMILY_VARIANTS, REPLICATED_VARIANTS, VARIANTS, case_overrides, variant_presets
+from _parity_cases import (
+    CP_EAGER_VARIANT,
+    CP_VARIANTS,
+    FAMILY_VARIANTS,
+    REPLICATED_VARIANTS,
+    VARIANTS,
+    case_overrides,
+    variant_presets,
+)
 from conftest import torchrun
 
 from shardwise.config import load_config
@@ -38,6 +46,13 @@ LAYOUTS = {
                        "train.activation_checkpointing": "selective"}, 4, VARIANTS),
     # More TP ranks than KV heads: each KV head computed by 2 (or 4) ranks.
     "tp4-sp-lp": ({"parallel.dp_shard": 1, "parallel.tp": 4}, 4, REPLICATED_VARIANTS),
+    # Each sequence split over 2 context-parallel ranks (packed documents crossing the chunks): alone, with
+    # TP's sequence and loss parallelism, and with FSDP over dp_shard x cp and full activation checkpointing.
+    "cp2": ({"parallel.dp_shard": 1, "parallel.cp": 2, "parallel.tp": 1}, 2, CP_VARIANTS),
+    "cp2xtp2-sp-lp": ({"parallel.dp_shard": 1, "parallel.cp": 2, "parallel.tp": 2}, 4,
+                      [*CP_VARIANTS, CP_EAGER_VARIANT]),
+    "dp2xcp2-ac": ({"parallel.dp_shard": 2, "parallel.cp": 2, "parallel.tp": 1,
+                    "train.activation_checkpointing": "full"}, 4, CP_VARIANTS),
 }
 CASES = [(name, variant) for name, (_, _, variants) in LAYOUTS.items() for variant in variants]
 

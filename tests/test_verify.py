@@ -11,7 +11,9 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from shardwise.config import ModelConfig, load_config
-from shardwise.model import SHIPPED_PRESETS, hf_config
+from shardwise.cp import sequence_order
+from shardwise.data import pad_to_multiple
+from shardwise.model import SHIPPED_PRESETS, document_ids, hf_config
 from shardwise.verify import RUN, TOLERANCE, small_config, step_batches
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -49,11 +51,16 @@ def test_verify_fails_a_broken_plan(tmp_path):
     assert proc.stdout.splitlines()[-1].startswith("verify: FAIL")
 
 
-def test_verify_trains_on_packed_documents():
-    """Most rows of verify's first step hold a document boundary."""
+def test_verify_trains_on_packed_documents_that_cross_cp_chunks():
+    """Most rows of verify's first step hold a document boundary, and at cp=2 x tp=2 some document runs from one
+    rank's chunk into another's (keys a rank must get from another rank, inside the same document)."""
     run = {k: v for k, v in RUN.items() if k != "model.preset"}
     (batch,) = step_batches(load_config(None, {**run, "train.global_batch_size": 8}), 0, 1, micro_batch=8)(0)
     assert (batch.position_ids[:, 1:] == 0).any(dim=1).sum() >= 6
+    documents = document_ids(pad_to_multiple(batch, 8).position_ids)
+    owner = sequence_order(documents.shape[1], 2).argsort() // 16  # the CP rank holding each token
+    crossing = (documents[:, 1:] == documents[:, :-1]) & (owner[1:] != owner[:-1])
+    assert crossing.any(dim=1).all()
 
 
 @pytest.mark.parametrize("preset", sorted(SHIPPED_PRESETS))
