@@ -87,6 +87,9 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], int, str]]:
         "attention that CP cannot use": (["--parallel.cp=2", "--model.attn_implementation=flex_attention"], 4, (
             "model.attn_implementation=flex_attention cannot attend across the chunks of parallel.cp=2 (it takes no "
             "mask of local queries x all keys); use sdpa or eager, or parallel.cp=1")),
+        "seq_len that CP cannot cut": (["--parallel.cp=2", "--train.seq_len=250"], 4, (
+            "train.seq_len=250 is not divisible by 2*parallel.cp*parallel.tp=8 (each sequence is cut into 2*cp chunks "
+            "of tp shards); use train.seq_len=256")),
         "bad dtype": (["--train.dtype=fp8"], 4, "train.dtype='fp8' is not one of auto, float32, bfloat16"),
         "seq_len too long": (["--train.seq_len=4096"], 4,
                              "train.seq_len=4096 exceeds the model's max_position_embeddings=2048"),
@@ -108,7 +111,8 @@ def under_torchrun(monkeypatch):
 
 
 CASES = ["world size vs. mesh", "unknown key", "unsupported architecture", "indivisible heads", "missing model folder",
-         "missing weight files", "missing tokenizer files", "attention that CP cannot use", "bad dtype",
+         "missing weight files", "missing tokenizer files", "attention that CP cannot use", "seq_len that CP cannot cut",
+         "bad dtype",
          "seq_len too long", "empty data"]
 
 

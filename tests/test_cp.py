@@ -1,4 +1,4 @@
-"""Context parallelism: which tokens each rank holds, which attention it refuses (in one process), and that
+"""Context parallelism: which tokens each rank holds, which attention and lengths it refuses (in one process), and that
 compiled blocks keep the K/V all-gather inside one graph (in two).
 
 Losses, logits and gradients of real runs are proven by the CP layouts of ``test_parallelize.py``
@@ -48,6 +48,18 @@ def test_attention_that_cannot_take_the_mask_is_refused():
     check_divisibility(hf_config(cfg.model), load_config(None, {"model.attn_implementation": "flex_attention"}), 1)
 
 
+@pytest.mark.parametrize("seq_len,cp,tp,fix", [(31, 2, 1, 32), (36, 2, 2, 40), (80, 4, 4, 96)])
+def test_a_length_that_does_not_cut_into_equal_chunks_is_refused(seq_len, cp, tp, fix):
+    """Rows cut into 2*cp chunks of tp shards, unpadded: one line naming the next length that does; cp=1 pads."""
+    cfg = load_config(None, {"parallel.cp": str(cp), "parallel.tp": str(tp), "train.seq_len": str(seq_len)})
+    with pytest.raises(ConfigError, match=rf"^train.seq_len={seq_len} is not divisible by 2\*parallel.cp\*parallel.tp="
+                                          rf"{2 * cp * tp} \(.*\); use train.seq_len={fix}$"):
+        check_divisibility(hf_config(cfg.model), cfg, tp)
+    check_divisibility(hf_config(cfg.model), load_config(None, {"train.seq_len": str(fix), "parallel.cp": str(cp),
+                                                                "parallel.tp": str(tp)}), tp)
+    check_divisibility(hf_config(cfg.model), load_config(None, {"train.seq_len": str(seq_len), "parallel.tp": "1"}), 1)
+
+
 def test_eager_is_the_architectures_own():
     """Gemma 2's eager attention soft-caps its scores; CP calls that function, not a generic one."""
     from transformers.models.gemma2 import modeling_gemma2
@@ -65,7 +77,7 @@ def test_compiled_cp_blocks_are_one_graph_with_eager_gradients(tmp_path):
     out = tmp_path / "results.pt"
     overrides = {"model.preset": "tiny-gemma2", "model.attn_implementation": "eager", "parallel.cp": 2,
                  "parallel.tp": 1, "parallel.dp_shard": 1, "train.activation_checkpointing": "full",
-                 "train.seq_len": 63, "train.global_batch_size": 2, "train.micro_batch_size": 2,
+                 "train.seq_len": 64, "train.global_batch_size": 2, "train.micro_batch_size": 2,
                  "train.dtype": "float32", "data.max_bytes": 100_000, "output.progress": False}
     torchrun(2, "_compile_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
     r = torch.load(out)

@@ -20,7 +20,8 @@ Context parallelism gives them a copy of the config naming ``CP_ATTENTION``, reg
 transformers' ``AttentionInterface``: it gathers K/V, then calls the implementation the model was
 configured with, sdpa or the architecture's own eager function (Gemma's soft-capping included).
 The model's own config, which masks, checkpoints and export read, still names sdpa or eager.
-Flash and flex attention cannot take such a mask and are refused.
+Flash and flex attention cannot take such a mask and are refused, as is a ``train.seq_len`` that does
+not cut into ``2·cp`` chunks of ``tp`` token shards (``errors``).
 """
 
 from __future__ import annotations
@@ -82,13 +83,25 @@ def configured_attention(module: nn.Module, implementation: str) -> Callable[...
     return sys.modules[hf_class.__module__].eager_attention_forward
 
 
-def errors(config: PretrainedConfig, cp: int) -> list[str]:
-    """Why context parallelism cannot run this model, one line each naming the fix (none if it can)."""
-    implementation = config._attn_implementation
-    if cp == 1 or implementation in IMPLEMENTATIONS:
+def errors(config: PretrainedConfig, seq_len: int, cp: int, tp: int) -> list[str]:
+    """Why context parallelism cannot run this model at this length, one line each naming the fix (none if it can).
+
+    A row must cut into ``2·cp`` equal chunks of ``tp`` equal token shards. Unlike TP alone, CP refuses
+    to pad: up to ``2·cp·tp - 1`` padding tokens per row would be computed, gathered and masked for nothing,
+    and the chunks' balance assumes real tokens in each."""
+    if cp == 1:
         return []
-    return [(f"model.attn_implementation={implementation} cannot attend across the chunks of parallel.cp={cp} "
-             f"(it takes no mask of local queries x all keys); use {' or '.join(IMPLEMENTATIONS)}, or parallel.cp=1")]
+    out = []
+    implementation = config._attn_implementation
+    if implementation not in IMPLEMENTATIONS:
+        out.append(f"model.attn_implementation={implementation} cannot attend across the chunks of parallel.cp={cp} "
+                   f"(it takes no mask of local queries x all keys); use {' or '.join(IMPLEMENTATIONS)}, "
+                   "or parallel.cp=1")
+    multiple = 2 * cp * tp
+    if seq_len % multiple:
+        out.append(f"train.seq_len={seq_len} is not divisible by 2*parallel.cp*parallel.tp={multiple} (each sequence "
+                   f"is cut into 2*cp chunks of tp shards); use train.seq_len={-(-seq_len // multiple) * multiple}")
+    return out
 
 
 def attend_over_context(attention: list[nn.Module], config: PretrainedConfig, g: Group) -> None:

@@ -133,7 +133,7 @@ def split_sequence(batch: Batch, cp: int, rank: int) -> Batch:
     """Context-parallel rank ``rank``'s tokens of every row (chunks ``rank`` and ``2cp-1-rank``, see
     ``shardwise.cp``), with their labels and positions, and the document ids of the whole rows, found
     before the split since a document may span chunks of several ranks. The row length must be a multiple
-    of ``2·cp`` (``pad_to_multiple``). cp=1 keeps the batch as it is."""
+    of ``2·cp`` (``cp.errors`` refuses any other ``train.seq_len``). cp=1 keeps the batch as it is."""
     if cp == 1:
         return batch
     index = local_indices(batch.input_ids.shape[1], cp, rank)

@@ -46,8 +46,8 @@ class Layout:
 
     @property
     def seq_multiple(self) -> int:
-        """What sequences are padded to a multiple of: ``tp`` even token shards, and with context parallelism
-        ``2·cp`` equal chunks (``shardwise.cp``) of ``tp`` shards each."""
+        """What a row's length is a multiple of: ``tp`` even token shards (padded to it), and with context
+        parallelism ``2·cp`` equal chunks (``shardwise.cp``) of ``tp`` shards each (``train.seq_len`` must be)."""
         return self.tp if self.cp == 1 else 2 * self.cp * self.tp
 
     def sizes(self) -> dict[str, int]:

@@ -38,8 +38,9 @@ _SAVE_OPS = {
 
 
 def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int) -> list[str]:
-    """Every shape that tensor parallelism cannot split evenly, the architecture's own refusals, an attention
-    implementation that context parallelism cannot use, and a too long sequence; one line each.
+    """Every shape that tensor parallelism cannot split evenly, the architecture's own refusals, what context
+    parallelism cannot use (an attention implementation, a length that does not cut into equal chunks), and a
+    too long sequence; one line each.
 
     KV heads either split over ``tp`` or, where ``tp`` is a multiple of them, are each replicated on
     ``tp / num_key_value_heads`` ranks, which store equal shares of the head's rows.
@@ -56,7 +57,7 @@ def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int) -> list[
     errors += [f"{what} ({n}) is not divisible by parallel.tp={tp}; {fix}"
                for what, n in (("vocab size", vocab), ("intermediate size", config.intermediate_size)) if n % tp]
     errors += model_forward(config).errors()
-    errors += cp.errors(config, cfg.parallel.cp)
+    errors += cp.errors(config, cfg.train.seq_len, cfg.parallel.cp, tp)
     limit = config.max_position_embeddings
     if cfg.train.seq_len > limit:
         errors.append(f"train.seq_len={cfg.train.seq_len} exceeds the model's max_position_embeddings={limit}")

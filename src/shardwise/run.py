@@ -59,8 +59,9 @@ class Run:
         return loss_fn(self.cfg.train.compiles(self.device.type))
 
     def local_batch(self, batch: Batch) -> Batch:
-        """``batch`` (whole rows, on the CPU) as this rank computes it: padded for even TP shards and CP chunks,
-        then cut to this CP rank's tokens."""
+        """``batch`` (whole rows, on the CPU) as this rank computes it: padded for even TP shards (under CP
+        ``train.seq_len`` already cuts into equal chunks of them, see ``cp.errors``), then cut to this CP rank's
+        tokens."""
         padded = pad_to_multiple(batch, self.layout.seq_multiple)
         return split_sequence(padded, self.layout.cp, self.meshes.cp.get_local_rank())
 

@@ -130,7 +130,15 @@ def register_presets(presets: dict[str, dict[str, Any]]) -> None:
 def verify_overrides(cfg: Config, global_batch: int) -> dict[str, Any]:
     """The config a verify case runs: the user's layout, verify's own short run on the toy preset."""
     layout = {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in LAYOUT_KEYS}
-    return {**layout, **RUN, "train.global_batch_size": global_batch}
+    return {**layout, **RUN, "train.seq_len": seq_len(cfg.parallel.cp, cfg.parallel.tp),
+            "train.global_batch_size": global_batch}
+
+
+def seq_len(cp: int, tp: int) -> int:
+    """``RUN``'s odd length, which TP pads; context parallelism cuts rows into ``2·cp`` chunks of ``tp`` shards
+    unpadded (``cp.errors``), so it gets the next multiple of ``2·cp·tp``."""
+    multiple = 2 * cp * tp if cp > 1 else 1
+    return -(-RUN["train.seq_len"] // multiple) * multiple
 
 
 def step_batches(cfg: Config, dp_rank: int, dp: int, micro_batch: int | None = None) -> StepBatches:
