@@ -11,17 +11,19 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def test_bench_writes_record(tmp_path):
-    """4 gloo processes (dp_shard=2 x tp=2) of tiny Llama; only types and shapes are checked, never speed.
+    """4 gloo processes (cp=2 x tp=2: each row split over 2 ranks) of tiny Llama; only types and shapes are checked,
+    never speed.
     With ``bench.profile`` one more step is profiled: rank 0's trace is written and summarized."""
-    cmd = [sys.executable, "-m", "shardwise.cli", "bench", "--model.preset=tiny-llama", "--parallel.tp=2",
+    cmd = [sys.executable, "-m", "shardwise.cli", "bench", "--model.preset=tiny-llama", "--parallel.dp_shard=1",
+           "--parallel.cp=2", "--parallel.tp=2",
            "--train.seq_len=64", "--train.global_batch_size=4", "--train.micro_batch_size=2",
            "--bench.warmup=1", "--bench.steps=2", "--bench.profile=true", f"--output.dir={tmp_path}"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "tokens/s" in proc.stdout
+    assert "tokens/s" in proc.stdout and "dp_replicate=1 dp_shard=1 cp=2 tp=2 on 4 x" in proc.stdout
     r = json.loads((tmp_path / "bench.json").read_text())
     assert r["preset"] == "tiny-llama" and r["model_type"] == "llama"
-    assert r["layout"] == {"dp_replicate": 1, "dp_shard": 2, "cp": 1, "tp": 2, "world_size": 4}
+    assert r["layout"] == {"dp_replicate": 1, "dp_shard": 1, "cp": 2, "tp": 2, "world_size": 4}
     assert 0 < r["flop_params"] < r["num_params"]  # untied: the embedding lookup is not a matmul
     assert (r["seq_len"], r["global_batch_size"], r["micro_batch_size"]) == (64, 4, 2)
     assert r["dtype"] == "float32" and r["activation_checkpointing"] == "none" and r["compile"] is False  # auto: off on CPU
