@@ -112,8 +112,7 @@ def under_torchrun(monkeypatch):
 
 CASES = ["world size vs. mesh", "unknown key", "unsupported architecture", "indivisible heads", "missing model folder",
          "missing weight files", "missing tokenizer files", "attention that CP cannot use",
-         "seq_len that CP cannot cut", "bad dtype",
-         "seq_len too long", "empty data"]
+         "seq_len that CP cannot cut", "bad dtype", "seq_len too long", "empty data"]
 
 
 @pytest.mark.parametrize("case", CASES)
