@@ -58,6 +58,12 @@ PRESETS: dict[str, dict] = {
     "llama3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                       max_position_embeddings=8192, tie_word_embeddings=False, rope_theta=5e5),
+    # Llama 3.1 8B: Llama 3 8B's shapes, 128k positions through llama3 rope scaling (long sequences, parallel.cp)
+    "llama3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                        max_position_embeddings=131072, tie_word_embeddings=False,
+                        rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "low_freq_factor": 1.0,
+                                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
 }
 SHIPPED_PRESETS = tuple(PRESETS)  # the presets above; verify and the tests register toy variants beside them
 
