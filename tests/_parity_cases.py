@@ -22,6 +22,10 @@ FAMILY_VARIANTS = [v for p, flip in FAMILY_PRESETS.items() for v in (f"{p}-2l", 
 # (on all 4, with q/k/v biases).
 KV1_VARIANT = "tiny-qwen2-2l-kv1"
 REPLICATED_VARIANTS = ["tiny-llama-2l", KV1_VARIANT, "tiny-phi3-2l", "tiny-olmo2-2l"]
+# Context parallelism: Qwen2 tied and Llama untied, and Gemma 2 (eager attention, soft-capping, sliding windows)
+# where CP meets TP; the model code CP touches is attention, which these cover.
+CP_VARIANTS = ["tiny-qwen2-2l", "tiny-llama-2l"]
+CP_EAGER_VARIANT = "tiny-gemma2-2l"
 # Gemma 2 soft-caps attention logits, which only eager attention does.
 VARIANT_OVERRIDES = {v: {"model.attn_implementation": "eager"} for v in FAMILY_VARIANTS if v.startswith("tiny-gemma2")}
 

@@ -7,24 +7,28 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from shardwise.model import PRESETS
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
-def test_bench_writes_record(tmp_path):
-    """2 gloo processes (tp=2, no FSDP: weights read as local shards) of tiny Llama; only types and shapes are
-    checked, never speed. With ``bench.profile`` one more step is profiled: rank 0's trace is written and summarized."""
-    cmd = [sys.executable, "-m", "shardwise.cli", "bench", "--model.preset=tiny-llama", "--parallel.tp=2",
-           "--parallel.dp_shard=1",
+@pytest.mark.parametrize("cp", [1, 2])
+def test_bench_writes_record(tmp_path, cp):
+    """Tiny Llama on 2 gloo processes at tp=2 (no FSDP: weights read as local shards) and on 4 at cp=2 x tp=2 (each
+    row split over 2 ranks); only types and shapes are checked, never speed.
+    With ``bench.profile`` one more step is profiled: rank 0's trace is written and summarized."""
+    cmd = [sys.executable, "-m", "shardwise.cli", "bench", "--model.preset=tiny-llama", "--parallel.dp_shard=1",
+           f"--parallel.cp={cp}", "--parallel.tp=2",
            "--train.seq_len=64", "--train.global_batch_size=4", "--train.micro_batch_size=2",
            "--bench.warmup=1", "--bench.steps=2", "--bench.profile=true", f"--output.dir={tmp_path}"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "tokens/s" in proc.stdout
+    assert "tokens/s" in proc.stdout and f"dp_replicate=1 dp_shard=1 cp={cp} tp=2 on {2 * cp} x" in proc.stdout
     r = json.loads((tmp_path / "bench.json").read_text())
     assert r["preset"] == "tiny-llama" and r["model_type"] == "llama"
-    assert r["layout"] == {"dp_replicate": 1, "dp_shard": 1, "tp": 2, "world_size": 2}
+    assert r["layout"] == {"dp_replicate": 1, "dp_shard": 1, "cp": cp, "tp": 2, "world_size": 2 * cp}
     tiny = PRESETS["tiny-llama"]  # untied: the embedding lookup is not a matmul; the global count, not a shard's
     assert r["flop_params"] == r["num_params"] - tiny["vocab_size"] * tiny["hidden_size"]
     assert (r["seq_len"], r["global_batch_size"], r["micro_batch_size"]) == (64, 4, 2)
@@ -32,7 +36,7 @@ def test_bench_writes_record(tmp_path):
     assert r["sequence_parallel"] is True and r["loss_parallel"] is True
     assert len(r["step_times_s"]) == 2 and all(t > 0 for t in r["step_times_s"])
     assert r["step_time_s_median"] > 0 and r["tokens_per_s"] > 0
-    assert abs(r["tokens_per_s_per_device"] * 2 - r["tokens_per_s"]) < 1e-6 * r["tokens_per_s"]
+    assert abs(r["tokens_per_s_per_device"] * 2 * cp - r["tokens_per_s"]) < 1e-6 * r["tokens_per_s"]
     assert r["mfu"] is None and r["peak_mem_gib"] is None
     assert isinstance(r["device"], str) and r["device"]
     assert {"torch", "transformers", "python", "cuda", "nccl"} <= set(r["versions"])

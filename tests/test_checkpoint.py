@@ -4,9 +4,10 @@ One uninterrupted 6-step run on dp_shard=2 x tp=2 saves step-3 and step-6. An in
 then staged from its step-3 checkpoint exactly as a crash at step 4 leaves it: the checkpoint, the
 metrics of steps 1-4 (the last line cut short) and a ``.step-4.tmp`` folder whose save never
 finished, marker included. Resumed with ``--checkpoint.resume=auto`` it must log the same losses
-and end with the same weights and optimizer state; resumed on another layout, the same losses to
-float rounding. In this process, as the only rank: damaged checkpoints are set aside for older
-ones, a save that fails keeps the older checkpoints, and ``output.dir`` is checked before training.
+and end with the same weights and optimizer state; resumed on another layout (context parallel,
+without TP), the same losses to float rounding. In this process, as the only rank: damaged
+checkpoints are set aside for older ones, a save that fails keeps the older checkpoints, and
+``output.dir`` is checked before training.
 """
 
 from __future__ import annotations
@@ -71,13 +72,14 @@ def test_keeps_newest_complete_checkpoints_and_clears_crashed_saves(resumed):
     assert {".metadata", "shardwise.json", "config.json", "tokenizer.json"} <= files
     assert {f"rng-rank{r}.pt" for r in range(4)} <= files
     meta = json.loads((resumed / "checkpoints" / "step-6" / "shardwise.json").read_text())
-    assert meta["step"] == 6 and meta["mesh"] == {"dp_replicate": 1, "dp_shard": 2, "tp": 2}
+    assert meta["step"] == 6 and meta["mesh"] == {"dp_replicate": 1, "dp_shard": 2, "cp": 1, "tp": 2}
 
 
 def test_resume_on_another_layout(uninterrupted, tmp_path):
-    """dp_shard=2 x tp=2 -> dp_shard=2 x tp=1: DCP reshards model and optimizer; losses continue."""
+    """dp_shard=2 x tp=2 -> cp=2 (each sequence split over 2 ranks, FSDP over them, no TP): DCP reshards model
+    and optimizer; losses continue."""
     out = tmp_path / "other-layout"
-    shardwise("train", *RUN, "--parallel.dp_shard=2", "--parallel.tp=1",
+    shardwise("train", *RUN, "--parallel.dp_shard=1", "--parallel.cp=2", "--parallel.tp=1",
               f"--checkpoint.resume={uninterrupted / 'checkpoints' / 'step-3'}", f"--output.dir={out}")
     got, ref = metrics(out), metrics(uninterrupted)
     assert [r["step"] for r in got] == [4, 5, 6]

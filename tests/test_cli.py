@@ -31,7 +31,7 @@ def test_train_launches_processes_and_writes_outputs(tmp_path):
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((tmp_path / "run.json").read_text())
-    assert info["world_size"] == 4 and info["mesh"] == {"dp_replicate": 1, "dp_shard": 2, "tp": 2}
+    assert info["world_size"] == 4 and info["mesh"] == {"dp_replicate": 1, "dp_shard": 2, "cp": 1, "tp": 2}
     assert info["num_params"] == 780416  # tiny-qwen2 with its embedding tied to lm_head, counted once
     assert info["config"]["train"]["steps"] == 3
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -47,7 +47,7 @@ def test_train_launches_processes_and_writes_outputs(tmp_path):
     assert {"lr", "grad_norm", "tokens_per_s", "tokens_per_s_per_device"} <= set(events.Tags()["scalars"])
 
 
-MESH_OF_4_ON_2 = ("parallel.dp_replicate*dp_shard*tp = 1*2*2 = 4 but the world size is 2; "
+MESH_OF_4_ON_2 = ("parallel.dp_replicate*dp_shard*cp*tp = 1*2*1*2 = 4 but the world size is 2; "
                   "set parallel.dp_shard=-1 to use the rest")
 
 
@@ -84,6 +84,12 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], int, str]]:
         "missing tokenizer files": ([f"--model.path={tokenless}", *one], 1, (
             f"model.path={tokenless}: no loadable tokenizer there (ValueError); "
             "set data.tokenizer to a folder with tokenizer.json")),
+        "attention that CP cannot use": (["--parallel.cp=2", "--model.attn_implementation=flex_attention"], 4, (
+            "model.attn_implementation=flex_attention cannot attend across the chunks of parallel.cp=2 (it takes no "
+            "mask of local queries x all keys); use sdpa or eager, or parallel.cp=1")),
+        "seq_len that CP cannot cut": (["--parallel.cp=2", "--train.seq_len=250"], 4, (
+            "train.seq_len=250 is not divisible by 2*parallel.cp*parallel.tp=8 (each sequence is cut into 2*cp chunks "
+            "of tp shards); use train.seq_len=256")),
         "bad dtype": (["--train.dtype=fp8"], 4, "train.dtype='fp8' is not one of auto, float32, bfloat16"),
         "seq_len too long": (["--train.seq_len=4096"], 4,
                              "train.seq_len=4096 exceeds the model's max_position_embeddings=2048"),
@@ -105,7 +111,8 @@ def under_torchrun(monkeypatch):
 
 
 CASES = ["world size vs. mesh", "unknown key", "unsupported architecture", "indivisible heads", "missing model folder",
-         "missing weight files", "missing tokenizer files", "bad dtype", "seq_len too long", "empty data"]
+         "missing weight files", "missing tokenizer files", "attention that CP cannot use",
+         "seq_len that CP cannot cut", "bad dtype", "seq_len too long", "empty data"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -28,6 +28,7 @@ from shardwise.data import (
     load_tokens,
     pad_to_multiple,
     split_documents,
+    split_sequence,
 )
 
 
@@ -75,6 +76,32 @@ def test_pad_to_multiple_ignores_padding_and_continues_positions():
     assert batch.input_ids.shape == (2, 8)
     assert (batch.labels[:, 5:] == -100).all()
     assert batch.position_ids[0].tolist() == list(range(8))
+
+
+def test_split_sequence_keeps_a_chunk_its_mirror_and_whole_row_documents():
+    """cp=2 cuts rows of 8 into 4 chunks of 2: rank 0 holds chunks 0 and 3, rank 1 chunks 1 and 2, with their
+    labels and positions; both get the document ids of the whole rows (the second document spans chunks 1-3)."""
+    ids = torch.arange(16).view(2, 8)
+    positions = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10, 11, 12]])
+    batch = Batch(ids, ids + 100, positions)
+    rank0, rank1 = (split_sequence(batch, 2, r) for r in (0, 1))
+    assert rank0.input_ids.tolist() == [[0, 1, 6, 7], [8, 9, 14, 15]]
+    assert rank1.input_ids.tolist() == [[2, 3, 4, 5], [10, 11, 12, 13]]
+    assert torch.equal(rank1.labels, rank1.input_ids + 100)
+    assert rank1.position_ids.tolist() == [[2, 0, 1, 2], [7, 8, 9, 10]]
+    for local in (rank0, rank1):
+        assert local.documents.tolist() == [[1, 1, 1, 2, 2, 2, 2, 2], [0] * 8]
+        assert local.packed is True
+    assert split_sequence(batch, 1, 0) is batch
+
+
+def test_a_token_stream_cut_into_documents():
+    """Synthetic documents (verify's): positions restart and the first token of each is never a label."""
+    docs = Documents.from_tokens(torch.arange(100, 130), lengths=torch.tensor([4, 7, 50]).numpy())
+    assert docs.lengths.tolist() == [4, 7, 19]
+    (batch,) = StepBatches(TokenWindows(docs, seq_len=29, seed=0), 1, 1, 0, 1)(step=0)
+    assert batch.position_ids.tolist() == [[*range(4), *range(7), *range(18)]]
+    assert (batch.labels == -100).nonzero()[:, 1].tolist() == [3, 10]
 
 
 def test_too_little_data_for_a_window():

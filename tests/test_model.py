@@ -5,10 +5,14 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from shardwise.config import ConfigError, ModelConfig, load_config
+from shardwise.cp import sequence_order
 from shardwise.model import (
     SHIPPED_PRESETS,
     CausalLM,
     build_meta_model,
+    context_mask,
+    document_ids,
+    document_mask,
     flop_params,
     hf_config,
     init_weights,
@@ -16,6 +20,7 @@ from shardwise.model import (
 )
 from shardwise.parallelize import check_divisibility
 from shardwise.plans import PLANS, get_plan, model_forward
+from shardwise.tp import Group
 
 
 def _accepted(preset: str, attn: str) -> bool:
@@ -37,6 +42,22 @@ def test_forward_with_explicit_positions_equals_hf_forward(preset, attn):
     positions = torch.stack([torch.cat([torch.arange(70), torch.arange(30)]), torch.arange(100)])
     ours = model(ids, positions)
     torch.testing.assert_close(ours, hf(input_ids=ids, position_ids=positions).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("window", [None, 5])
+@pytest.mark.parametrize("cp", [2, 4])
+def test_context_mask_is_the_document_mask_seen_from_each_rank(attn, window, cp):
+    """Each CP rank's mask (its queries x every rank's keys, in all-gather order) holds exactly its rows of the
+    one-process mask, the columns permuted: documents spanning chunks of several ranks, windows, two rows."""
+    positions = torch.stack([torch.cat([torch.arange(3), torch.arange(13), torch.arange(7), torch.arange(9)]),
+                             torch.cat([torch.arange(20, 30), torch.arange(22)])])
+    full = document_mask(positions, attn, torch.float32, packed=True, window=window)
+    order = sequence_order(positions.shape[1], cp)
+    for rank in range(cp):
+        local = order.view(cp, -1)[rank]
+        mask = context_mask(document_ids(positions), Group("cp", cp, rank), attn, torch.float32, window)
+        assert torch.equal(mask, full[:, :, local][:, :, :, order]), rank
 
 
 def test_soft_capped_attention_refuses_sdpa():

@@ -15,11 +15,19 @@ from functools import cache
 
 import pytest
 import torch
-from _parity_cases import FAMILY_VARIANTS, REPLICATED_VARIANTS, VARIANTS, case_overrides, variant_presets
+from _parity_cases import (
+    CP_EAGER_VARIANT,
+    CP_VARIANTS,
+    FAMILY_VARIANTS,
+    REPLICATED_VARIANTS,
+    VARIANTS,
+    case_overrides,
+    variant_presets,
+)
 from conftest import torchrun
 
 from shardwise.config import load_config
-from shardwise.verify import compare, register_presets, run_reference
+from shardwise.verify import compare, register_presets, run_reference, seq_len
 
 PRESETS = variant_presets()
 register_presets(PRESETS)  # for the references, built in this process
@@ -38,14 +46,24 @@ LAYOUTS = {
                        "train.activation_checkpointing": "selective"}, 4, VARIANTS),
     # More TP ranks than KV heads: each KV head computed by 2 (or 4) ranks.
     "tp4-sp-lp": ({"parallel.dp_shard": 1, "parallel.tp": 4}, 4, REPLICATED_VARIANTS),
+    # Each sequence split over 2 context-parallel ranks (packed documents crossing the chunks): alone, with
+    # TP's sequence and loss parallelism, and with FSDP over dp_shard x cp and full activation checkpointing.
+    # Rows cut into 2*cp chunks of tp shards unpadded: 32 tokens, not 31.
+    "cp2": ({"parallel.dp_shard": 1, "parallel.cp": 2, "parallel.tp": 1, "train.seq_len": seq_len(2, 1)}, 2,
+            CP_VARIANTS),
+    "cp2xtp2-sp-lp": ({"parallel.dp_shard": 1, "parallel.cp": 2, "parallel.tp": 2, "train.seq_len": seq_len(2, 2)}, 4,
+                      [*CP_VARIANTS, CP_EAGER_VARIANT]),
+    "dp2xcp2-ac": ({"parallel.dp_shard": 2, "parallel.cp": 2, "parallel.tp": 1, "train.seq_len": seq_len(2, 1),
+                    "train.activation_checkpointing": "full"}, 4, CP_VARIANTS),
 }
 CASES = [(name, variant) for name, (_, _, variants) in LAYOUTS.items() for variant in variants]
 
 
 @cache
-def reference(variant: str) -> dict:
-    """Plain HF model, one process, fp32: losses, logits, first-step grads, final weights."""
-    return run_reference(load_config(None, case_overrides(variant, {"parallel.tp": 1})))
+def reference(variant: str, length: int) -> dict:
+    """Plain HF model, one process, fp32, rows of ``length`` tokens: losses, logits, first-step grads, final
+    weights."""
+    return run_reference(load_config(None, case_overrides(variant, {"parallel.tp": 1, "train.seq_len": length})))
 
 
 @pytest.fixture(scope="module")
@@ -73,5 +91,6 @@ def layout_results(tmp_path_factory) -> Callable[[str], dict[str, dict]]:
 def test_layout_matches_single_process(layout_results, layout, variant):
     """Parameter count, first-step loss (1e-5) and every gradient (1e-4), logits at init (1e-5), every
     step's loss and grad norm (1e-4) and the final weights (1e-3), all relative; see verify.TOLERANCE."""
-    failed = [c.line() for c in compare(layout_results(layout)[variant], reference(variant)) if not c.ok]
+    length = case_overrides(variant, LAYOUTS[layout][0])["train.seq_len"]
+    failed = [c.line() for c in compare(layout_results(layout)[variant], reference(variant, length)) if not c.ok]
     assert not failed, f"{layout}/{variant}:\n" + "\n".join(failed)

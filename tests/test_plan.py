@@ -21,6 +21,8 @@ CASES = {
         "parallel.sequence_parallel": False},
     "tiny-phi3 tp=4 (fused q/k/v, each KV head on 2 ranks)": {"model.preset": "tiny-phi3", "parallel.dp_shard": 1,
                                                               "parallel.tp": 4},
+    "tiny-llama cp=2 x tp=2 (FSDP over the CP ranks)": {"model.preset": "tiny-llama", "parallel.dp_shard": 1,
+                                                        "parallel.cp": 2, "parallel.tp": 2},
 }
 SHORT_RUN = {"train.steps": 1, "train.seq_len": 16, "train.global_batch_size": 4, "train.micro_batch_size": 1,
              "output.progress": False}
@@ -99,7 +101,7 @@ def test_kv_replication_is_shown(capsys, preset, tp, heads, kv_replicas):
 
 @pytest.mark.parametrize("args,message", [
     (["--world-size=6", "--parallel.dp_shard=2", "--parallel.tp=2"],
-     "parallel.dp_replicate*dp_shard*tp = 1*2*2 = 4 but the world size is 6"),
+     "parallel.dp_replicate*dp_shard*cp*tp = 1*2*1*2 = 4 but the world size is 6"),
     (["--world-size=4", "--train.global_batch_size=6", "--train.micro_batch_size=2"],
      "train.global_batch_size=6 must be a multiple of dp (2)"),
 ])
@@ -112,7 +114,7 @@ def test_default_world_size_and_text_output(capsys):
     """Without --world-size the plan is for what `shardwise train` would start: 4 CPU processes here."""
     assert main(["plan"]) == 0
     text = capsys.readouterr().out
-    assert "mesh: dp_replicate=1 x dp_shard=2 x tp=2 = 4 devices" in text
+    assert "mesh: dp_replicate=1 x dp_shard=2 x cp=1 x tp=2 = 4 devices" in text
     assert "model.layers.*.self_attn.o_proj.weight" in text and "ok    memory" not in text
 
 
@@ -128,6 +130,34 @@ def test_tp_collectives_per_block_are_megatrons(capsys, preset, sp, expected):
                           f"--parallel.sequence_parallel={sp}")
     calls = {k: v["calls"] for k, v in report["comm_bytes"]["tp"]["per_layer_per_micro_batch"].items()}
     assert {k: calls[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize("tp,checkpointing,gathers", [(1, "none", 1), (2, "none", 1), (1, "full", 2)])
+def test_cp_collectives_per_block_gather_kv_once(capsys, tp, checkpointing, gathers):
+    """Forward + backward of one block at cp=2: one all-gather of this rank's K and V (again when the block is
+    recomputed) and one reduce-scatter of their gradients, as many bytes as K/V of this rank's heads hold."""
+    seq, batch = 64, 2
+    _, report = plan_json(capsys, "--model.preset=tiny-llama", "--parallel.cp=2", f"--parallel.tp={tp}",
+                          f"--world-size={2 * tp}", f"--train.seq_len={seq}", f"--train.micro_batch_size={batch}",
+                          f"--train.global_batch_size={batch}", f"--train.activation_checkpointing={checkpointing}")
+    layer = report["comm_bytes"]["cp"]["per_layer_per_micro_batch"]
+    kv_bytes = 2 * batch * seq * (2 * 32 // tp) * 4  # K and V of the whole rows: 2 KV heads of 32, fp32, over tp
+    assert layer["all_gather_into_tensor"] == {"calls": gathers, "bytes": gathers * kv_bytes / 2}  # the other half
+    assert layer["reduce_scatter_tensor"] == {"calls": 1, "bytes": kv_bytes / 2}
+    assert layer["all_reduce"]["calls"] == layer["all_to_all_single"]["calls"] == 0
+
+
+def test_cp_divides_activations_and_adds_masks(capsys):
+    """cp=2 holds half of each row's tokens (half the logits); its attention mask is local queries x all keys."""
+    args = ["--model.preset=tiny-llama", "--parallel.tp=1", "--train.seq_len=64", "--train.global_batch_size=4",
+            "--train.micro_batch_size=2"]
+    _, one = plan_json(capsys, *args, "--parallel.dp_shard=2", "--world-size=2")
+    _, two = plan_json(capsys, *args, "--parallel.dp_shard=2", "--parallel.cp=2", "--world-size=4")
+    assert two["memory_bytes"]["logits"] == one["memory_bytes"]["logits"] / 2
+    assert two["memory_bytes"]["attention_masks"] == 2 * 32 * 64 and "attention_masks" not in one["memory_bytes"]
+    local = {r["name"]: r["local_shape"] for r in two["parameters"]}
+    assert local["model.layers.*.mlp.up_proj.weight"] == [352 // 4, 128]  # FSDP over dp_shard x cp = 4 ranks
+    assert two["comm_bytes"]["fsdp"]["all_gather"] > one["comm_bytes"]["fsdp"]["all_gather"]
 
 
 def test_recommends_the_fastest_setting_that_fits(capsys):

@@ -10,9 +10,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from shardwise.config import ModelConfig
-from shardwise.model import SHIPPED_PRESETS, hf_config
-from shardwise.verify import RUN, TOLERANCE, small_config
+from shardwise.config import ModelConfig, load_config
+from shardwise.cp import sequence_order
+from shardwise.model import SHIPPED_PRESETS, document_ids, hf_config
+from shardwise.verify import RUN, TOLERANCE, seq_len, small_config, step_batches
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 # Loaded at interpreter start in every process (launcher and workers) through PYTHONPATH: Qwen3
@@ -38,6 +39,17 @@ def test_verify_passes_a_supported_layout():
     assert lines[-1].startswith("verify: PASS")
 
 
+def test_verify_passes_a_context_parallel_layout():
+    """cp=2 x tp=2 on 4 CPU processes: each toy row cut into 4 chunks of 2 shards (verify lengthens its odd rows
+    to 32 tokens, as CP refuses to pad), Qwen3's q/k norms on the local tokens."""
+    proc = verify("--parallel.dp_shard=1", "--parallel.cp=2", "--parallel.tp=2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "dp_shard=1 cp=2 tp=2" in lines[0]
+    assert sum(line.startswith("PASS  ") for line in lines) == len(TOLERANCE)
+    assert lines[-1].startswith("verify: PASS")
+
+
 def test_verify_fails_a_broken_plan(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(BROKEN_PLAN)
     env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
@@ -47,6 +59,20 @@ def test_verify_fails_a_broken_plan(tmp_path):
     assert grads.startswith("FAIL") and ("q_norm" in grads or "k_norm" in grads), grads
     assert "PASS  loss, first step" in proc.stdout  # the forward is right: only the gradients show it
     assert proc.stdout.splitlines()[-1].startswith("verify: FAIL")
+
+
+def test_verify_trains_on_packed_documents_that_cross_cp_chunks():
+    """Most rows of verify's first step hold a document boundary, and at cp=2 x tp=2 some document runs from one
+    rank's chunk into another's (keys a rank must get from another rank, inside the same document)."""
+    run = {k: v for k, v in RUN.items() if k != "model.preset"}
+    for length in (RUN["train.seq_len"], seq_len(2, 2)):
+        cfg = load_config(None, {**run, "train.seq_len": length, "train.global_batch_size": 8})
+        (batch,) = step_batches(cfg, 0, 1, micro_batch=8)(0)
+        assert (batch.position_ids[:, 1:] == 0).any(dim=1).sum() >= 6
+    documents = document_ids(batch.position_ids)
+    owner = sequence_order(length, 2).argsort() // (length // 2)  # the CP rank holding each token
+    crossing = (documents[:, 1:] == documents[:, :-1]) & (owner[1:] != owner[:-1])
+    assert crossing.any(dim=1).all()
 
 
 @pytest.mark.parametrize("preset", sorted(SHIPPED_PRESETS))

@@ -103,8 +103,7 @@ def summarize(run: Run, times: list[float]) -> dict[str, Any]:
         "model_type": c.model_type,
         "num_params": num_params(run.model),
         "flop_params": n_flop,
-        "layout": {"dp_replicate": layout.dp_replicate, "dp_shard": layout.dp_shard, "tp": layout.tp,
-                   "world_size": layout.world_size},
+        "layout": {**layout.sizes(), "world_size": layout.world_size},
         "seq_len": cfg.train.seq_len,
         "global_batch_size": cfg.train.global_batch_size,
         "micro_batch_size": cfg.train.micro_batch_size,
@@ -133,8 +132,8 @@ def print_table(result: dict[str, Any], path: Path) -> None:
     layout = result["layout"]
     rows = [
         ("model", f"{result['preset'] or result['model_type']} ({result['num_params']:,} params)"),
-        ("layout", f"dp_replicate={layout['dp_replicate']} dp_shard={layout['dp_shard']} tp={layout['tp']} "
-                   f"on {layout['world_size']} x {result['device']}"),
+        ("layout", " ".join(f"{k}={v}" for k, v in layout.items() if k != "world_size")
+                   + f" on {layout['world_size']} x {result['device']}"),
         ("batch", f"{result['global_batch_size']} x {result['seq_len']} tokens, {result['dtype']}"),
         ("step time (median)", f"{result['step_time_s_median']:.4f} s over {len(result['step_times_s'])} steps"),
         ("tokens/s", f"{result['tokens_per_s']:,.0f}"),

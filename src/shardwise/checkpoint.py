@@ -306,7 +306,7 @@ def _write_export_files(run: Run, step: int, tokenizer: PreTrainedTokenizerBase,
     exported = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name not in files)
     layout = run.layout
     meta = {"step": step, "world_size": layout.world_size,
-            "mesh": {"dp_replicate": layout.dp_replicate, "dp_shard": layout.dp_shard, "tp": layout.tp},
+            "mesh": layout.sizes(),
             "skipped_steps": skipped, "config": run.cfg.to_dict(),
             "files": {**files, **manifest.describe(folder, exported)}}
     (folder / MARKER).write_text(json.dumps(meta, indent=2) + "\n")

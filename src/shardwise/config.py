@@ -33,6 +33,7 @@ class ModelConfig:
 class ParallelConfig:
     dp_replicate: int = 1
     dp_shard: int = -1
+    cp: int = 1  # context parallelism: each sequence split over cp ranks
     tp: int = 1
     sequence_parallel: bool = True
     loss_parallel: bool = True
@@ -233,7 +234,7 @@ def validate(cfg: Config) -> None:
     t, p = cfg.train, cfg.parallel
     for key, value in (("train.steps", t.steps), ("train.global_batch_size", t.global_batch_size),
                        ("train.micro_batch_size", t.micro_batch_size), ("train.seq_len", t.seq_len),
-                       ("parallel.tp", p.tp), ("parallel.dp_replicate", p.dp_replicate),
+                       ("parallel.tp", p.tp), ("parallel.cp", p.cp), ("parallel.dp_replicate", p.dp_replicate),
                        ("bench.steps", cfg.bench.steps), ("data.val_batches", cfg.data.val_batches),
                        ("parallel.timeout_s", p.timeout_s)):
         if value < 1:

@@ -328,11 +328,15 @@ class Documents:
         return cls(ids, target, np.concatenate(chunk), np.concatenate(start), np.concatenate(lengths))
 
     @classmethod
-    def from_tokens(cls, tokens: torch.Tensor) -> Documents:
-        """A plain token stream as one document, every token a target (synthetic data, tests)."""
+    def from_tokens(cls, tokens: torch.Tensor, lengths: np.ndarray | None = None) -> Documents:
+        """A plain token stream (synthetic data, tests) as one document, or cut into documents of ``lengths``
+        tokens (the last takes what is left); every token a target but each document's first."""
         ids = tokens.numpy()
-        return cls([ids], [np.ones(len(ids), np.int8)], np.zeros(1, np.int64), np.zeros(1, np.int64),
-                   np.array([len(ids)]))
+        ends = np.cumsum(lengths) if lengths is not None else np.zeros(0, np.int64)
+        starts = np.concatenate([[0], ends[ends < len(ids)]]).astype(np.int64)
+        target = np.ones(len(ids), np.int8)
+        target[starts] = 0
+        return cls([ids], [target], np.zeros(len(starts), np.int64), starts, np.diff(np.append(starts, len(ids))))
 
     def __len__(self) -> int:
         return len(self.lengths)

@@ -27,8 +27,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from shardwise.config import Config, ConfigError, DataConfig
 from shardwise.corpus import Documents, load_documents
+from shardwise.cp import local_indices
 from shardwise.loss import IGNORE_INDEX
-from shardwise.model import has_restarts, hf_config
+from shardwise.model import document_ids, has_restarts, hf_config
 from shardwise.roundtrip import check_round_trip
 
 EOS = "<|endoftext|>"
@@ -96,15 +97,20 @@ class Batch:
     # None = not known yet. ``to`` decides it while the positions are still on the CPU, so the
     # forward never waits on the GPU to find out.
     packed: bool | None = None
+    # Context parallelism (``split_sequence``): the document ids of the whole rows, whose tokens
+    # this rank's queries may attend to; None while a batch holds whole rows.
+    documents: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
         packed = self.packed if self.packed is not None else has_restarts(self.position_ids)
-        moved = (t.to(device, non_blocking=True) for t in (self.input_ids, self.labels, self.position_ids))
-        return Batch(*moved, packed=packed)
+        moved = (t if t is None else t.to(device, non_blocking=True)
+                 for t in (self.input_ids, self.labels, self.position_ids, self.documents))
+        input_ids, labels, position_ids, documents = moved
+        return Batch(input_ids, labels, position_ids, packed, documents)
 
 
 def pad_to_multiple(batch: Batch, multiple: int) -> Batch:
-    """Pad the sequence to a multiple of ``multiple`` (the TP degree) so sequence shards are even.
+    """Pad the sequence to a multiple of ``multiple`` (``Layout.seq_multiple``) so sequence shards are even.
 
     Padding labels are ignored and padded positions continue the sequence (so, packed, the
     padding joins the last document), so causal attention leaves every real token's output unchanged.
@@ -121,6 +127,19 @@ def pad_to_multiple(batch: Batch, multiple: int) -> Batch:
         torch.cat([batch.position_ids, pos_tail], dim=1),
         batch.packed,
     )
+
+
+def split_sequence(batch: Batch, cp: int, rank: int) -> Batch:
+    """Context-parallel rank ``rank``'s tokens of every row (chunks ``rank`` and ``2cp-1-rank``, see
+    ``shardwise.cp``), with their labels and positions, and the document ids of the whole rows, found
+    before the split since a document may span chunks of several ranks. The row length must be a multiple
+    of ``2·cp`` (``cp.errors`` refuses any other ``train.seq_len``). cp=1 keeps the batch as it is."""
+    if cp == 1:
+        return batch
+    index = local_indices(batch.input_ids.shape[1], cp, rank)
+    packed = batch.packed if batch.packed is not None else has_restarts(batch.position_ids)
+    local = (t[:, index] for t in (batch.input_ids, batch.labels, batch.position_ids))
+    return Batch(*local, packed, document_ids(batch.position_ids))
 
 
 def load_tokens(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:

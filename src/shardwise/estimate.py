@@ -6,12 +6,15 @@ Models" (whose GPT layer keeps ``s·b·h·(34 + 5·a·s/h)`` bytes with 16-bit a
 the blocks shardwise trains: RMSNorm (HF upcasts to fp32), SwiGLU MLP, grouped-query attention,
 no dropout, and SDPA/flash attention, which keeps no ``s × s`` scores (``eager`` attention keeps
 its softmax, the ``5·a·s/h`` term). With ``e`` bytes per activation element (2 for bf16), hidden
-``h``, query width ``hq = heads·head_dim``, key/value width ``hkv``, intermediate ``I``, ``t = tp``:
+``h``, query width ``hq = heads·head_dim``, key/value width ``hkv``, intermediate ``I``, ``t = tp``,
+counted per token a device holds (``b·s/cp`` of them under context parallelism):
 
 ==========  =====================================================================================
 ``none``    ``2(4+e)h / t_sp`` (two norms: fp32 copy + normalized output)
             ``+ 2e·h`` (q/k/v and gate/up inputs, gathered: full sequence on every TP rank)
-            ``+ e(3hq + 2hkv) / t`` (q, k, v into attention; its output, kept by SDPA and o_proj)
+            ``+ e(3hq + kv) / t`` (q, k, v into attention; its output, kept by SDPA and o_proj), where
+            ``kv = 2hkv``, and under context parallelism ``2·cp·hq``: every rank's K/V, repeated to
+            the query heads (the mask rules out sdpa's grouped-query path)
             ``+ (4+e)(hq + hkv) / t`` (Qwen3's q/k norms) ``+ e·a·s / t`` (eager softmax)
             ``+ 4e·I / t`` (gate, up, silu(gate), product)
 ``full``    ``e·h / t_sp`` (the block input), plus one layer's ``none`` while it is recomputed
@@ -20,7 +23,10 @@ its softmax, the ``5·a·s/h`` term). With ``e`` bytes per activation element (2
             reduce-scatters ``2e·h / t`` (SP only), gate/up ``2e·I / t``; plus one layer's ``none``
 ==========  =====================================================================================
 
-``t_sp`` is ``tp`` with sequence parallelism and 1 without. Outside the blocks: the final norm and
+``t_sp`` is ``tp`` with sequence parallelism and 1 without. Context parallelism adds the masks
+``CausalLM`` builds once per step for all layers, one per distinct sliding window: ``b·(s/cp)·s``
+elements, 1 byte each for sdpa, ``e`` for eager (without it, masks of packed rows are not
+counted). Outside the blocks: the final norm and
 the gathered ``lm_head`` input, and the logits ``b·s·V/t·(3·4 + 2e)``: the logits and their
 gradient in compute dtype, and in fp32 the log-softmax kept for backward and, during backward, the
 gradients of its output and of its input (2×H100, 2026-11-25: 10 bytes per element fell short of the
@@ -35,11 +41,14 @@ adds all of these, an upper bound: sharded gradients and most activations never 
 
 **Communication** per device counts what a ring implementation sends (= receives): all-gather
 ``(n-1)/n`` of its output, reduce-scatter ``(n-1)/n`` of its input, all-reduce twice that.
-Tensor parallelism is *measured*: one and two decoder blocks, tensor-parallelized by the real plan,
-run forward and backward (with the configured activation checkpointing) on meta tensors under a
-fake process group while every collective is recorded; the difference is one layer. FSDP is
+Tensor and context parallelism are *measured*: one and two decoder blocks, parallelized by the real
+plan (TP styles, CP attention), run forward and backward (with the configured activation
+checkpointing) on meta tensors under a fake process group while every collective is recorded, per
+group; the difference is one layer. (CP: one all-gather of K and V per layer forward, again in a
+recomputation, and one reduce-scatter of their gradients.) FSDP is
 counted from the parameters: per micro-batch an all-gather of each unit in forward and again in
-backward (every block but the last, which stays gathered; not the root), and a reduce-scatter of
+backward (every block but the last, which stays gathered; not the root) over ``dp_shard·cp``
+ranks, and a reduce-scatter of
 fp32 gradients (once per step with ``parallel.defer_grad_reduce``) and, with HSDP, an all-reduce of
 the shards over replicas.
 """
@@ -56,8 +65,10 @@ from transformers import PretrainedConfig
 
 from shardwise.config import Config
 from shardwise.loss import summed_cross_entropy
+from shardwise.mesh import Layout, Meshes
 from shardwise.model import build_meta_model
-from shardwise.parallelize import apply_activation_checkpointing, apply_tp
+from shardwise.parallelize import apply_activation_checkpointing, apply_cp, apply_tp
+from shardwise.plans import model_forward
 
 FP32 = 4
 
@@ -76,22 +87,31 @@ class Dims:
     qk_norm: bool
     eager: bool
     batch: int
-    seq: int  # padded to a multiple of tp
+    seq: int  # padded to ``Layout.seq_multiple``
+    cp: int
+    masks: int  # distinct attention masks of a forward: one per distinct sliding window
 
     @classmethod
-    def of(cls, config: PretrainedConfig, cfg: Config, tp: int, qk_norm: bool, micro_batch: int) -> Dims:
+    def of(cls, config: PretrainedConfig, cfg: Config, layout: Layout, qk_norm: bool, micro_batch: int) -> Dims:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        seq = -(-cfg.train.seq_len // tp) * tp
+        seq = -(-cfg.train.seq_len // layout.seq_multiple) * layout.seq_multiple
         return cls(config.hidden_size, config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim,
                    config.intermediate_size, config.num_attention_heads, config.vocab_size,
-                   config.num_hidden_layers, qk_norm, cfg.model.attn_implementation == "eager", micro_batch, seq)
+                   config.num_hidden_layers, qk_norm, cfg.model.attn_implementation == "eager", micro_batch, seq,
+                   layout.cp, len(set(model_forward(config).windows())))
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of one micro-batch on one device (before TP's sequence sharding)."""
+        return self.batch * self.seq // self.cp
 
 
 def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool) -> float:
     """Activation bytes one decoder layer keeps per token until backward (see the module docstring)."""
     t_sp = tp if sp else 1
+    kv = 2 * d.kv_dim if d.cp == 1 else 2 * d.cp * d.q_dim
     none = (2 * (FP32 + e) * d.hidden / t_sp + 2 * e * d.hidden
-            + (e * (3 * d.q_dim + 2 * d.kv_dim) + (FP32 + e) * (d.q_dim + d.kv_dim) * d.qk_norm
+            + (e * (3 * d.q_dim + kv) + (FP32 + e) * (d.q_dim + d.kv_dim) * d.qk_norm
                + e * d.heads * d.seq * d.eager + 4 * e * d.intermediate) / tp)
     if mode == "none":
         return none
@@ -104,14 +124,17 @@ def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool) -> floa
 
 
 def activation_bytes(d: Dims, mode: str, e: int, tp: int, sp: bool, loss_parallel: bool) -> dict[str, float]:
-    """Bytes per device for one micro-batch: decoder layers (with the recompute peak) and logits."""
-    tokens = d.batch * d.seq
+    """Bytes per device for one micro-batch: decoder layers (with the recompute peak), logits and, under context
+    parallelism, the attention masks."""
     layers = d.layers * layer_bytes_per_token(d, mode, e, tp, sp)
     if mode != "none":
         layers += layer_bytes_per_token(d, "none", e, tp, sp)  # one block recomputed during backward
     top = (FP32 + e) * d.hidden / (tp if sp else 1) + e * d.hidden
     vocab = d.vocab / tp if loss_parallel and tp > 1 else d.vocab
-    return {"activations": tokens * (layers + top), "logits": tokens * vocab * (3 * FP32 + 2 * e)}
+    out = {"activations": d.tokens * (layers + top), "logits": d.tokens * vocab * (3 * FP32 + 2 * e)}
+    if d.cp > 1:
+        out["attention_masks"] = d.masks * d.tokens * d.seq * (e if d.eager else 1)
+    return out
 
 
 def ring_bytes(op: str, nbytes: int, n: int) -> float:
@@ -126,51 +149,65 @@ def ring_bytes(op: str, nbytes: int, n: int) -> float:
 
 
 class CollectiveRecorder(TorchDispatchMode):
-    """Adds up, per collective kind, the calls and ring bytes of every functional collective."""
+    """Adds up, per mesh and collective kind, the calls and ring bytes of every functional collective."""
 
     KINDS = ("all_gather_into_tensor", "reduce_scatter_tensor", "all_reduce", "all_to_all_single")
 
-    def __init__(self, group_size: int):
+    def __init__(self, meshes: dict[str, DeviceMesh]):
         super().__init__()
-        self.n = group_size
-        self.calls = {k: 0 for k in self.KINDS}
-        self.bytes = {k: 0.0 for k in self.KINDS}
+        # a functional collective names its process group last
+        self.groups = {mesh.get_group().group_name: (label, mesh.size()) for label, mesh in meshes.items()}
+        self.calls = {label: {k: 0 for k in self.KINDS} for label in meshes}
+        self.bytes = {label: {k: 0.0 for k in self.KINDS} for label in meshes}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._opname
-        if func.namespace == "_c10d_functional" and name in self.calls:
-            self.calls[name] += 1
-            self.bytes[name] += ring_bytes(name, args[0].nbytes, self.n)
+        if func.namespace == "_c10d_functional" and name in self.KINDS:
+            label, size = self.groups[args[-1]]
+            self.calls[label][name] += 1
+            self.bytes[label][name] += ring_bytes(name, args[0].nbytes, size)
         return func(*args, **(kwargs or {}))
 
 
-def _tp_step(config: PretrainedConfig, cfg: Config, tp_mesh: DeviceMesh, layers: int, dtype: torch.dtype,
-             d: Dims) -> CollectiveRecorder:
-    """Forward + backward of a ``layers``-block model under TP only, on meta tensors, recording collectives."""
+def _parallel_step(config: PretrainedConfig, cfg: Config, layout: Layout, meshes: Meshes, layers: int,
+                   dtype: torch.dtype, d: Dims) -> CollectiveRecorder:
+    """Forward + backward of a ``layers``-block model under TP and CP only, on meta tensors, recording
+    collectives."""
     small = copy.deepcopy(config)
     small.num_hidden_layers = layers
     model = build_meta_model(small)
-    lp = cfg.parallel.loss_parallel
-    apply_tp(model, tp_mesh, cfg.parallel.sequence_parallel, lp)
+    if layout.tp > 1:
+        apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
+    if layout.cp > 1:
+        apply_cp(model, meshes.cp)
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing)
     model.to(dtype)
-    ids = torch.zeros(d.batch, d.seq, dtype=torch.long, device="meta")
-    positions = torch.arange(d.seq, device="meta").expand(d.batch, d.seq)
-    recorder = CollectiveRecorder(tp_mesh.size())
+    local = d.seq // d.cp
+    ids = torch.zeros(d.batch, local, dtype=torch.long, device="meta")
+    positions = torch.arange(local, device="meta").expand(d.batch, local)
+    documents = torch.zeros(d.batch, d.seq, dtype=torch.long, device="meta")
+    recorder = CollectiveRecorder({"tp": meshes.tp, "cp": meshes.cp})
     with recorder:
-        summed_cross_entropy(model(ids, positions), ids).backward()
+        summed_cross_entropy(model(ids, positions, documents=documents), ids).backward()
     return recorder
 
 
-def tp_comm(config: PretrainedConfig, cfg: Config, tp_mesh: DeviceMesh, dtype: torch.dtype, d: Dims,
-            micro_batches: int) -> dict:
-    """Measured TP collectives: per layer per micro-batch, outside the layers, and per step (bytes per device)."""
-    one, two = (_tp_step(config, cfg, tp_mesh, n, dtype, d) for n in (1, 2))
+def parallel_comm(config: PretrainedConfig, cfg: Config, layout: Layout, meshes: Meshes, dtype: torch.dtype, d: Dims,
+                  micro_batches: int) -> dict[str, dict | None]:
+    """Measured TP and CP collectives (None for a degree of 1): per layer per micro-batch, outside the layers,
+    and per step (bytes per device)."""
+    one, two = (_parallel_step(config, cfg, layout, meshes, n, dtype, d) for n in (1, 2))
     kinds = CollectiveRecorder.KINDS
-    layer = {k: {"calls": two.calls[k] - one.calls[k], "bytes": two.bytes[k] - one.bytes[k]} for k in kinds}
-    top = {k: {"calls": one.calls[k] - layer[k]["calls"], "bytes": one.bytes[k] - layer[k]["bytes"]} for k in kinds}
-    step = {k: micro_batches * (d.layers * layer[k]["bytes"] + top[k]["bytes"]) for k in kinds}
-    return {"per_layer_per_micro_batch": layer, "outside_layers_per_micro_batch": top, "per_step_bytes": step}
+    out: dict[str, dict | None] = {}
+    for label, degree in (("tp", layout.tp), ("cp", layout.cp)):
+        calls = {k: (one.calls[label][k], two.calls[label][k]) for k in kinds}
+        sent = {k: (one.bytes[label][k], two.bytes[label][k]) for k in kinds}
+        layer = {k: {"calls": calls[k][1] - calls[k][0], "bytes": sent[k][1] - sent[k][0]} for k in kinds}
+        top = {k: {"calls": calls[k][0] - layer[k]["calls"], "bytes": sent[k][0] - layer[k]["bytes"]} for k in kinds}
+        step = {k: micro_batches * (d.layers * layer[k]["bytes"] + top[k]["bytes"]) for k in kinds}
+        out[label] = {"per_layer_per_micro_batch": layer, "outside_layers_per_micro_batch": top,
+                      "per_step_bytes": step} if degree > 1 else None
+    return out
 
 
 def fsdp_comm(unit_numels: list[int], shard: int, replicate: int, param_bytes: int,

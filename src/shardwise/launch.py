@@ -45,9 +45,9 @@ def under_launcher() -> bool:
 
 
 def cpu_world_size(cfg: Config) -> int:
-    """``dp_replicate x dp_shard x tp`` with ``dp_shard=-1`` counting as ``CPU_DP_SHARD``."""
+    """``dp_replicate x dp_shard x cp x tp`` with ``dp_shard=-1`` counting as ``CPU_DP_SHARD``."""
     p = cfg.parallel
-    return p.dp_replicate * p.tp * (CPU_DP_SHARD if p.dp_shard == -1 else p.dp_shard)
+    return p.dp_replicate * p.cp * p.tp * (CPU_DP_SHARD if p.dp_shard == -1 else p.dp_shard)
 
 
 def local_world_size(cfg: Config) -> int:

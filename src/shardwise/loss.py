@@ -1,11 +1,12 @@
 """Cross-entropy as a token-level mean over the global optimizer step.
 
 Each micro-batch contributes ``sum(CE over its tokens) / N_global`` where ``N_global`` counts
-every non-ignored label in the step on every data-parallel rank. Summed over micro-batches and
-DP ranks, that is exactly the mean over the global batch, whatever the layout or the padding.
+every non-ignored label in the step on every data- and context-parallel rank. Summed over
+micro-batches and those ranks, that is exactly the mean over the global batch, whatever the layout
+or the padding.
 With loss parallelism the logits stay vocab-sharded (a ``Shard(-1)`` DTensor) and the loss is
 Megatron's vocab-parallel cross-entropy on the local shards: every TP rank ends with the same
-value, so it is counted once (reduced over DP ranks only), never summed over TP ranks.
+value, so it is counted once (reduced over DP and CP ranks only), never summed over TP ranks.
 """
 
 from __future__ import annotations
@@ -68,19 +69,20 @@ def loss_fn(compiled: bool) -> LossFn:
     return _summed(torch.compile(cross_entropy_sum), torch.compile(vocab_parallel_cross_entropy_sum))
 
 
-def global_token_count(micro_labels: list[torch.Tensor], dp_mesh: DeviceMesh) -> int:
-    """Non-ignored labels of the whole step, summed over micro-batches and DP ranks."""
+def global_token_count(micro_labels: list[torch.Tensor], mesh: DeviceMesh) -> int:
+    """Non-ignored labels of the whole step, summed over micro-batches and the ranks of ``mesh`` (DP x CP)."""
     count = torch.tensor(sum(int((lab != IGNORE_INDEX).sum()) for lab in micro_labels), dtype=torch.float64)
-    group = dp_mesh.get_group()
+    group = mesh.get_group()
     count = count.to(_comm_device(group))
     dist.all_reduce(count, group=group)
     return int(count.item())
 
 
-def reduce_over_dp(value: torch.Tensor, dp_mesh: DeviceMesh) -> float:
-    """Sum one per-rank scalar over data-parallel ranks only (TP ranks hold the same value)."""
-    value = value.detach().to(torch.float64).to(_comm_device(dp_mesh.get_group()))
-    dist.all_reduce(value, group=dp_mesh.get_group())
+def reduce_over_ranks(value: torch.Tensor, mesh: DeviceMesh) -> float:
+    """Sum one per-rank scalar over the ranks of ``mesh``: data- and context-parallel ranks, each holding the sum
+    over its own tokens (TP ranks hold the same value, so they are left out)."""
+    value = value.detach().to(torch.float64).to(_comm_device(mesh.get_group()))
+    dist.all_reduce(value, group=mesh.get_group())
     return float(value.item())
 
 

@@ -1,4 +1,4 @@
-"""Device mesh (dp_replicate, dp_shard, tp) from the config and the world size."""
+"""Device mesh (dp_replicate, dp_shard, cp, tp) from the config and the world size."""
 
 from __future__ import annotations
 
@@ -17,40 +17,59 @@ PG_TIMEOUT_MARGIN_S = 60
 
 
 TP_DIM = "tp"  # the tensor-parallel mesh dimension's name
+CP_DIM = "cp"  # the context-parallel one
 
 
 @dataclass
 class Layout:
-    """Resolved sizes of the three mesh dimensions."""
+    """Resolved sizes of the four mesh dimensions, outermost first."""
 
     dp_replicate: int
     dp_shard: int
+    cp: int
     tp: int
 
     @property
     def dp(self) -> int:
+        """Data-parallel ranks: each takes its own samples."""
         return self.dp_replicate * self.dp_shard
 
     @property
+    def dp_cp(self) -> int:
+        """Ranks that hold different tokens of a step (its samples, or pieces of them): FSDP shards over them
+        (with replicas) and their gradients and losses are summed."""
+        return self.dp * self.cp
+
+    @property
     def world_size(self) -> int:
-        return self.dp * self.tp
+        return self.dp_cp * self.tp
+
+    @property
+    def seq_multiple(self) -> int:
+        """What a row's length is a multiple of: ``tp`` even token shards (padded to it), and with context
+        parallelism ``2·cp`` equal chunks (``shardwise.cp``) of ``tp`` shards each (``train.seq_len`` must be)."""
+        return self.tp if self.cp == 1 else 2 * self.cp * self.tp
+
+    def sizes(self) -> dict[str, int]:
+        """The mesh as run.json, checkpoints and ``shardwise plan`` record it."""
+        return {"dp_replicate": self.dp_replicate, "dp_shard": self.dp_shard, CP_DIM: self.cp, TP_DIM: self.tp}
 
 
 def resolve_layout(p: ParallelConfig, world_size: int) -> Layout:
     """Fill ``dp_shard=-1`` with the rest of the world and check the product."""
-    rest = p.dp_replicate * p.tp
+    rest = p.dp_replicate * p.cp * p.tp
     if p.dp_shard == -1:
         if world_size % rest:
             raise ConfigError(
-                f"world size {world_size} is not divisible by parallel.dp_replicate*parallel.tp={rest}; "
-                f"set parallel.tp to a divisor of {world_size}"
+                f"world size {world_size} is not divisible by parallel.dp_replicate*cp*tp={rest}; "
+                f"set parallel.tp and parallel.cp to divisors of {world_size}"
             )
-        return Layout(p.dp_replicate, world_size // rest, p.tp)
-    layout = Layout(p.dp_replicate, p.dp_shard, p.tp)
+        return Layout(p.dp_replicate, world_size // rest, p.cp, p.tp)
+    layout = Layout(p.dp_replicate, p.dp_shard, p.cp, p.tp)
     if layout.world_size != world_size:
         raise ConfigError(
-            f"parallel.dp_replicate*dp_shard*tp = {p.dp_replicate}*{p.dp_shard}*{p.tp} = {layout.world_size} "
-            f"but the world size is {world_size}; set parallel.dp_shard=-1 to use the rest"
+            f"parallel.dp_replicate*dp_shard*cp*tp = {p.dp_replicate}*{p.dp_shard}*{p.cp}*{p.tp} = "
+            f"{layout.world_size} but the world size is {world_size}; set parallel.dp_shard=-1 to use the rest"
         )
     return layout
 
@@ -94,20 +113,30 @@ def _warn_shared_store() -> None:
 
 @dataclass
 class Meshes:
-    """The 3D mesh and the sub-meshes each part of the trainer uses."""
+    """The 4D mesh and the sub-meshes each part of the trainer uses."""
 
     world: DeviceMesh
-    dp: DeviceMesh  # replicate x shard flattened: data split and loss reduction
-    fsdp: DeviceMesh  # 1D (dp_shard) for FSDP, 2D (dp_replicate, dp_shard) for HSDP
+    dp: DeviceMesh  # replicate x shard flattened: which samples a rank takes
+    dp_cp: DeviceMesh  # replicate x shard x cp flattened: token count and loss reduction
+    fsdp: DeviceMesh  # 1D (dp_shard x cp, flattened) for FSDP, 2D (dp_replicate, dp_shard x cp) for HSDP
+    cp: DeviceMesh
     tp: DeviceMesh
 
 
 def build_mesh(layout: Layout, device: str | None = None) -> Meshes:
-    """The meshes on this machine's device type, or on ``device`` (``shardwise plan`` uses "cpu")."""
-    world = init_device_mesh(
-        device or device_type(), (layout.dp_replicate, layout.dp_shard, layout.tp),
-        mesh_dim_names=("dp_replicate", "dp_shard", TP_DIM),
-    )
+    """The meshes on this machine's device type, or on ``device`` (``shardwise plan`` uses "cpu").
+
+    As in TorchTitan, FSDP shards over ``dp_shard x cp``: CP ranks hold the same parameters and
+    compute gradients from different tokens, which FSDP's reduce-scatter sums like those of DP ranks.
+    Without CP no flattened copies of the DP meshes are made (each would be another process group).
+    """
+    sizes = layout.sizes()  # named as the mesh dimensions
+    world = init_device_mesh(device or device_type(), tuple(sizes.values()), mesh_dim_names=tuple(sizes))
     dp = world["dp_replicate", "dp_shard"]._flatten("dp")
-    fsdp = world["dp_replicate", "dp_shard"] if layout.dp_replicate > 1 else world["dp_shard"]
-    return Meshes(world, dp, fsdp, world[TP_DIM])
+    if layout.cp == 1:
+        dp_cp, shard, shard_dim = dp, world["dp_shard"], "dp_shard"
+    else:
+        dp_cp = world["dp_replicate", "dp_shard", CP_DIM]._flatten("dp_cp")
+        shard, shard_dim = world["dp_shard", CP_DIM]._flatten("dp_shard_cp"), "dp_shard_cp"
+    fsdp = world["dp_replicate", shard_dim] if layout.dp_replicate > 1 else shard
+    return Meshes(world, dp, dp_cp, fsdp, world[CP_DIM], world[TP_DIM])

@@ -21,7 +21,9 @@ from torch.distributed.tensor._utils import compute_local_shape_and_global_offse
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from shardwise.config import ConfigError, ModelConfig
+from shardwise.cp import sequence_order
 from shardwise.plans import model_forward
+from shardwise.tp import Group
 
 _TINY = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=320, max_position_embeddings=2048, rms_norm_eps=1e-6)
@@ -56,6 +58,12 @@ PRESETS: dict[str, dict] = {
     "llama3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                       max_position_embeddings=8192, tie_word_embeddings=False, rope_theta=5e5),
+    # Llama 3.1 8B: Llama 3 8B's shapes, 128k positions through llama3 rope scaling (long sequences, parallel.cp)
+    "llama3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                        max_position_embeddings=131072, tie_word_embeddings=False,
+                        rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "low_freq_factor": 1.0,
+                                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
 }
 SHIPPED_PRESETS = tuple(PRESETS)  # the presets above; verify and the tests register toy variants beside them
 
@@ -85,6 +93,7 @@ class CausalLM(nn.Module):
         self.hf = hf
         self.adapter = model_forward(hf.config)
         self.checkpoint_fn: Callable[..., torch.Tensor] | None = None
+        self.context: Group | None = None  # the context-parallel group (``shardwise.cp``); None: whole rows
 
     @property
     def config(self) -> PretrainedConfig:
@@ -95,19 +104,21 @@ class CausalLM(nn.Module):
         return self.hf.model.layers
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, packed: bool | None = None) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, packed: bool | None = None,
+                documents: torch.Tensor | None = None) -> torch.Tensor:
         """``attention_mask`` None means causal attention within each document (``document_mask``),
         and within each layer's sliding window; a given mask applies to every layer.
 
         ``packed`` says whether any row holds a document boundary, as ``Batch.to`` found on the
         CPU; None makes ``document_mask`` look at ``position_ids`` itself (one host sync on a GPU).
+        Under context parallelism ``input_ids`` and ``position_ids`` are this rank's tokens
+        (``data.split_sequence``), and ``documents`` numbers the documents of the whole rows.
         """
         base, adapter = self.hf.model, self.adapter
         hidden = adapter.embed(base, input_ids)
         windows = adapter.windows()
         if attention_mask is None:
-            impl = self.config._attn_implementation
-            by_window = {w: document_mask(position_ids, impl, hidden.dtype, packed, w) for w in set(windows)}
+            by_window = {w: self._mask(position_ids, hidden.dtype, packed, documents, w) for w in set(windows)}
             masks = [by_window[w] for w in windows]
         else:
             masks = [attention_mask] * len(windows)
@@ -120,20 +131,34 @@ class CausalLM(nn.Module):
         # Sequence parallelism hands the head the tokens of every row as one flat sequence.
         return logits if logits.shape[:2] == input_ids.shape else logits.view(*input_ids.shape, -1)
 
+    def _mask(self, position_ids: torch.Tensor, dtype: torch.dtype, packed: bool | None,
+              documents: torch.Tensor | None, window: int | None) -> torch.Tensor | None:
+        impl = self.config._attn_implementation
+        if self.context is None:
+            return document_mask(position_ids, impl, dtype, packed, window)
+        if documents is None:
+            raise ValueError("context parallelism needs the document ids of whole rows (Batch.documents)")
+        return context_mask(documents, self.context, impl, dtype, window)
+
 
 def has_restarts(position_ids: torch.Tensor) -> bool:
     """Whether some row's positions restart at 0 after its first token: a packed document boundary."""
     return bool((position_ids[:, 1:] == 0).any())
 
 
+def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """Each token's document, numbered along the row: a document starts where its position is 0 (packed samples
+    restart positions there), so a running count of zeros numbers them."""
+    return (position_ids == 0).cumsum(dim=1)
+
+
 def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype,
                   packed: bool | None = None, window: int | None = None) -> torch.Tensor | None:
     """The (batch, 1, seq, seq) mask of causal attention within packed documents, or None.
 
-    A document starts where its position is 0 (packed samples restart positions there), so a
-    running count of zeros numbers the documents, and a query sees a key iff both are in the same
-    document and the key is not later, nor (with a sliding ``window``) ``window`` or more tokens
-    earlier. The mask covers the full sequence, as attention sees it under sequence parallelism.
+    A query sees a key iff both are in the same document (``document_ids``) and the key is not
+    later, nor (with a sliding ``window``) ``window`` or more tokens earlier. The mask covers the
+    full sequence, as attention sees it under sequence parallelism.
     Without a restart after the first token in any row and without a window shorter than the
     sequence, None keeps sdpa's plain causal path (and its fastest kernels); eager attention has
     none (it applies only the mask it gets), so it always gets one. ``packed`` is that restart test
@@ -146,15 +171,40 @@ def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: t
     windowed = window is not None and window < seq
     if not packed and not windowed and attn_implementation != "eager":
         return None
-    doc = (position_ids == 0).cumsum(dim=1)
-    causal = torch.ones(seq, seq, dtype=torch.bool, device=doc.device).tril()
-    if windowed:
-        causal = causal.triu(1 - window)  # key index > query index - window, as HF's sliding_window_overlay
-    allowed = ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+    doc = document_ids(position_ids)
+    index = torch.arange(seq, device=doc.device)
+    return document_causal_mask(doc, doc, index, index, attn_implementation, dtype, window)
+
+
+def context_mask(documents: torch.Tensor, g: Group, attn_implementation: str, dtype: torch.dtype,
+                 window: int | None = None) -> torch.Tensor:
+    """The (batch, 1, local_seq, seq) mask of this context-parallel rank's queries over the keys of every rank,
+    whose columns are in the order the K/V all-gather delivers them (``cp.sequence_order``).
+
+    The same rule as ``document_mask``, on global token indices and the document ids of whole rows
+    (``documents``). Always a mask: local queries and gathered keys are not aligned as sdpa's causal
+    path assumes.
+    """
+    order = sequence_order(documents.shape[1], g.size).to(documents.device)
+    local = order.view(g.size, -1)[g.rank]
+    return document_causal_mask(documents[:, local], documents[:, order], local, order, attn_implementation, dtype,
+                                window)
+
+
+def document_causal_mask(query_docs: torch.Tensor, key_docs: torch.Tensor, query_index: torch.Tensor,
+                         key_index: torch.Tensor, attn_implementation: str, dtype: torch.dtype,
+                         window: int | None) -> torch.Tensor:
+    """(batch, 1, queries, keys): a query sees a key of its own document that is not later and, with a sliding
+    ``window``, less than ``window`` tokens earlier (as HF's ``sliding_window_overlay``); boolean for sdpa,
+    additive for eager."""
+    behind = query_index[:, None] - key_index[None, :]
+    near = (behind >= 0) if window is None else (behind >= 0) & (behind < window)
+    allowed = ((query_docs[:, :, None] == key_docs[:, None, :]) & near)[:, None]
     if attn_implementation == "sdpa":
         return allowed
     if attn_implementation == "eager":  # eager attention adds the mask to its scores
-        return torch.zeros(allowed.shape, dtype=dtype, device=doc.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+        blocked = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return blocked.masked_fill_(~allowed, torch.finfo(dtype).min)
     raise ConfigError(f"model.attn_implementation={attn_implementation!r} cannot mask packed documents; "
                       "use sdpa or eager, or set data.packing=false")
 

@@ -1,5 +1,5 @@
-"""Apply tensor parallelism, activation checkpointing, compile and FSDP2 (with more than one data-parallel rank),
-in that order."""
+"""Apply tensor parallelism, context parallelism, activation checkpointing, compile and FSDP2 (with more than one
+data- or context-parallel rank), in that order."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from torch.utils.checkpoint import (
 )
 from transformers import PretrainedConfig
 
+from shardwise import cp
 from shardwise.config import Config, ConfigError
 from shardwise.mesh import Layout, Meshes
 from shardwise.model import CausalLM, tie_embeddings
 from shardwise.plans import get_plan, model_forward
 from shardwise.plans.decoder import head_dim
-from shardwise.tp import Style, compute_in, replicate_remaining
+from shardwise.tp import Group, Style, compute_in, replicate_remaining
 
 # Ops whose outputs selective checkpointing keeps: recomputing them costs FLOPs or communication.
 _SAVE_OPS = {
@@ -37,8 +38,9 @@ _SAVE_OPS = {
 
 
 def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int) -> list[str]:
-    """Every shape that tensor parallelism cannot split evenly, the architecture's own refusals, and a too
-    long sequence; one line each.
+    """Every shape that tensor parallelism cannot split evenly, the architecture's own refusals, what context
+    parallelism cannot use (an attention implementation, a length that does not cut into equal chunks), and a
+    too long sequence; one line each.
 
     KV heads either split over ``tp`` or, where ``tp`` is a multiple of them, are each replicated on
     ``tp / num_key_value_heads`` ranks, which store equal shares of the head's rows.
@@ -55,6 +57,7 @@ def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int) -> list[
     errors += [f"{what} ({n}) is not divisible by parallel.tp={tp}; {fix}"
                for what, n in (("vocab size", vocab), ("intermediate size", config.intermediate_size)) if n % tp]
     errors += model_forward(config).errors()
+    errors += cp.errors(config, cfg.train.seq_len, cfg.parallel.cp, tp)
     limit = config.max_position_embeddings
     if cfg.train.seq_len > limit:
         errors.append(f"train.seq_len={cfg.train.seq_len} exceeds the model's max_position_embeddings={limit}")
@@ -91,6 +94,14 @@ def apply_tp(model: CausalLM, tp_mesh: DeviceMesh, sequence_parallel: bool, loss
     apply_styles(model, plan.top, tp_mesh)
     tie_embeddings(model)
     replicate_remaining(model, tp_mesh)
+
+
+def apply_cp(model: CausalLM, cp_mesh: DeviceMesh) -> None:
+    """Split each sequence over the CP ranks: every attention module gathers K/V over them, and ``CausalLM``
+    builds masks of its local queries over all keys (``shardwise.cp``)."""
+    g = Group.of(cp_mesh)
+    cp.attend_over_context([layer.self_attn for layer in model.layers], model.config, g)
+    model.context = g
 
 
 def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: ANN001 - torch callback
@@ -141,7 +152,8 @@ def apply_compile(model: CausalLM) -> None:
 
 
 def apply_fsdp(model: CausalLM, mesh: DeviceMesh, param_dtype: torch.dtype, reshard_after_forward: bool) -> None:
-    """One FSDP unit per decoder block plus the root (embedding, final norm, lm_head).
+    """One FSDP unit per decoder block plus the root (embedding, final norm, lm_head), sharded over ``dp_shard x cp``
+    (``shardwise.mesh``).
 
     ``reshard_after_forward=False`` keeps gathered blocks until backward (ZeRO-2 style): less
     all-gather traffic for more memory. The root returns logits that sequence parallelism has
@@ -165,16 +177,18 @@ def apply_mixed_precision(model: CausalLM, dtype: torch.dtype) -> None:
 
 
 def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, param_dtype: torch.dtype) -> None:
-    """Turn a meta model into a 2D-parallel one, ready for ``init_weights`` or a checkpoint load."""
+    """Turn a meta model into a parallel one, ready for ``init_weights`` or a checkpoint load."""
     check_divisibility(model.config, cfg, layout.tp)
     if layout.tp > 1:
         apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
+    if layout.cp > 1:
+        apply_cp(model, meshes.cp)
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing)
     if cfg.parallel.async_tp:
         apply_async_tp(meshes.tp)
     if cfg.train.compiles(meshes.tp.device_type):
         apply_compile(model)
-    if layout.dp > 1:
+    if layout.dp_cp > 1:
         apply_fsdp(model, meshes.fsdp, param_dtype, cfg.parallel.reshard_after_forward)
     else:  # FSDP over one rank would only add per-block all-gather/reduce-scatter copies and hooks
         apply_mixed_precision(model, param_dtype)

@@ -119,6 +119,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
                     cuda: bool) -> dict:
     """Placements, memory and communication from the real parallelization on meta tensors."""
     tp, sp = layout.tp, cfg.parallel.sequence_parallel and layout.tp > 1
+    micro = micro_batch_size(cfg.train.global_batch_size, cfg.train.micro_batch_size, layout.dp)
     with fake_world(layout.world_size):
         meshes = build_mesh(layout, "cpu")
         model = build_meta_model(config)
@@ -129,9 +130,10 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         units = fsdp_units(model)
         local = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
                     for p in {id(p): p for p in model.parameters()}.values())
-        dims = estimate.Dims.of(config, cfg, tp, qk_norm, micro_batch_size(cfg.train.global_batch_size,
-                                                                           cfg.train.micro_batch_size, layout.dp))
-        tp_comm = estimate.tp_comm(config, cfg, meshes.tp, dtype, dims, micro_batches) if tp > 1 else None
+        dims = estimate.Dims.of(config, cfg, layout, qk_norm, micro)
+        comm = {"tp": None, "cp": None}
+        if tp > 1 or layout.cp > 1:
+            comm = estimate.parallel_comm(config, cfg, layout, meshes, dtype, dims, micro_batches)
     e = dtype.itemsize
     lp = cfg.parallel.loss_parallel and tp > 1
     per_rank = cfg.train.global_batch_size // layout.dp
@@ -139,7 +141,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     def memory_for(mode: str, micro_batch: int) -> dict[str, float]:
         acts = estimate.activation_bytes(dataclasses.replace(dims, batch=micro_batch), mode, e, tp, sp, lp)
         return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce,
-                               cuda, fsdp=layout.dp > 1, master_bytes=getattr(torch, cfg.model.dtype).itemsize)
+                               cuda, fsdp=layout.dp_cp > 1, master_bytes=getattr(torch, cfg.model.dtype).itemsize)
 
     return {
         "num_params": num_params(model),
@@ -150,8 +152,8 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         "memory_options": [{"activation_checkpointing": mode, "micro_batch_size": mb,
                             "total_bytes": memory_for(mode, mb)["total"]}
                            for mode in RECOMMEND_ORDER for mb in _micro_batch_choices(per_rank)],
-        "comm_bytes": {"tp": tp_comm, "fsdp": estimate.fsdp_comm(units, layout.dp_shard, layout.dp_replicate, e,
-                                                                 micro_batches, cfg.parallel.defer_grad_reduce)},
+        "comm_bytes": {**comm, "fsdp": estimate.fsdp_comm(units, layout.dp_shard * layout.cp, layout.dp_replicate, e,
+                                                          micro_batches, cfg.parallel.defer_grad_reduce)},
     }
 
 
@@ -205,7 +207,7 @@ def _summary(cfg: Config, config: Any, world_size: int, layout: Layout | None, d
                   "kv_heads": config.num_key_value_heads, "vocab_size": config.vocab_size,
                   "tied_embeddings": bool(config.tie_word_embeddings)},
         "world_size": world_size,
-        "mesh": vars(layout) if layout else None,
+        "mesh": layout.sizes() if layout else None,
         "sequence_parallel": cfg.parallel.sequence_parallel and tp > 1,
         "loss_parallel": cfg.parallel.loss_parallel and tp > 1,
         "compute_dtype": str(dtype).removeprefix("torch."),
@@ -263,12 +265,15 @@ _OP_NAMES = {"all_gather_into_tensor": "all-gather", "reduce_scatter_tensor": "r
 
 def _comm_lines(comm: dict[str, Any]) -> list[str]:
     lines = []
-    if comm["tp"]:
-        layer = comm["tp"]["per_layer_per_micro_batch"]
+    for kind in ("tp", "cp"):
+        if not comm[kind]:
+            continue
+        layer, name = comm[kind]["per_layer_per_micro_batch"], kind.upper()
         parts = [f"{_OP_NAMES[k]} {v['calls']} calls {_size(v['bytes'])}" for k, v in layer.items() if v["calls"]]
-        lines.append("  TP per layer per micro-batch, forward + backward: " + ", ".join(parts))
-        step = comm["tp"]["per_step_bytes"]
-        lines.append("  TP per step, all layers: " + ", ".join(f"{_OP_NAMES[k]} {_size(v)}" for k, v in step.items() if v))
+        lines.append(f"  {name} per layer per micro-batch, forward + backward: " + ", ".join(parts))
+        step = comm[kind]["per_step_bytes"]
+        lines.append(f"  {name} per step, all layers: "
+                     + ", ".join(f"{_OP_NAMES[k]} {_size(v)}" for k, v in step.items() if v))
     lines.append("  FSDP per step: " + ", ".join(f"{_OP_NAMES[k]} {_size(v)}" for k, v in comm["fsdp"].items()))
     return lines
 
@@ -282,12 +287,13 @@ def _header(r: dict[str, Any]) -> list[str]:
     if r["mesh"]:
         mesh, b = r["mesh"], r["batch"]
         on = {True: "on", False: "off"}
-        lines.append(f"mesh: dp_replicate={mesh['dp_replicate']} x dp_shard={mesh['dp_shard']} x tp={mesh['tp']} = "
-                     f"{r['world_size']} devices; sequence parallel {on[r['sequence_parallel']]}, "
+        sizes = " x ".join(f"{k}={v}" for k, v in mesh.items())
+        lines.append(f"mesh: {sizes} = {r['world_size']} devices; sequence parallel {on[r['sequence_parallel']]}, "
                      f"loss parallel {on[r['loss_parallel']]}")
+        split = f", each row split over {mesh['cp']} CP ranks" if mesh["cp"] > 1 else ""
         lines.append(f"step: {b['micro_batches_per_step']} micro-batch(es) of {b['micro_batch_size']} x "
-                     f"{b['seq_len']} tokens per DP rank; {r['compute_dtype']} compute; activation checkpointing "
-                     f"{r['activation_checkpointing']}")
+                     f"{b['seq_len']} tokens per DP rank{split}; {r['compute_dtype']} compute; activation "
+                     f"checkpointing {r['activation_checkpointing']}")
     return lines
 
 

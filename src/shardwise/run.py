@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from shardwise.config import Config
+from shardwise.data import Batch, pad_to_multiple, split_sequence
 from shardwise.load import load_weights
 from shardwise.loss import LossFn, loss_fn
 from shardwise.mesh import Layout, Meshes, build_mesh, init_distributed, resolve_layout
@@ -56,6 +57,17 @@ class Run:
     @functools.cached_property
     def loss_fn(self) -> LossFn:
         return loss_fn(self.cfg.train.compiles(self.device.type))
+
+    def local_batch(self, batch: Batch) -> Batch:
+        """``batch`` (whole rows, on the CPU) as this rank computes it: padded for even TP shards (under CP
+        ``train.seq_len`` already cuts into equal chunks of them, see ``cp.errors``), then cut to this CP rank's
+        tokens."""
+        padded = pad_to_multiple(batch, self.layout.seq_multiple)
+        return split_sequence(padded, self.layout.cp, self.meshes.cp.get_local_rank())
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        """The model's logits of a local batch (``local_batch``), on the device."""
+        return self.model(batch.input_ids, batch.position_ids, packed=batch.packed, documents=batch.documents)
 
 
 def build_run(cfg: Config) -> Run:

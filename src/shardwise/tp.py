@@ -160,6 +160,12 @@ def gather_tokens(x: torch.Tensor, g: Group) -> torch.Tensor:
     return _GatherTokens.apply(x.reshape(-1, x.shape[-1]), g).unsqueeze(0)
 
 
+def gather_dim0(x: torch.Tensor, g: Group) -> torch.Tensor:
+    """Every rank's ``x`` stacked along dim 0, in rank order; the backward reduce-scatters the gradient, so each
+    rank gets the sum of every rank's gradient of its own part (context parallelism's K/V)."""
+    return _GatherTokens.apply(x, g)
+
+
 def scatter_tokens(x: torch.Tensor, g: Group) -> torch.Tensor:
     """Partial sums ``(..., hidden)`` of every token -> this rank's ``(1, tokens/tp, hidden)``, summed over ranks."""
     return _ScatterTokens.apply(x.reshape(-1, x.shape[-1]), g).unsqueeze(0)

@@ -16,9 +16,9 @@ from transformers import PreTrainedTokenizerBase
 
 from shardwise import checkpoint, inject
 from shardwise.config import Config, parse_signals
-from shardwise.data import Batch, StepBatches, build_tokenizer, load_data, pad_to_multiple
+from shardwise.data import Batch, StepBatches, build_tokenizer, load_data
 from shardwise.faults import NONFINITE_EXIT, PREEMPTED_EXIT, Stop, StopSignals, Watchdog, nonfinite
-from shardwise.loss import global_token_count, reduce_over_dp
+from shardwise.loss import global_token_count, reduce_over_ranks
 from shardwise.metrics import (
     MetricsWriter,
     device_peak_flops,
@@ -41,33 +41,31 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
     instead keeps the unsharded fp32 gradients of the whole TP shard until the last micro-batch:
     one reduction per step for 4 bytes per parameter more, which an 8B model on 2 GPUs cannot afford.
     """
-    micro_batches = [pad_to_multiple(b, run.layout.tp).to(run.device) for b in micro_batches]
-    n_tokens = max(global_token_count([b.labels for b in micro_batches], run.meshes.dp), 1)
-    # FSDP averages gradients over DP ranks; scaling by dp turns that average into the global sum.
-    scale = run.layout.dp / n_tokens
+    micro_batches = [run.local_batch(b).to(run.device) for b in micro_batches]
+    n_tokens = max(global_token_count([b.labels for b in micro_batches], run.meshes.dp_cp), 1)
+    # FSDP averages gradients over its dp x cp ranks; scaling by their count turns that average into the global sum.
+    scale = run.layout.dp_cp / n_tokens
     loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
     for i, batch in enumerate(micro_batches):
         if isinstance(run.model, FSDPModule):
             run.model.set_requires_gradient_sync(i == len(micro_batches) - 1 or not run.cfg.parallel.defer_grad_reduce)
-        logits = run.model(batch.input_ids, batch.position_ids, packed=batch.packed)
-        summed = run.loss_fn(logits, batch.labels)
+        summed = run.loss_fn(run.logits(batch), batch.labels)
         (summed * scale).backward()
         loss_sum += summed.detach().double()
     sum_partial_grads(run.partial_grads, run.meshes.tp)
-    return reduce_over_dp(loss_sum, run.meshes.dp) / n_tokens
+    return reduce_over_ranks(loss_sum, run.meshes.dp_cp) / n_tokens
 
 
 @torch.no_grad()
 def evaluate(run: Run, batches: StepBatches, n_batches: int) -> float:
     """Held-out loss: the token-level mean over ``n_batches`` global batches, as in ``forward_backward``."""
-    micro_batches = [pad_to_multiple(b, run.layout.tp) for step in range(n_batches) for b in batches(step)]
-    n_tokens = max(global_token_count([b.labels for b in micro_batches], run.meshes.dp), 1)
+    micro_batches = [run.local_batch(b) for step in range(n_batches) for b in batches(step)]
+    n_tokens = max(global_token_count([b.labels for b in micro_batches], run.meshes.dp_cp), 1)
     loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
     for batch in micro_batches:
         batch = batch.to(run.device)
-        logits = run.model(batch.input_ids, batch.position_ids, packed=batch.packed)
-        loss_sum += run.loss_fn(logits, batch.labels).double()
-    return reduce_over_dp(loss_sum, run.meshes.dp) / n_tokens
+        loss_sum += run.loss_fn(run.logits(batch), batch.labels).double()
+    return reduce_over_ranks(loss_sum, run.meshes.dp_cp) / n_tokens
 
 
 def optimizer_step(run: Run, loss: float = 0.0) -> tuple[float, float, str | None]:
@@ -94,7 +92,7 @@ def write_run_info(run: Run, out: Path) -> None:
     info = {
         "num_params": num_params(run.model),
         "world_size": run.layout.world_size,
-        "mesh": {"dp_replicate": run.layout.dp_replicate, "dp_shard": run.layout.dp_shard, "tp": run.layout.tp},
+        "mesh": run.layout.sizes(),
         "device": run.device.type,
         "model_type": run.model.config.model_type,
         "config": run.cfg.to_dict(),

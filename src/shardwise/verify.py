@@ -3,10 +3,11 @@
 A toy model of the configured architecture (``small_config``: same ``model_type``, head counts,
 head-width and MLP ratios, tie flag, biases and norms; 2 layers, small widths, a 320-token
 vocabulary rounded up to a multiple of tp) trains ``STEPS`` steps on CPU gloo processes with the
-configured layout (dp_replicate, dp_shard, tp, sequence and loss parallelism, activation
-checkpointing), through the trainer's own ``build_run`` / ``forward_backward`` / ``optimizer_step``. A reference trains the same
-weights on the same bytes of text in one process: a plain Hugging Face model in fp32 with its own
-forward, torch's AdamW and ``clip_grad_norm_``, and the token mean over the global batch. Then
+configured layout (dp_replicate, dp_shard, cp, tp, sequence and loss parallelism, activation
+checkpointing), through the trainer's own ``build_run`` / ``forward_backward`` /
+``optimizer_step``. A reference trains the same weights on the same bytes of text, packed into
+short documents, in one process: a plain Hugging Face model in fp32 with its own forward, torch's
+AdamW and ``clip_grad_norm_``, and the token mean over the global batch. Then
 ``compare`` checks the loss, the logits, every parameter's gradient, the gradient norms and the
 final weights. The test suite proves every layout with the same functions.
 
@@ -38,13 +39,16 @@ from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from shardwise.config import Config, ConfigError, load_config
-from shardwise.data import StepBatches, TokenWindows, byte_tokenizer, load_tokens, pad_to_multiple
+from shardwise.corpus import Documents
+from shardwise.cp import gather_sequence
+from shardwise.data import StepBatches, TokenWindows, byte_tokenizer, load_tokens
 from shardwise.launch import launch, preflight, refuse
 from shardwise.mesh import resolve_layout
 from shardwise.model import PRESETS, CausalLM, hf_config, init_weights, num_params
 from shardwise.optim import lr_lambda
 from shardwise.plan import param_layout
 from shardwise.run import build_run
+from shardwise.tp import Group
 from shardwise.train import forward_backward, optimizer_step
 
 # Gathering a (_StridedShard, Shard) tensor whole takes two all-gathers; verify does it once per tensor.
@@ -59,8 +63,9 @@ RUN = {"train.seq_len": 31, "train.micro_batch_size": 2, "train.steps": STEPS, "
        "data.path": "", "data.tokenizer": "", "data.max_bytes": 200_000, "output.progress": False,
        "model.path": "", "model.preset": "verify-toy"}
 VOCAB = 320  # the byte tokenizer's 257 ids fit
-LAYOUT_KEYS = ("parallel.dp_replicate", "parallel.dp_shard", "parallel.tp", "parallel.sequence_parallel",
-               "parallel.loss_parallel", "train.activation_checkpointing", "model.attn_implementation")
+LAYOUT_KEYS = ("parallel.dp_replicate", "parallel.dp_shard", "parallel.cp", "parallel.tp",
+               "parallel.sequence_parallel", "parallel.loss_parallel", "train.activation_checkpointing",
+               "model.attn_implementation")
 HEAD_DIM = 8  # even, for rotary embeddings
 WINDOW = 8  # sliding windows shorter than RUN's seq_len
 MLP_WIDTHS = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size")
@@ -125,18 +130,31 @@ def register_presets(presets: dict[str, dict[str, Any]]) -> None:
 def verify_overrides(cfg: Config, global_batch: int) -> dict[str, Any]:
     """The config a verify case runs: the user's layout, verify's own short run on the toy preset."""
     layout = {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in LAYOUT_KEYS}
-    return {**layout, **RUN, "train.global_batch_size": global_batch}
+    return {**layout, **RUN, "train.seq_len": seq_len(cfg.parallel.cp, cfg.parallel.tp),
+            "train.global_batch_size": global_batch}
+
+
+def seq_len(cp: int, tp: int) -> int:
+    """``RUN``'s odd length, which TP pads; context parallelism cuts rows into ``2·cp`` chunks of ``tp`` shards
+    unpadded (``cp.errors``), so it gets the next multiple of ``2·cp·tp``."""
+    multiple = 2 * cp * tp if cp > 1 else 1
+    return -(-RUN["train.seq_len"] // multiple) * multiple
 
 
 def step_batches(cfg: Config, dp_rank: int, dp: int, micro_batch: int | None = None) -> StepBatches:
-    """This DP rank's share of each step: the built-in corpus (``data.max_bytes`` of it) in bytes.
+    """This DP rank's share of each step: the built-in corpus (``data.max_bytes`` of it) in bytes, cut into
+    documents of seeded random lengths from 1 to ``2 * train.seq_len`` tokens and packed, so that most rows
+    hold a document boundary and documents cross the token shards of sequence and context parallelism.
 
     Text, on which the tolerances were set: on uniform random tokens, Adam's lr-sized first steps on
     near-zero gradients put untied Qwen3's embedding 1.5e-3 to 2.2e-3 off the reference after three
     steps, in every layout, above the weights tolerance.
     """
     t = cfg.train
-    windows = TokenWindows(load_tokens(cfg.data, byte_tokenizer()), t.seq_len, t.seed)
+    tokens = load_tokens(cfg.data, byte_tokenizer())
+    gen = torch.Generator().manual_seed(t.seed)
+    lengths = torch.randint(1, 2 * t.seq_len + 1, (2 * len(tokens) // t.seq_len + 1,), generator=gen)
+    windows = TokenWindows(Documents.from_tokens(tokens, lengths.numpy()), t.seq_len, t.seed)
     return StepBatches(windows, t.global_batch_size, micro_batch or t.micro_batch_size, dp_rank, dp)
 
 
@@ -148,9 +166,9 @@ def run_parallel(cfg: Config) -> dict[str, Any]:
     """Train ``cfg`` with shardwise in every rank; returns what rank 0 needs to compare (full tensors)."""
     run = build_run(cfg)
     layout = param_layout(run.model)  # before any forward: FSDP keeps the root gathered after one
-    probe = pad_to_multiple(step_batches(cfg, 0, run.layout.dp)(0)[0], run.layout.tp)  # same on every rank
+    probe = run.local_batch(step_batches(cfg, 0, run.layout.dp)(0)[0])  # the same rows on every DP rank
     with torch.no_grad():
-        logits = _full(run.model(probe.input_ids, probe.position_ids))
+        logits = gather_sequence(_full(run.logits(probe)), Group.of(run.meshes.cp))
     batches = step_batches(cfg, run.meshes.dp.get_local_rank(), run.layout.dp)
     out = {"num_params": num_params(run.model), "logits": logits, "layout": layout, "losses": [], "grad_norms": []}
     for step in range(cfg.train.steps):
@@ -173,12 +191,15 @@ def run_reference(cfg: Config) -> dict[str, Any]:
                              {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=(t.beta1, t.beta2))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t))
     batches = step_batches(cfg, 0, 1, micro_batch=t.global_batch_size)
+    rows = slice(0, t.micro_batch_size)
+    probe = batches(0)[0]
     with torch.no_grad():
-        logits = hf(input_ids=batches(0)[0].input_ids[: t.micro_batch_size]).logits
+        logits = hf(input_ids=probe.input_ids[rows], position_ids=probe.position_ids[rows]).logits
     out = {"num_params": sum(p.numel() for p in hf.parameters()), "logits": logits, "losses": [], "grad_norms": []}
     for step in range(t.steps):
         (batch,) = batches(step)
-        loss = F.cross_entropy(hf(input_ids=batch.input_ids).logits.flatten(0, 1), batch.labels.flatten())
+        logits = hf(input_ids=batch.input_ids, position_ids=batch.position_ids).logits  # packed: HF masks documents
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten())
         loss.backward()
         out["losses"].append(loss.item())
         if step == 0:
@@ -244,8 +265,9 @@ def _describe(config: PretrainedConfig, cfg: Config, world: int) -> str:
     return (f"{config.model_type} at toy size ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
             f"{config.num_attention_heads} heads / {config.num_key_value_heads} KV heads, vocab {config.vocab_size}, "
             f"{'tied' if config.tie_word_embeddings else 'untied'}); dp_replicate={layout.dp_replicate} "
-            f"dp_shard={layout.dp_shard} tp={layout.tp}, sequence parallel {'on' if p.sequence_parallel else 'off'}, "
-            f"loss parallel {'on' if p.loss_parallel else 'off'}, activation checkpointing "
+            f"dp_shard={layout.dp_shard} cp={layout.cp} tp={layout.tp}, sequence parallel "
+            f"{'on' if p.sequence_parallel else 'off'}, loss parallel {'on' if p.loss_parallel else 'off'}, "
+            "activation checkpointing "
             f"{cfg.train.activation_checkpointing}; {cfg.train.steps} steps on {world} CPU processes vs. 1 process")
 
 
@@ -254,7 +276,8 @@ def run_verify(cfg: Config, world_size: int) -> int:
     start = time.perf_counter()
     presets = {RUN["model.preset"]: preset_spec(small_config(hf_config(cfg.model), cfg.parallel.tp))}
     register_presets(presets)
-    overrides = verify_overrides(cfg, global_batch=2 * (world_size // cfg.parallel.tp) * RUN["train.micro_batch_size"])
+    dp = world_size // (cfg.parallel.tp * cfg.parallel.cp)
+    overrides = verify_overrides(cfg, global_batch=2 * dp * RUN["train.micro_batch_size"])
     vcfg = load_config(None, overrides)
     preflight(vcfg, world_size, "verify")
     print(f"verify: {_describe(hf_config(vcfg.model), vcfg, world_size)}", flush=True)

@@ -1,0 +1,125 @@
+"""Context parallelism: each sample's sequence split over ``parallel.cp`` ranks; attention still sees all of it.
+
+Causal attention costs a query in proportion to its position, so cutting a sequence into ``cp``
+contiguous pieces would give the last rank the most work. The sequence is cut into ``2·cp`` chunks
+instead and rank ``c`` holds chunks ``c`` and ``2cp-1-c``, one from the front and its mirror from
+the back (``sequence_order``), as in Megatron and TorchTitan: every rank computes the same number
+of query/key pairs.
+
+Everything but attention works per token and runs on the local tokens as it is: norms, MLPs,
+sequence and tensor parallelism inside the chunk pair, the loss. Rotary embeddings read the local
+tokens' global positions. Attention all-gathers K and V over the CP group (one collective for
+both, per layer; its backward reduce-scatters their gradients back to the ranks that own the
+tokens) and attends the local queries to every key, through a mask that ``CausalLM`` builds from
+global token indices and document ids (``shardwise.model.context_mask``): causal, inside each
+packed document, inside the layer's sliding window. The gathered keys arrive rank by rank, i.e.
+in ``sequence_order``, and the mask's columns follow that order, so nothing is permuted.
+
+Hugging Face attention modules look their attention function up by the name in ``self.config``.
+Context parallelism gives them a copy of the config naming ``CP_ATTENTION``, registered with
+transformers' ``AttentionInterface``: it gathers K/V, then calls the implementation the model was
+configured with, sdpa or the architecture's own eager function (Gemma's soft-capping included).
+The model's own config, which masks, checkpoints and export read, still names sdpa or eager.
+Flash and flex attention cannot take such a mask and are refused, as is a ``train.seq_len`` that does
+not cut into ``2·cp`` chunks of ``tp`` token shards (``errors``).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AttentionInterface, PretrainedConfig
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from shardwise.tp import Group, gather_dim0
+
+CP_ATTENTION = "shardwise_cp"
+IMPLEMENTATIONS = ("sdpa", "eager")  # those that take an explicit mask of local queries x all keys
+
+
+def sequence_order(seq: int, cp: int) -> torch.Tensor:
+    """The global indices of a row's tokens as the CP ranks hold them, rank after rank: rank ``c`` holds
+    chunks ``c`` and ``2cp-1-c`` of ``2cp`` equal chunks. ``seq`` must be a multiple of ``2cp``."""
+    chunks = torch.arange(seq).view(2 * cp, -1)
+    return torch.cat([torch.cat([chunks[c], chunks[2 * cp - 1 - c]]) for c in range(cp)])
+
+
+def local_indices(seq: int, cp: int, rank: int) -> torch.Tensor:
+    """The global indices of the tokens CP rank ``rank`` holds, ascending."""
+    return sequence_order(seq, cp).view(cp, -1)[rank]
+
+
+def gather_kv(key: torch.Tensor, value: torch.Tensor, g: Group) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every CP rank's K and V ``(batch, heads, local_seq, head_dim)`` -> ``(batch, heads, seq, head_dim)`` in
+    ``sequence_order``, with one all-gather (along the sequence, moved to dim 0); the backward reduce-scatters
+    the gradients to the ranks owning the tokens."""
+    kv = torch.stack([key, value]).movedim(3, 0)
+    full = gather_dim0(kv, g).movedim(0, 3)
+    return full[0], full[1]
+
+
+def context_parallel_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                               attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """The attention function registered as ``CP_ATTENTION``: this rank's queries attend to every rank's keys
+    through the configured implementation (``module._cp_attention``); the mask covers all of them."""
+    key, value = gather_kv(key, value, module._cp_group)
+    return module._cp_attention(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(CP_ATTENTION, context_parallel_attention)
+
+
+def configured_attention(module: nn.Module, implementation: str) -> Callable[..., tuple[torch.Tensor, Any]]:
+    """The function ``module`` would call for ``implementation``: sdpa as registered, or for eager the
+    architecture's own ``eager_attention_forward`` (from the transformers module defining its class)."""
+    if implementation == "sdpa":
+        return ALL_ATTENTION_FUNCTIONS["sdpa"]
+    hf_class = next(c for c in type(module).__mro__ if c.__module__.startswith("transformers."))
+    return sys.modules[hf_class.__module__].eager_attention_forward
+
+
+def errors(config: PretrainedConfig, seq_len: int, cp: int, tp: int) -> list[str]:
+    """Why context parallelism cannot run this model at this length, one line each naming the fix (none if it can).
+
+    A row must cut into ``2·cp`` equal chunks of ``tp`` equal token shards. Unlike TP alone, CP refuses
+    to pad: up to ``2·cp·tp - 1`` padding tokens per row would be computed, gathered and masked for nothing,
+    and the chunks' balance assumes real tokens in each."""
+    if cp == 1:
+        return []
+    out = []
+    implementation = config._attn_implementation
+    if implementation not in IMPLEMENTATIONS:
+        out.append(f"model.attn_implementation={implementation} cannot attend across the chunks of parallel.cp={cp} "
+                   f"(it takes no mask of local queries x all keys); use {' or '.join(IMPLEMENTATIONS)}, "
+                   "or parallel.cp=1")
+    multiple = 2 * cp * tp
+    if seq_len % multiple:
+        out.append(f"train.seq_len={seq_len} is not divisible by 2*parallel.cp*parallel.tp={multiple} (each sequence "
+                   f"is cut into 2*cp chunks of tp shards); use train.seq_len={-(-seq_len // multiple) * multiple}")
+    return out
+
+
+def attend_over_context(attention: list[nn.Module], config: PretrainedConfig, g: Group) -> None:
+    """Make each attention module gather K/V over the CP group ``g`` and call ``config``'s implementation."""
+    implementation = config._attn_implementation
+    cp_config = copy.copy(config)  # shallow: the attention modules read only the name differently
+    cp_config._attn_implementation = CP_ATTENTION
+    for module in attention:
+        module._cp_attention = configured_attention(module, implementation)
+        module._cp_group = g
+        module.config = cp_config
+
+
+@torch.no_grad()
+def gather_sequence(x: torch.Tensor, g: Group) -> torch.Tensor:
+    """This CP rank's ``(batch, local_seq, ...)`` of every row -> the whole rows ``(batch, seq, ...)`` in token
+    order (e.g. logits to compare with one process); no autograd."""
+    if g.size == 1:
+        return x
+    full = gather_dim0(x.movedim(1, 0), g)
+    return full[sequence_order(full.shape[0], g.size).argsort().to(full.device)].movedim(0, 1)
