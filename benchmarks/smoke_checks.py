@@ -451,24 +451,39 @@ def report(work: Path, out: Path, seconds: int | None) -> int:
     return 1 if any(r["status"] == "FAIL" for r in rows) else 0
 
 
-def recheck_plans(smoke: Path, work: Path) -> int:
-    """Check 6 again for a finished GPU smoke: today's ``shardwise plan`` of each run's logged command (model
-    folders rewritten here by ``prepare`` into ``work``) against the peak that run measured (smoke.json)."""
+def write_configs(work: Path) -> None:
+    """The GPU shapes' model folders as ``prepare`` writes them, config.json only: all ``shardwise plan`` reads."""
+    from transformers import AutoConfig
+
+    for name, shape in (("ft-model", FT_SHAPES["gpu"]), ("parity-model", PARITY_SHAPES["gpu"])):
+        spec = {**MODEL_COMMON, **shape}
+        AutoConfig.for_model(spec.pop("model_type"), **spec).save_pretrained(work / name)
+
+
+def measured_runs(smoke: Path, work: Path) -> Iterator[tuple[str, list[str], float]]:
+    """Each run of a finished GPU smoke (its smoke.json and smoke.log) with a measured peak: its name, the ``shardwise
+    plan`` arguments of its logged command (model folders in ``work``, see ``write_configs``) and the peak in GiB."""
     runs = json.loads((smoke / "smoke.json").read_text())["runs"]
     commands = re.findall(r"^\$ python3 -m shardwise.cli train --output.dir=(\S+)/runs/(\S+) (.*)$",
                           (smoke / "smoke.log").read_text(), re.M)
-    from shardwise.cli import main as cli
-
-    failed = 0
     for old_work, name, rest in commands:
         peak = runs.get(name, {}).get("peak_mem_gib")
-        if peak is None:
-            continue
-        args = [a.replace(old_work, str(work)) for a in rest.split() if not a.startswith("--checkpoint.resume")]
+        if peak is not None:
+            args = [a.replace(old_work, str(work)) for a in rest.split() if not a.startswith("--checkpoint.resume")]
+            yield name, ["--world-size", str(runs[name]["world_size"]), *args], peak
+
+
+def recheck_plans(smoke: Path, work: Path) -> int:
+    """Check 6 again for a finished GPU smoke: today's ``shardwise plan`` of each run's logged command against the
+    peak that run measured (smoke.json)."""
+    from shardwise.cli import main as cli
+
+    write_configs(work)
+    failed = 0
+    for name, args, peak in measured_runs(smoke, work):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            cli(["plan", "--world-size", str(runs[name]["world_size"]), "--device-memory-gib",
-                 str(DEVICE_MEMORY_GIB), "--json", *args])
+            cli(["plan", "--device-memory-gib", str(DEVICE_MEMORY_GIB), "--json", *args])
         estimate = json.loads(out.getvalue())["memory_bytes"]["total"] / GIB
         failed += estimate < peak
         print(f"{'PASS' if estimate >= peak else 'FAIL'}  6 plan memory {name:16} estimate {estimate:.3g} / "
@@ -490,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=int, help="how long the runs took, for smoke.json")
     p = sub.add_parser("recheck-plans", help="check 6 of a finished smoke (its smoke.json, smoke.log) with today's plan")
     p.add_argument("smoke", type=Path, help="the folder holding smoke.json and smoke.log")
-    p.add_argument("work", type=Path, help="where `prepare` wrote the model folders (GPU shapes)")
+    p.add_argument("work", type=Path, help="where to write the model folders' config.json (GPU shapes)")
     args = parser.parse_args(argv)
     if args.command == "versions":
         versions()

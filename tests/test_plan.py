@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -184,3 +186,54 @@ def test_recommends_the_fastest_setting_that_fits(capsys):
     assert hopeless["recommended"] is None
     assert main(["plan", *args, "--device-memory-gib=80"]) == 0
     assert "recommended for 80 GiB: --train.activation_checkpointing=none" in capsys.readouterr().out
+
+
+# Peaks measured on 2xH100 (benchmarks/results): ``shardwise bench`` sweeps (compiled and eager) and the GPU smoke's
+# eager runs. The sweep records leave out model.dtype: the bf16-master runs are the `*bf16*` ones and the CP sweep.
+RESULTS = Path(__file__).parents[1] / "benchmarks" / "results"
+SWEEP_ROWS = {
+    "2026-11-25-h100x2-llama8b-b": ["tp2/sw-full-compile", "tp2bf16/sw-full-compile", "dp2bf16/sw-full-compile"],
+    "2026-11-25-h100x2-cp": ["cp1-32k/sw-full-compile", "cp2-32k/sw-full-compile", "cp2-16k/sw-full-compile",
+                             "cp2-8k/sw-full-compile"],
+    "2026-11-25-h100x2-tp-speed-c": ["dp2/sw-none-compile-mb4", "tp2/sw-none-compile-mb4",
+                                     "tp2nosp/sw-none-compile-mb4", "tp2e/sw-full-eager"],
+}
+SMOKE = RESULTS / "2026-11-25-h100x2-smoke-pass"
+LARGE_GIB, MAX_RATIO = 10, 1.35
+
+
+def sweep_args(folder: str, key: str, r: dict) -> list[str]:
+    """The ``shardwise plan`` arguments of one ``shardwise bench`` record."""
+    layout = {"cp": 1, **r["layout"]}  # records from before context parallelism have no cp
+    master = "bfloat16" if "bf16" in key.split("/")[0] or folder.endswith("-cp") else "float32"
+    return [f"--world-size={layout['world_size']}", f"--model.preset={r['preset']}", f"--model.dtype={master}",
+            *(f"--parallel.{k}={layout[k]}" for k in ("dp_replicate", "dp_shard", "cp", "tp")),
+            f"--parallel.sequence_parallel={r['sequence_parallel'] or layout['tp'] == 1}",
+            f"--parallel.loss_parallel={r['loss_parallel'] or layout['tp'] == 1}", f"--train.dtype={r['dtype']}",
+            f"--train.compile={str(r['compile']).lower()}",
+            *(f"--train.{k}={r[k]}" for k in ("seq_len", "global_batch_size", "micro_batch_size",
+                                              "activation_checkpointing"))]
+
+
+def measured_rows(work: Path) -> list[tuple[str, list[str], float]]:
+    smoke_checks = pytest.importorskip("smoke_checks")  # benchmarks/ is on sys.path (below)
+    rows = []
+    for folder, keys in SWEEP_ROWS.items():
+        records = json.loads((RESULTS / folder / "sweep.json").read_text())
+        rows += [(f"{folder}:{key}", sweep_args(folder, key, records[key]), records[key]["peak_mem_gib"]) for key in keys]
+    smoke_checks.write_configs(work)
+    return rows + [(f"{SMOKE.name}:{name}", args, peak) for name, args, peak in smoke_checks.measured_runs(SMOKE, work)]
+
+
+def test_memory_bounds_the_measured_peaks(tmp_path, capsys):
+    """The plan's total is an upper bound of every peak measured on 2xH100 (compiled and eager, FSDP, TP, CP, 8B at
+    32k tokens, fp32 and bf16 master weights), and a tight one for the large runs: within 35%."""
+    sys.path.insert(0, str(RESULTS.parent))
+    loose = []
+    for label, args, peak in measured_rows(tmp_path):
+        _, plan = plan_json(capsys, *args, "--device-memory-gib=79.1")
+        estimate = plan["memory_bytes"]["total"] / 2**30
+        assert estimate >= peak, f"{label}: estimate {estimate:.2f} GiB < measured peak {peak:.2f} GiB"
+        if peak > LARGE_GIB and estimate > MAX_RATIO * peak:
+            loose.append(f"{label}: {estimate:.2f} GiB for {peak:.2f}")
+    assert not loose

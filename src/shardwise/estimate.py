@@ -17,27 +17,57 @@ counted per token a device holds (``b·s/cp`` of them under context parallelism)
             the query heads (the mask rules out sdpa's grouped-query path)
             ``+ (4+e)(hq + hkv) / t`` (Qwen3's q/k norms) ``+ e·a·s / t`` (eager softmax)
             ``+ 4e·I / t`` (gate, up, silu(gate), product)
-``full``    ``e·h / t_sp`` (the block input), plus one layer's ``none`` while it is recomputed
+``full``    ``e·h / t_sp`` (the block input); one layer's ``none`` is recomputed during backward
 ``selective`` the outputs the policy keeps: block input ``e·h / t_sp``, q/k/v ``e(hq + 2hkv) / t``,
             attention ``e·hq / t``, o/down matmuls (partial sums, full sequence) ``2e·h``, their
             reduce-scatters ``2e·h / t`` (SP only), gate/up ``2e·I / t``; plus one layer's ``none``
 ==========  =====================================================================================
 
+Compiled blocks (``train.compile``) keep less: a norm keeps only its input, ``e`` per element instead of
+``4+e`` (Inductor recomputes the fp32 upcast; 2×H100, ``2026-11-25-h100x2-tp-speed-c``, Qwen2-1.5B tp=2
+no checkpointing: sequence parallelism, which shards only the norms, saved 1.33 GiB beyond the final
+norm, 2.0 bytes per hidden element per layer for the two norms' halves), and the MLP ``3e·I / t``
+(silu(gate) is recomputed from gate; the dp_shard=2 row of the same sweep leaves 74.5 kB per token
+and layer for its activations, which ``4e·I`` would put at 94 kB and ``3e·I`` at 76 kB).
+
 ``t_sp`` is ``tp`` with sequence parallelism and 1 without. Context parallelism adds the masks
 ``CausalLM`` builds once per step for all layers, one per distinct sliding window: ``b·(s/cp)·s``
 elements, 1 byte each for sdpa, ``e`` for eager (without it, masks of packed rows are not
-counted). Outside the blocks: the final norm and
-the gathered ``lm_head`` input, and the logits ``b·s·V/t·(3·4 + 2e)``: the logits and their
-gradient in compute dtype, and in fp32 the log-softmax kept for backward and, during backward, the
-gradients of its output and of its input (2×H100, 2026-11-25: 10 bytes per element fell short of the
-measured bf16 peaks by 7-13%), with ``V/t`` only under loss parallelism. Training state is exact:
-parameters, gradients and AdamW's two states of rank 0's shards (rank 0 holds the largest), all in
-``model.dtype`` (fp32 by default). FSDP adds the gathered parameters in flight (root + two blocks, compute dtype) and one
-block's unsharded fp32 gradient; with several micro-batches per step and
-``parallel.defer_grad_reduce``, the unsharded fp32 gradients of the whole TP shard accumulate until
-the last one. Without FSDP (one data-parallel rank), every weight's compute-dtype copy stays
-saved for backward instead. The total
-adds all of these, an upper bound: sharded gradients and most activations never coexist.
+counted). Outside the blocks (never compiled): the final norm and the gathered ``lm_head`` input.
+
+**Logits** (``b·s·V/t`` elements, ``V/t`` only under loss parallelism) peak when the loss's backward
+starts, with ``3·4 + 2e`` bytes each in eager mode: the logits and their gradient in compute dtype, and
+in fp32 the log-softmax kept for backward and, during backward, the gradients of its output and of its
+input (2×H100, ``2026-11-25-h100x2-smoke``: 10 bytes fell short of the eager bf16 parity peaks by
+7-13%). The compiled whole-vocabulary loss fuses the upcast and the log-softmax into its kernels and
+keeps only ``2e``: the logits and their gradient (``2026-11-25-h100x2-cp``, Llama-3.1-8B at 32k tokens
+on dp_shard=2: 49.5 GiB measured, of which 15.7 GiB, 4.0 bytes per logit, are left after the rest
+counted here). The compiled vocab-parallel loss all-reduces the max, the sum of exponentials and the
+target logit between its steps, so the fp32 upcast and the shifted logits cross those collectives
+whole: ``2·4 + 2e`` (``2026-11-25-h100x2-llama8b-b``, tp2bf16: 33.5 GiB measured leaves at most 11.9
+bytes per logit).
+
+**Training state** is exact: parameters, gradients and AdamW's two states of rank 0's shards (rank
+0 holds the largest), all in ``model.dtype`` (fp32 by default). FSDP keeps the root (embeddings,
+final norm, lm_head) gathered from forward to the end of backward and up to two blocks in flight,
+all in compute dtype; in backward, a block's unsharded gradient (compute dtype), its fp32
+reduce-scatter input and the previous block's (FSDP keeps one in flight), and the root's unsharded
+gradient, held until its reduce-scatter at the end; that reduce-scatter adds its fp32 input and
+output. With several micro-batches per step and ``parallel.defer_grad_reduce``, the unsharded fp32
+gradients of the whole TP shard accumulate until the last one. Without FSDP (one data-parallel
+rank) and with ``model.dtype`` wider than the compute dtype, each weight's compute-dtype copy stays
+saved for backward (with full checkpointing only the root's and the recomputed block's) and a
+block's gradient arrives in compute dtype before it is added to the master one.
+
+**The peak** (``total``) is the largest of three phases, never the sum of every term (gradients and
+most activations never coexist): ``loss``, when the loss's backward starts: training state but the
+gradients, unless earlier micro-batches of the step made them (``optimizer_step`` frees them with
+``zero_grad(set_to_none=True)``), what FSDP or the compute copies hold, every saved activation,
+the masks and the logits; ``backward``, the same with one recomputed layer and the gradients in
+flight in place of the logits; ``step``, at the end of backward: the whole training state and the
+root's reduce-scatter. With each term above, the total bounds every peak measured on 2×H100 so
+far, within 10% for the runs above 10 GiB (``tests/test_plan.py`` reads them from
+``benchmarks/results``); the CUDA runtime's buffers (below) are in every phase.
 
 **Communication** per device counts what a ring implementation sends (= receives): all-gather
 ``(n-1)/n`` of its output, reduce-scatter ``(n-1)/n`` of its input, all-reduce twice that.
@@ -106,13 +136,15 @@ class Dims:
         return self.batch * self.seq // self.cp
 
 
-def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool) -> float:
+def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool, compiled: bool = False) -> float:
     """Activation bytes one decoder layer keeps per token until backward (see the module docstring)."""
     t_sp = tp if sp else 1
     kv = 2 * d.kv_dim if d.cp == 1 else 2 * d.cp * d.q_dim
-    none = (2 * (FP32 + e) * d.hidden / t_sp + 2 * e * d.hidden
-            + (e * (3 * d.q_dim + kv) + (FP32 + e) * (d.q_dim + d.kv_dim) * d.qk_norm
-               + e * d.heads * d.seq * d.eager + 4 * e * d.intermediate) / tp)
+    norm = e if compiled else FP32 + e  # per element of a norm's input: compiled, the fp32 upcast is recomputed
+    mlp = (3 if compiled else 4) * e * d.intermediate  # compiled, silu(gate) is recomputed from gate
+    none = (2 * norm * d.hidden / t_sp + 2 * e * d.hidden
+            + (e * (3 * d.q_dim + kv) + norm * (d.q_dim + d.kv_dim) * d.qk_norm
+               + e * d.heads * d.seq * d.eager + mlp) / tp)
     if mode == "none":
         return none
     block_input = e * d.hidden / t_sp
@@ -123,15 +155,23 @@ def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool) -> floa
             + reduce_scatters)
 
 
-def activation_bytes(d: Dims, mode: str, e: int, tp: int, sp: bool, loss_parallel: bool) -> dict[str, float]:
-    """Bytes per device for one micro-batch: decoder layers (with the recompute peak), logits and, under context
-    parallelism, the attention masks."""
-    layers = d.layers * layer_bytes_per_token(d, mode, e, tp, sp)
-    if mode != "none":
-        layers += layer_bytes_per_token(d, "none", e, tp, sp)  # one block recomputed during backward
+def logit_bytes(e: int, compiled: bool, loss_parallel: bool) -> int:
+    """Bytes per logit element at the loss's peak, the start of its backward (see the module docstring)."""
+    if not compiled:
+        return 3 * FP32 + 2 * e
+    return 2 * FP32 + 2 * e if loss_parallel else 2 * e
+
+
+def activation_bytes(d: Dims, mode: str, e: int, tp: int, sp: bool, loss_parallel: bool,
+                     compiled: bool = False) -> dict[str, float]:
+    """Bytes per device for one micro-batch: what the decoder layers and the top keep for backward, the one layer
+    recomputed during backward, the logits at the loss's peak and, under context parallelism, the attention masks."""
+    layers = d.layers * layer_bytes_per_token(d, mode, e, tp, sp, compiled)
+    recompute = layer_bytes_per_token(d, "none", e, tp, sp, compiled) if mode != "none" else 0.0
     top = (FP32 + e) * d.hidden / (tp if sp else 1) + e * d.hidden
     vocab = d.vocab / tp if loss_parallel and tp > 1 else d.vocab
-    out = {"activations": d.tokens * (layers + top), "logits": d.tokens * vocab * (3 * FP32 + 2 * e)}
+    out = {"activations": d.tokens * (layers + top), "recompute": d.tokens * recompute,
+           "logits": d.tokens * vocab * logit_bytes(e, compiled, loss_parallel and tp > 1)}
     if d.cp > 1:
         out["attention_masks"] = d.masks * d.tokens * d.seq * (e if d.eager else 1)
     return out
@@ -237,20 +277,38 @@ CUDA_RUNTIME_BYTES = 256 * 2**20
 
 def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_bytes: int,
            acts: dict[str, float], defer_grad_reduce: bool = False, cuda: bool = False,
-           fsdp: bool = True, master_bytes: int = FP32) -> dict[str, float]:
-    """Bytes per device: exact training state of rank 0's shards plus the estimated transients.
+           fsdp: bool = True, master_bytes: int = FP32, checkpointing: str = "none", shard: int = 1
+           ) -> dict[str, float]:
+    """Bytes per device: rank 0's exact training state and the estimated transients, each term once, and the peak
+    (``total``): the largest of the three phases in ``phases`` (see the module docstring).
 
-    ``master_bytes`` is ``model.dtype``'s size: the weights, their gradients and AdamW's moments are all in it."""
-    largest_block = max(unit_numels[1:], default=0)
-    copies = {"fsdp_in_flight": param_bytes * (unit_numels[0] + 2 * largest_block) + FP32 * largest_block} if fsdp \
-        else {"compute_copies": param_bytes * local_numel if param_bytes < master_bytes else 0.0}
+    ``master_bytes`` is ``model.dtype``'s size: the weights, their gradients and AdamW's moments are all in it.
+    ``unit_numels[0]`` is the root's (embeddings, final norm, lm_head), then one per block, as ``fsdp_comm``;
+    ``shard`` is the FSDP shard group's size, ``dp_shard * cp``."""
+    root, largest = unit_numels[0], max(unit_numels[1:], default=0)
+    if fsdp:
+        resident = {"fsdp_in_flight": param_bytes * (root + 2 * largest)}
+        backward = {"fsdp_grads_in_flight": (param_bytes + 2 * FP32) * largest + param_bytes * root}
+        end = {"fsdp_root_reduce": (param_bytes + FP32 + FP32 / shard) * root + FP32 * largest}
+    else:
+        cast = param_bytes if param_bytes < master_bytes else 0  # a compute copy only when the dtypes differ
+        kept = sum(unit_numels[1:]) if checkpointing != "full" else largest  # full: only the recomputed block's
+        resident = {"compute_copies": cast * (root + kept)}
+        backward = {"unreduced_grads": cast * largest}
+        end = {}
     parts = {
         "parameters": master_bytes * local_numel,
         "gradients": master_bytes * local_numel,
         "optimizer_states": 2 * master_bytes * local_numel,
-        **copies,
+        **resident, **backward, **end,
         "gradient_accumulation": FP32 * sum(unit_numels) if micro_batches > 1 and defer_grad_reduce else 0.0,
         **acts,
         "cuda_runtime": CUDA_RUNTIME_BYTES if cuda else 0.0,
     }
-    return {**parts, "total": sum(parts.values())}
+    state = parts["parameters"] + parts["optimizer_states"] + parts["gradient_accumulation"] + parts["cuda_runtime"]
+    earlier = parts["gradients"] if micro_batches > 1 else 0.0  # zero_grad(set_to_none) frees them after each step
+    held = state + sum(resident.values()) + earlier + acts["activations"] + acts.get("attention_masks", 0.0)
+    phases = {"loss": held + acts["logits"],
+              "backward": held + acts["recompute"] + sum(backward.values()),
+              "step": state + sum(resident.values()) + parts["gradients"] + sum(end.values())}
+    return {**parts, "phases": phases, "total": max(phases.values())}

@@ -137,11 +137,13 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     e = dtype.itemsize
     lp = cfg.parallel.loss_parallel and tp > 1
     per_rank = cfg.train.global_batch_size // layout.dp
+    compiled = cfg.train.compiles("cuda" if cuda else "cpu")
 
     def memory_for(mode: str, micro_batch: int) -> dict[str, float]:
-        acts = estimate.activation_bytes(dataclasses.replace(dims, batch=micro_batch), mode, e, tp, sp, lp)
+        acts = estimate.activation_bytes(dataclasses.replace(dims, batch=micro_batch), mode, e, tp, sp, lp, compiled)
         return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce,
-                               cuda, fsdp=layout.dp_cp > 1, master_bytes=getattr(torch, cfg.model.dtype).itemsize)
+                               cuda, layout.dp_cp > 1, getattr(torch, cfg.model.dtype).itemsize, mode,
+                               layout.dp_shard * layout.cp)
 
     return {
         "num_params": num_params(model),
@@ -220,8 +222,8 @@ def _summary(cfg: Config, config: Any, world_size: int, layout: Layout | None, d
 def make_plan(cfg: Config, world_size: int, device_memory_gib: float | None) -> dict[str, Any]:
     """The whole report as one JSON-able dict; ``ok`` is False when any check fails.
 
-    ``train.dtype=auto`` is planned as on a GPU (bf16) when this machine has one or a memory
-    budget is given, as on CPU (fp32) otherwise. The budget defaults to this machine's GPU memory;
+    ``train.dtype=auto`` and ``train.compile=auto`` are planned as on a GPU (bf16, compiled) when this machine
+    has one or a memory budget is given, as on CPU (fp32, eager) otherwise. The budget defaults to this machine's GPU memory;
     with one, the plan also recommends the fastest activation checkpointing and micro-batch that fit.
     """
     config = hf_config(cfg.model)
@@ -333,7 +335,11 @@ def render(r: dict[str, Any]) -> str:
     if "parameters" in r:
         lines += _sharding(r)
         lines += ["", "memory per device (estimate; formulas in shardwise/estimate.py):"]
-        lines += _table([[k, _size(v)] for k, v in r["memory_bytes"].items()])
+        mem = r["memory_bytes"]
+        lines += _table([[k, _size(v)] for k, v in mem.items() if k not in ("phases", "total")])
+        peak = max(mem["phases"], key=mem["phases"].get)
+        lines.append(f"  total (peak, at the {peak}): {_size(mem['total'])}; "
+                     + ", ".join(f"{k} {_size(v)}" for k, v in mem["phases"].items()))
         if "recommended" in r:
             lines.append(_recommendation(r["recommended"], r["device_memory_gib"]))
         lines += ["", "communication per device (ring bytes sent):", *_comm_lines(r["comm_bytes"])]
