@@ -171,7 +171,7 @@ def test_recommends_the_fastest_setting_that_fits(capsys):
     _, roomy = plan_json(capsys, *args, "--device-memory-gib=80")
     rec = roomy["recommended"]
     limit = RECOMMEND_HEADROOM * 80 * 2**30
-    assert rec["activation_checkpointing"] == "none" and rec["total_bytes"] <= limit
+    assert rec["activation_checkpointing"] == "none" and rec["total_bytes"] <= limit and not rec["tight"]
     setting = [f"--train.activation_checkpointing={rec['activation_checkpointing']}",
                f"--train.micro_batch_size={rec['micro_batch_size']}"]
     _, same = plan_json(capsys, *args, *setting, "--device-memory-gib=80")
@@ -183,11 +183,14 @@ def test_recommends_the_fastest_setting_that_fits(capsys):
         assert over["memory_bytes"]["total"] > limit
     _, tight = plan_json(capsys, *args, "--device-memory-gib=20")
     assert tight["recommended"]["activation_checkpointing"] == "full"
+    smallest = roomy["memory_bytes"]["total"]  # args' own setting: full checkpointing at micro-batch 1
+    _, edge = plan_json(capsys, *args, f"--device-memory-gib={smallest / 0.95 / 2**30}")  # fits only above 90%
+    assert edge["recommended"]["tight"] and edge["recommended"]["total_bytes"] == smallest
     _, hopeless = plan_json(capsys, "--model.preset=llama3-8b", "--parallel.tp=1", "--world-size=1",
                             "--device-memory-gib=80")
     assert hopeless["recommended"] is None
     assert main(["plan", *args, "--device-memory-gib=80"]) == 0
-    assert "recommended for 80 GiB (90% of it): --train.activation_checkpointing=none" in capsys.readouterr().out
+    assert "recommended for 80 GiB (within 90% of it): --train.activation_checkpointing=none" in capsys.readouterr().out
 
 
 # Peaks measured on 2xH100 (benchmarks/results): ``shardwise bench`` sweeps (compiled and eager) and the GPU smoke's

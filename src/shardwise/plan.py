@@ -176,13 +176,14 @@ RECOMMEND_HEADROOM = 0.9
 
 
 def recommend(options: list[dict[str, Any]], budget_gib: float) -> dict[str, Any] | None:
-    """The fastest setting that fits with headroom: no checkpointing at the largest micro-batch that fits, else
-    full."""
-    limit = RECOMMEND_HEADROOM * budget_gib * GIB
-    for mode in RECOMMEND_ORDER:
-        fits = [o for o in options if o["activation_checkpointing"] == mode and o["total_bytes"] <= limit]
-        if fits:
-            return max(fits, key=lambda o: o["micro_batch_size"])
+    """The fastest setting that fits with headroom (no checkpointing at the largest micro-batch that fits, else
+    full); failing that, the fastest that fits the whole device, marked ``tight``."""
+    for share in (RECOMMEND_HEADROOM, 1.0):
+        for mode in RECOMMEND_ORDER:
+            fits = [o for o in options if o["activation_checkpointing"] == mode
+                    and o["total_bytes"] <= share * budget_gib * GIB]
+            if fits:
+                return {**max(fits, key=lambda o: o["micro_batch_size"]), "tight": share > RECOMMEND_HEADROOM}
     return None
 
 
@@ -331,10 +332,13 @@ def _sharding(r: dict[str, Any]) -> list[str]:
 
 def _recommendation(rec: dict[str, Any] | None, budget_gib: float) -> str:
     if rec is None:
-        return (f"  recommended: nothing fits {RECOMMEND_HEADROOM:.0%} of {budget_gib:g} GiB, even with full checkpointing "
-                "at micro-batch 1: raise parallel.tp, parallel.dp_shard or (long sequences) parallel.cp, or set "
-                "model.dtype=bfloat16 (bf16 weights and AdamW states)")
-    return (f"  recommended for {budget_gib:g} GiB ({RECOMMEND_HEADROOM:.0%} of it): --train.activation_checkpointing={rec['activation_checkpointing']} "
+        return (f"  recommended: nothing fits {budget_gib:g} GiB, even with full checkpointing at micro-batch 1: raise "
+                "parallel.tp, parallel.dp_shard or (long sequences) parallel.cp, or set model.dtype=bfloat16 (bf16 "
+                "weights and AdamW states)")
+    fill = (f"tight: above {RECOMMEND_HEADROOM:.0%} of it, the allocator may need more" if rec["tight"]
+            else f"within {RECOMMEND_HEADROOM:.0%} of it")
+    return (f"  recommended for {budget_gib:g} GiB ({fill}): "
+            f"--train.activation_checkpointing={rec['activation_checkpointing']} "
             f"--train.micro_batch_size={rec['micro_batch_size']} (about {_size(rec['total_bytes'])})")
 
 
