@@ -13,7 +13,7 @@ from torch._dynamo.utils import counters
 from shardwise.config import load_config
 from shardwise.run import build_run
 from shardwise.train import forward_backward
-from shardwise.verify import _full, step_batches
+from shardwise.verify import full_copy, step_batches
 
 
 def one_step(overrides: dict[str, str], compiled: bool) -> dict:
@@ -23,7 +23,7 @@ def one_step(overrides: dict[str, str], compiled: bool) -> dict:
         for layer in run.model.layers:
             layer.forward = torch.compile(layer.forward, fullgraph=True, backend="aot_eager")
     loss = forward_backward(run, step_batches(cfg, run.meshes.dp.get_local_rank(), run.layout.dp)(0))
-    return {"loss": loss, "grads": {n: _full(p.grad) for n, p in run.model.named_parameters()}}
+    return {"loss": loss, "grads": {n: full_copy(p.grad) for n, p in run.model.named_parameters()}}
 
 
 def main() -> None:

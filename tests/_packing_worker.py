@@ -13,16 +13,12 @@ import json
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
 
 from shardwise.config import load_config
 from shardwise.data import StepBatches, byte_tokenizer, load_data, pad_to_multiple
 from shardwise.run import Run, build_run
 from shardwise.train import evaluate, forward_backward, train
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    return (t.full_tensor() if isinstance(t, DTensor) else t).detach().cpu().clone()
+from shardwise.verify import full_copy
 
 
 def _split(run: Run) -> tuple[int, int, int, int]:
@@ -40,7 +36,7 @@ def packed(overrides: dict[str, str]) -> dict:
     with torch.no_grad():
         logits = run.model(batch.input_ids, batch.position_ids)
     val_loss = evaluate(run, StepBatches(val_samples, *_split(run)), cfg.data.val_batches)
-    return {"logits": _full(logits), "input_ids": batch.input_ids, "val_loss": val_loss}
+    return {"logits": full_copy(logits), "input_ids": batch.input_ids, "val_loss": val_loss}
 
 
 def unpacked(overrides: dict[str, str]) -> dict:
@@ -48,7 +44,7 @@ def unpacked(overrides: dict[str, str]) -> dict:
     run = build_run(cfg)
     train_samples, _ = load_data(cfg, byte_tokenizer())
     loss = forward_backward(run, StepBatches(train_samples, *_split(run))(0))
-    grads = {n.removeprefix("hf."): _full(p.grad) for n, p in run.model.named_parameters()}
+    grads = {n.removeprefix("hf."): full_copy(p.grad) for n, p in run.model.named_parameters()}
     return {"loss": loss, "grads": grads}
 
 

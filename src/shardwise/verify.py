@@ -158,7 +158,8 @@ def step_batches(cfg: Config, dp_rank: int, dp: int, micro_batch: int | None = N
     return StepBatches(windows, t.global_batch_size, micro_batch or t.micro_batch_size, dp_rank, dp)
 
 
-def _full(t: torch.Tensor) -> torch.Tensor:
+def full_copy(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor (a DTensor gathered from every rank) as a detached CPU copy, to compare across layouts."""
     return (t.full_tensor() if isinstance(t, DTensor) else t).detach().cpu().clone()
 
 
@@ -168,15 +169,15 @@ def run_parallel(cfg: Config) -> dict[str, Any]:
     layout = param_layout(run.model)  # before any forward: FSDP keeps the root gathered after one
     probe = run.local_batch(step_batches(cfg, 0, run.layout.dp)(0)[0])  # the same rows on every DP rank
     with torch.no_grad():
-        logits = gather_sequence(_full(run.logits(probe)), Group.of(run.meshes.cp))
+        logits = gather_sequence(full_copy(run.logits(probe)), Group.of(run.meshes.cp))
     batches = step_batches(cfg, run.meshes.dp.get_local_rank(), run.layout.dp)
     out = {"num_params": num_params(run.model), "logits": logits, "layout": layout, "losses": [], "grad_norms": []}
     for step in range(cfg.train.steps):
         out["losses"].append(forward_backward(run, batches(step)))
         if step == 0:
-            out["grads"] = {n.removeprefix("hf."): _full(p.grad) for n, p in run.model.named_parameters()}
+            out["grads"] = {n.removeprefix("hf."): full_copy(p.grad) for n, p in run.model.named_parameters()}
         out["grad_norms"].append(optimizer_step(run)[0])
-    out["weights"] = {n.removeprefix("hf."): _full(p) for n, p in run.model.named_parameters()}
+    out["weights"] = {n.removeprefix("hf."): full_copy(p) for n, p in run.model.named_parameters()}
     return out
 
 
