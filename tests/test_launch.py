@@ -25,3 +25,38 @@ def test_shutdown_timeout_reaches_torchrun_of_any_version(monkeypatch, has_flag)
 
 def test_torchrun_flags_are_read_from_its_parser():
     assert launch._torchrun_has("--nproc-per-node") and not launch._torchrun_has("--no-such-flag")
+
+
+def test_a_run_that_will_not_fit_is_warned_about_before_launch(monkeypatch, capsys):
+    """On a GPU machine the launcher prints plan's estimate and recommendation when the run exceeds the device;
+    a run that fits, or a machine without a GPU, prints nothing."""
+    from types import SimpleNamespace
+
+    from shardwise.config import load_config
+
+    cfg = load_config(None, {"model.preset": "llama3-8b", "parallel.tp": "2", "train.seq_len": "4096",
+                             "train.global_batch_size": "8", "train.micro_batch_size": "8"})
+    launch.warn_memory(cfg, 2)  # this machine: no GPU
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: True)
+    for gib, warned in ((75, True), (2000, False)):
+        monkeypatch.setattr(launch.torch.cuda, "get_device_properties",
+                            lambda _, gib=gib: SimpleNamespace(total_memory=gib * 2**30))
+        launch.warn_memory(cfg, 2)
+        err = capsys.readouterr().err
+        assert (f"more than the {gib:.1f} GiB there; shardwise plan recommends --train.activation_checkpointing="
+                in err) is warned, err
+        assert err.count("\n") == int(warned)
+
+
+def test_a_failing_estimate_never_stops_the_launch(monkeypatch, capsys):
+    """The warning is advisory: should the plan itself fail on some config, the launch goes on with a note."""
+    import shardwise.plan
+
+    def broken(*_):
+        raise RuntimeError("no plan for this")
+
+    monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(shardwise.plan, "memory_warning", broken)
+    launch.warn_memory(None, 2)
+    assert "no memory estimate before launch (RuntimeError: no plan for this)" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from shardwise.launch import (
     refuse,
     stopped,
     under_launcher,
+    warn_memory,
     worker_args,
 )
 
@@ -69,6 +70,7 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], cfg: Config) -> 
         return 0
     nproc = local_world_size(cfg)
     preflight(cfg, nproc, args.command)
+    warn_memory(cfg, nproc)
     if args.command != "train":
         return launch("shardwise.cli", argv, nproc)
     return launch("shardwise.cli", worker_args(argv), nproc, max_restarts=restarts or 0,

@@ -75,6 +75,22 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
         check_output_dir(cfg, resume_dir(cfg))
 
 
+def warn_memory(cfg: Config, world_size: int) -> None:
+    """On a GPU machine, before starting workers: say so when ``shardwise plan`` expects the run not to fit, rather
+    than let every rank load the model and then run out of memory. A warning, not a refusal: the estimate is an
+    upper bound (docs/plan-verify.md)."""
+    if not torch.cuda.is_available():
+        return
+    from shardwise.plan import memory_warning
+
+    try:
+        line = memory_warning(cfg, world_size)
+    except Exception as e:  # noqa: BLE001 - a warning must never stop a run that preflight accepted
+        line = f"shardwise: note: no memory estimate before launch ({type(e).__name__}: {e}); see shardwise plan"
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
 def _quiet_launcher_logs() -> None:
     """Silence torch elastic's own log lines: shardwise reports a failed worker in one line itself."""
     for name in list(logging.Logger.manager.loggerDict):

@@ -362,6 +362,21 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def memory_warning(cfg: Config, world_size: int, device_memory_gib: float | None = None) -> str | None:
+    """One line when the plan's peak estimate for this run exceeds the device (this machine's GPU by default),
+    naming the setting the plan recommends instead; None when it fits, or with no device to plan for."""
+    report = make_plan(cfg, world_size, device_memory_gib)
+    memory = next((c for c in report["checks"] if c["check"] == "memory"), None)
+    if memory is None or memory["ok"]:
+        return None
+    rec = report["recommended"]
+    fix = ("nothing fits; raise parallel.tp, parallel.dp_shard or parallel.cp, or set model.dtype=bfloat16"
+           if rec is None else f"shardwise plan recommends --train.activation_checkpointing="
+           f"{rec['activation_checkpointing']} --train.micro_batch_size={rec['micro_batch_size']}")
+    return (f"shardwise: warning: this run needs about {_size(report['memory_bytes']['total'])} per device by "
+            f"shardwise plan's estimate, more than the {report['device_memory_gib']:.1f} GiB there; {fix}")
+
+
 def run_plan(cfg: Config, world_size: int, device_memory_gib: float | None, as_json: bool) -> int:
     """Print the plan; exit code 1 when any check fails."""
     report = make_plan(cfg, world_size, device_memory_gib)
