@@ -23,6 +23,7 @@ from shardwise.config import Config, ConfigError, load_config, parse_overrides, 
 from shardwise.faults import Stop
 from shardwise.launch import (
     cpu_world_size,
+    exit_finished_worker,
     launch,
     leave_group,
     local_world_size,
@@ -164,4 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == 0 and under_launcher():  # a worker (python -m shardwise.cli under torchrun) that finished its run
+        exit_finished_worker()
+    sys.exit(code)
