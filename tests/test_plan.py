@@ -193,6 +193,16 @@ def test_recommends_the_fastest_setting_that_fits(capsys):
     assert "recommended for 80 GiB (within 90% of it): --train.activation_checkpointing=none" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("master", ["float32", "bfloat16"])
+def test_nothing_fits_names_what_to_change(capsys, master):
+    """More ranks always; bf16 weights only when they are fp32 now."""
+    assert main(["plan", "--model.preset=llama3-8b", "--parallel.tp=1", "--world-size=1", "--device-memory-gib=40",
+                 f"--model.dtype={master}"]) == 1
+    out = capsys.readouterr().out
+    assert "recommended: nothing fits 40 GiB, even with full checkpointing at micro-batch 1: raise parallel.tp" in out
+    assert ("set model.dtype=bfloat16" in out) is (master == "float32")
+
+
 # Peaks measured on 2xH100 (benchmarks/results): ``shardwise bench`` sweeps (compiled and eager) and the GPU smoke's
 # eager runs. The sweep records leave out model.dtype: the bf16-master runs are the `*bf16*` ones and the CP sweep.
 RESULTS = Path(__file__).parents[1] / "benchmarks" / "results"

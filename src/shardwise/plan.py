@@ -222,6 +222,7 @@ def _summary(cfg: Config, config: Any, world_size: int, layout: Layout | None, d
         "sequence_parallel": cfg.parallel.sequence_parallel and tp > 1,
         "loss_parallel": cfg.parallel.loss_parallel and tp > 1,
         "compute_dtype": str(dtype).removeprefix("torch."),
+        "master_dtype": cfg.model.dtype,
         "batch": {"micro_batch_size": micro, "seq_len": t.seq_len,
                   "micro_batches_per_step": max(1, t.global_batch_size // (layout.dp * micro)) if layout else None},
         "activation_checkpointing": t.activation_checkpointing,
@@ -330,11 +331,16 @@ def _sharding(r: dict[str, Any]) -> list[str]:
     return lines + _table(rows)
 
 
-def _recommendation(rec: dict[str, Any] | None, budget_gib: float) -> str:
+def _larger_layout(master_dtype: str) -> str:
+    """What to change when no setting fits: more model-parallel ranks, or narrower weights if they are fp32."""
+    narrower = ", or set model.dtype=bfloat16 (bf16 weights and AdamW states)" if master_dtype == "float32" else ""
+    return f"raise parallel.tp, parallel.dp_shard or (long sequences) parallel.cp{narrower}"
+
+
+def _recommendation(rec: dict[str, Any] | None, budget_gib: float, master_dtype: str) -> str:
     if rec is None:
-        return (f"  recommended: nothing fits {budget_gib:g} GiB, even with full checkpointing at micro-batch 1: raise "
-                "parallel.tp, parallel.dp_shard or (long sequences) parallel.cp, or set model.dtype=bfloat16 (bf16 "
-                "weights and AdamW states)")
+        return (f"  recommended: nothing fits {budget_gib:g} GiB, even with full checkpointing at micro-batch 1: "
+                f"{_larger_layout(master_dtype)}")
     fill = (f"tight: above {RECOMMEND_HEADROOM:.0%} of it, the allocator may need more" if rec["tight"]
             else f"within {RECOMMEND_HEADROOM:.0%} of it")
     return (f"  recommended for {budget_gib:g} GiB ({fill}): "
@@ -354,7 +360,7 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"  total (peak, at the {peak}): {_size(mem['total'])}; "
                      + ", ".join(f"{k} {_size(v)}" for k, v in mem["phases"].items()))
         if "recommended" in r:
-            lines.append(_recommendation(r["recommended"], r["device_memory_gib"]))
+            lines.append(_recommendation(r["recommended"], r["device_memory_gib"], r["master_dtype"]))
         lines += ["", "communication per device (ring bytes sent):", *_comm_lines(r["comm_bytes"])]
     lines += ["", "checks:"]
     lines += [f"  {'ok  ' if c['ok'] else 'FAIL'}  {c['check']}" + (f": {c['message']}" if c["message"] else "")
@@ -370,9 +376,9 @@ def memory_warning(cfg: Config, world_size: int, device_memory_gib: float | None
     if memory is None or memory["ok"]:
         return None
     rec = report["recommended"]
-    fix = ("nothing fits; raise parallel.tp, parallel.dp_shard or parallel.cp, or set model.dtype=bfloat16"
-           if rec is None else f"shardwise plan recommends --train.activation_checkpointing="
-           f"{rec['activation_checkpointing']} --train.micro_batch_size={rec['micro_batch_size']}")
+    fix = (f"nothing fits; {_larger_layout(report['master_dtype'])}" if rec is None
+           else f"shardwise plan recommends --train.activation_checkpointing={rec['activation_checkpointing']} "
+           f"--train.micro_batch_size={rec['micro_batch_size']}")
     return (f"shardwise: warning: this run needs about {_size(report['memory_bytes']['total'])} per device by "
             f"shardwise plan's estimate, more than the {report['device_memory_gib']:.1f} GiB there; {fix}")
 
