@@ -3,11 +3,8 @@ autograd, no C++ toolchain) and the same step eager; rank 0 saves both losses an
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import torch
-import torch.distributed as dist
+from _worker import run_worker
 from torch._dynamo.utils import counters
 
 from shardwise.config import load_config
@@ -26,18 +23,10 @@ def one_step(overrides: dict[str, str], compiled: bool) -> dict:
     return {"loss": loss, "grads": {n: full_copy(p.grad) for n, p in run.model.named_parameters()}}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--overrides", required=True, help="JSON dict of config overrides")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    overrides = json.loads(args.overrides)
-    results = {"eager": one_step(overrides, False), "compiled": one_step(overrides, True),
-               "graphs": counters["stats"]["unique_graphs"], "breaks": sum(counters["graph_break"].values())}
-    if dist.get_rank() == 0:
-        torch.save(results, args.out)
-    dist.destroy_process_group()
+def compare(overrides: dict) -> dict:
+    return {"eager": one_step(overrides, False), "compiled": one_step(overrides, True),
+            "graphs": counters["stats"]["unique_graphs"], "breaks": sum(counters["graph_break"].values())}
 
 
 if __name__ == "__main__":
-    main()
+    run_worker(compare)

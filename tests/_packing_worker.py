@@ -8,11 +8,8 @@ of a 2-step ``train`` run with ``train.eval_every=2``.
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import torch
-import torch.distributed as dist
+from _worker import run_worker
 
 from shardwise.config import load_config
 from shardwise.data import StepBatches, byte_tokenizer, load_data, pad_to_multiple
@@ -48,18 +45,11 @@ def unpacked(overrides: dict[str, str]) -> dict:
     return {"loss": loss, "grads": grads}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--overrides", required=True, help="JSON dict of config overrides")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    overrides = json.loads(args.overrides)
+def compare(overrides: dict) -> dict:
     results = {"packed": packed(overrides), "unpacked": unpacked(overrides)}
     results["records"] = train(load_config(None, {**overrides, "train.steps": "2", "train.eval_every": "2"}))
-    if dist.get_rank() == 0:
-        torch.save(results, args.out)
-    dist.destroy_process_group()
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    run_worker(compare)

@@ -1,0 +1,24 @@
+"""The shared shape of the test workers that torchrun starts: JSON config overrides in, results of rank 0 out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def run_worker(compute: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Parse ``--overrides`` (a JSON dict) and ``--out``, run ``compute(overrides)`` on every rank, save rank 0's
+    results to ``--out`` and leave the process group."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--overrides", required=True, help="JSON dict of config overrides")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    results = compute(json.loads(args.overrides))
+    if dist.get_rank() == 0:
+        torch.save(results, args.out)
+    dist.destroy_process_group()
