@@ -1,5 +1,6 @@
-"""Context parallelism: which tokens each rank holds, which attention and lengths it refuses (in one process), and that
-compiled blocks keep the K/V all-gather inside one graph (in two).
+"""Context parallelism: which tokens each rank holds, which attention and lengths it refuses (in one process), that
+whole causal rows attend without a mask as in one process, and that compiled blocks keep the K/V all-gather inside
+one graph (in two or four).
 
 Losses, logits and gradients of real runs are proven by the CP layouts of ``test_parallelize.py``
 against one process, and each rank's mask by ``test_model.py``.
@@ -85,3 +86,16 @@ def test_compiled_cp_blocks_are_one_graph_with_eager_gradients(tmp_path):
     assert r["compiled"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-6)
     for name, grad in r["eager"]["grads"].items():
         torch.testing.assert_close(r["compiled"]["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("cp", [2, 4])
+def test_whole_rows_attend_without_a_mask_as_in_one_process(tmp_path, cp):
+    """Rows without a document boundary take the chunk-pair path (keys back in token order, each chunk over its
+    key prefix, bottom-right causal); it and the masked path give one process's causal attention and Q/K/V
+    gradients on every rank, with grouped K/V heads (fp32, relative to the largest value)."""
+    out = tmp_path / "results.pt"
+    torchrun(cp, "_cp_attention_worker.py", "--overrides", json.dumps({"shape": [2, 4, 2, 16, 8]}), "--out", str(out))
+    for rank, paths in enumerate(torch.load(out)["ranks"]):
+        assert set(paths) == {"chunk_pair", "masked"}
+        for path, errors in paths.items():
+            assert max(errors) < 1e-5, (rank, path, errors)

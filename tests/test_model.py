@@ -56,8 +56,19 @@ def test_context_mask_is_the_document_mask_seen_from_each_rank(attn, window, cp)
     order = sequence_order(positions.shape[1], cp)
     for rank in range(cp):
         local = order.view(cp, -1)[rank]
-        mask = context_mask(document_ids(positions), Group("cp", cp, rank), attn, torch.float32, window)
+        mask = context_mask(document_ids(positions), Group("cp", cp, rank), attn, torch.float32, window=window)
         assert torch.equal(mask, full[:, :, local][:, :, :, order]), rank
+
+
+@pytest.mark.parametrize("attn,window,expect_mask", [("sdpa", None, False), ("sdpa", 5, True), ("eager", None, True)])
+def test_whole_rows_need_a_context_mask_only_for_windows_or_eager(attn, window, expect_mask):
+    """Without a document boundary, sdpa under CP attends causally with no mask (``cp.chunk_pair_attention``);
+    a window shorter than the rows or eager attention still need one, and one boundary brings it back."""
+    whole = document_ids(torch.arange(32).expand(2, 32))
+    g = Group("cp", 2, 1)
+    assert (context_mask(whole, g, attn, torch.float32, window=window) is not None) == expect_mask
+    packed = document_ids(torch.stack([torch.arange(32), torch.cat([torch.arange(20), torch.arange(12)])]))
+    assert context_mask(packed, g, attn, torch.float32, window=window) is not None
 
 
 def test_soft_capped_attention_refuses_sdpa():

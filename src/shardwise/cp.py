@@ -10,10 +10,14 @@ Everything but attention works per token and runs on the local tokens as it is: 
 sequence and tensor parallelism inside the chunk pair, the loss. Rotary embeddings read the local
 tokens' global positions. Attention all-gathers K and V over the CP group (one collective for
 both, per layer; its backward reduce-scatters their gradients back to the ranks that own the
-tokens) and attends the local queries to every key, through a mask that ``CausalLM`` builds from
-global token indices and document ids (``shardwise.model.context_mask``): causal, inside each
-packed document, inside the layer's sliding window. The gathered keys arrive rank by rank, i.e.
-in ``sequence_order``, and the mask's columns follow that order, so nothing is permuted.
+tokens) and attends the local queries to every key. Rows without a document boundary under sdpa
+need no mask (``chunk_pair_attention``): the keys are put back in token order, and each local chunk
+is the last stretch of the keys up to it, so it attends to that prefix causally, aligned to the
+bottom right, which flash attention computes without a mask and skipping the blocks above the
+diagonal. Other rows get a mask that ``CausalLM`` builds from global token indices and document
+ids (``shardwise.model.context_mask``): causal, inside each packed document, inside the layer's
+sliding window; the gathered keys arrive rank by rank, i.e. in ``sequence_order``, and the mask's
+columns follow that order, so nothing is permuted.
 
 Hugging Face attention modules look their attention function up by the name in ``self.config``.
 Context parallelism gives them a copy of the config naming ``CP_ATTENTION``, registered with
@@ -32,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface, PretrainedConfig
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -65,10 +70,53 @@ def gather_kv(key: torch.Tensor, value: torch.Tensor, g: Group) -> tuple[torch.T
 
 def context_parallel_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
-    """The attention function registered as ``CP_ATTENTION``: this rank's queries attend to every rank's keys
-    through the configured implementation (``module._cp_attention``); the mask covers all of them."""
+    """The attention function registered as ``CP_ATTENTION``: this rank's queries attend to every rank's keys,
+    without a mask for plain causal rows (``context_mask`` gives None), else through the configured
+    implementation (``module._cp_attention``) and a mask that covers all of them."""
     key, value = gather_kv(key, value, module._cp_group)
+    if attention_mask is None:
+        return chunk_pair_attention(query, key, value, module._cp_group, **kwargs), None
     return module._cp_attention(module, query, key, value, attention_mask, **kwargs)
+
+
+def token_order(x: torch.Tensor, cp: int) -> torch.Tensor:
+    """Gathered ``(batch, heads, seq, head_dim)`` in ``sequence_order`` -> in token order: the ranks' front
+    chunks as they come, then their back chunks from the last rank to the first."""
+    pairs = x.unflatten(2, (cp, 2, -1))  # (batch, heads, rank, front/back, chunk, head_dim)
+    return torch.cat([pairs[:, :, :, 0], pairs[:, :, :, 1].flip(2)], dim=2).flatten(2, 3)
+
+
+def chunk_pair_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, g: Group,
+                         dropout: float = 0.0, scaling: float | None = None, **_: Any) -> torch.Tensor:
+    """Causal attention of this rank's chunks ``c`` and ``2cp-1-c`` (``query``, ``(batch, heads, 2·chunk,
+    head_dim)``) over the gathered keys of whole rows with no document boundary; ``(batch, 2·chunk, heads,
+    head_dim)`` as Hugging Face's attention functions return it.
+
+    Chunk ``i`` sees the keys of chunks ``0..i``, causally within its own: the queries are the last
+    ``chunk`` positions of that key prefix (``lower_right_causal``). Grouped K/V heads are repeated."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = (token_order(t, g.size).repeat_interleave(groups, dim=1) for t in (key, value))
+    chunk = query.shape[2] // 2
+    out = [lower_right_causal(query[:, :, part * chunk:(part + 1) * chunk], key[:, :, :(i + 1) * chunk],
+                              value[:, :, :(i + 1) * chunk], dropout, scaling)
+           for part, i in enumerate((g.rank, 2 * g.size - 1 - g.rank))]
+    return torch.cat(out, dim=2).transpose(1, 2).contiguous()
+
+
+def lower_right_causal(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, dropout: float,
+                       scale: float | None) -> torch.Tensor:
+    """Attention of queries that are the last positions of the keys' sequence, each seeing the keys up to its own.
+
+    sdpa's ``is_causal`` aligns to the top left and takes flash attention only for square shapes, so this
+    calls flash's own op, whose causal mask aligns to the bottom right (as ``torch.nn.attention.bias``
+    does for ``causal_lower_right``, which torch.compile cannot trace). Where flash cannot run (CPU,
+    fp32, odd head sizes), sdpa with the same mask written out."""
+    head_dim = query.shape[-1]
+    if query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and head_dim % 8 == 0 and head_dim <= 256:
+        return torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, dropout, True, scale=scale)[0]
+    q_len, k_len = query.shape[2], key.shape[2]
+    allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, dropout_p=dropout, scale=scale)
 
 
 AttentionInterface.register(CP_ATTENTION, context_parallel_attention)

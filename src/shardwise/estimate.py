@@ -31,9 +31,12 @@ norm, 2.0 bytes per hidden element per layer for the two norms' halves), and the
 and layer for its activations, which ``4e·I`` would put at 94 kB and ``3e·I`` at 76 kB).
 
 ``t_sp`` is ``tp`` with sequence parallelism and 1 without. Context parallelism adds the masks
-``CausalLM`` builds once per step for all layers, one per distinct sliding window: ``b·(s/cp)·s``
-elements, 1 byte each for sdpa, ``e`` for eager (without it, masks of packed rows are not
-counted). Outside the blocks (never compiled): the final norm and the gathered ``lm_head`` input.
+``CausalLM`` builds once per step for all layers, one per distinct sliding window shorter than the
+rows and, with eager attention or ``data.packing`` (whose rows plan takes to hold document
+boundaries), one for whole rows: ``b·(s/cp)·s`` elements, 1 byte each for sdpa, ``e`` for eager
+(sdpa over rows without a boundary needs none, ``cp.chunk_pair_attention``; without CP, masks of
+packed rows are not counted). Outside the blocks (never compiled): the final norm and the gathered
+``lm_head`` input.
 
 **Logits** (``b·s·V/t`` elements, ``V/t`` only under loss parallelism) peak when the loss's backward
 starts, with ``3·4 + 2e`` bytes each in eager mode: the logits and their gradient in compute dtype, and
@@ -119,16 +122,18 @@ class Dims:
     batch: int
     seq: int  # padded to ``Layout.seq_multiple``
     cp: int
-    masks: int  # distinct attention masks of a forward: one per distinct sliding window
+    masks: int  # distinct attention masks of a forward under CP (see the module docstring)
 
     @classmethod
     def of(cls, config: PretrainedConfig, cfg: Config, layout: Layout, qk_norm: bool, micro_batch: int) -> Dims:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         seq = -(-cfg.train.seq_len // layout.seq_multiple) * layout.seq_multiple
+        eager = cfg.model.attn_implementation == "eager"
+        windows = set(model_forward(config).windows())
+        masked = windows if eager or cfg.data.packing else {w for w in windows if w is not None and w < seq}
         return cls(config.hidden_size, config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim,
                    config.intermediate_size, config.num_attention_heads, config.vocab_size,
-                   config.num_hidden_layers, qk_norm, cfg.model.attn_implementation == "eager", micro_batch, seq,
-                   layout.cp, len(set(model_forward(config).windows())))
+                   config.num_hidden_layers, qk_norm, eager, micro_batch, seq, layout.cp, len(masked))
 
     @property
     def tokens(self) -> int:

@@ -138,7 +138,7 @@ class CausalLM(nn.Module):
             return document_mask(position_ids, impl, dtype, packed, window)
         if documents is None:
             raise ValueError("context parallelism needs the document ids of whole rows (Batch.documents)")
-        return context_mask(documents, self.context, impl, dtype, window)
+        return context_mask(documents, self.context, impl, dtype, packed, window)
 
 
 def has_restarts(position_ids: torch.Tensor) -> bool:
@@ -177,15 +177,21 @@ def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: t
 
 
 def context_mask(documents: torch.Tensor, g: Group, attn_implementation: str, dtype: torch.dtype,
-                 window: int | None = None) -> torch.Tensor:
+                 packed: bool | None = None, window: int | None = None) -> torch.Tensor | None:
     """The (batch, 1, local_seq, seq) mask of this context-parallel rank's queries over the keys of every rank,
-    whose columns are in the order the K/V all-gather delivers them (``cp.sequence_order``).
+    whose columns are in the order the K/V all-gather delivers them (``cp.sequence_order``), or None.
 
     The same rule as ``document_mask``, on global token indices and the document ids of whole rows
-    (``documents``). Always a mask: local queries and gathered keys are not aligned as sdpa's causal
-    path assumes.
+    (``documents``), and as there None for sdpa when no row holds a document boundary (``packed``; None:
+    looked up in ``documents``) and no window is shorter than the rows: ``cp.chunk_pair_attention``
+    then attends causally with flash kernels and no mask.
     """
-    order = sequence_order(documents.shape[1], g.size).to(documents.device)
+    seq = documents.shape[1]
+    if packed is None:  # meta tensors (``shardwise plan``) trace shapes and collectives, which no mask changes
+        packed = not documents.is_meta and bool((documents[:, -1] != documents[:, 0]).any())
+    if attn_implementation == "sdpa" and not packed and (window is None or window >= seq):
+        return None
+    order = sequence_order(seq, g.size).to(documents.device)
     local = order.view(g.size, -1)[g.rank]
     return document_causal_mask(documents[:, local], documents[:, order], local, order, attn_implementation, dtype,
                                 window)
