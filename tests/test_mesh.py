@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.distributed as dist
 
 from shardwise.config import ConfigError, ParallelConfig
+from shardwise import mesh
 from shardwise.mesh import resolve_layout
 
 
@@ -26,3 +29,17 @@ def test_product_must_match_world():
 def test_sequences_pad_to_equal_chunks_of_equal_shards(cp, tp, multiple):
     """Without CP the TP shards only; with CP, 2*cp chunks of tp shards each."""
     assert resolve_layout(ParallelConfig(cp=cp, tp=tp), cp * tp).seq_multiple == multiple
+
+
+@pytest.mark.parametrize("given,expected", [(None, mesh.CUDA_ALLOC_CONF), ("expandable_segments:False", None)])
+def test_gpu_workers_get_expandable_segments_unless_told_otherwise(monkeypatch, given, expected):
+    """On a GPU (faked) a worker sets the allocator's expandable segments before CUDA allocates; a user's own
+    PYTORCH_CUDA_ALLOC_CONF stays as it is."""
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", given or "")  # restored after the test, whatever it sets
+    if given is None:
+        monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    monkeypatch.setattr(mesh, "device_type", lambda: "cuda")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    assert mesh.init_distributed(60) == torch.device("cuda", 0)
+    assert mesh.os.environ["PYTORCH_CUDA_ALLOC_CONF"] == (expected or given)

@@ -10,6 +10,7 @@ formula in ``shardwise.metrics``.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -120,6 +121,7 @@ def summarize(run: Run, times: list[float]) -> dict[str, Any]:
         "peak_mem_gib": peak_mem_gib(run.device),
         "device": device_name(run.device),
         "versions": versions(),
+        "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF") if run.device.type == "cuda" else None,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

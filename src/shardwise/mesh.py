@@ -74,6 +74,9 @@ def resolve_layout(p: ParallelConfig, world_size: int) -> Layout:
     return layout
 
 
+CUDA_ALLOC_CONF = "expandable_segments:True"
+
+
 def device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -84,8 +87,14 @@ def init_distributed(timeout_s: int) -> torch.device:
     Its collectives give up after ``timeout_s`` (``parallel.timeout_s``) plus ``PG_TIMEOUT_MARGIN_S``:
     inside the training loop ``faults.Watchdog`` reports a hung step first, naming the rank and the
     step; the process group's own timeout ends waits outside it (e.g. for another rank's tokenization).
+
+    On GPUs the caching allocator gets expandable segments unless ``PYTORCH_CUDA_ALLOC_CONF`` says
+    otherwise (``CUDA_ALLOC_CONF``): long sequences allocate logits of tens of GiB, and with fixed
+    segments a Llama-3.1-8B step at 128k tokens on dp_shard=2 ran out of memory on 2×H200 with 18.7
+    GiB reserved but unusable, and fit with them (123.6 GiB; ``2026-11-25-h200x2-cp-flash-b``/``-c``).
     """
     if device_type() == "cuda":
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", CUDA_ALLOC_CONF)  # read when CUDA first allocates
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
