@@ -10,10 +10,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from shardwise.launch import exit_finished_worker
+
 
 def run_worker(compute: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     """Parse ``--overrides`` (a JSON dict) and ``--out``, run ``compute(overrides)`` on every rank, save rank 0's
-    results to ``--out`` and leave the process group."""
+    results to ``--out``, leave the process group and exit as the trainer's workers do (``exit_finished_worker``)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--overrides", required=True, help="JSON dict of config overrides")
     parser.add_argument("--out", required=True)
@@ -22,3 +24,4 @@ def run_worker(compute: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     if dist.get_rank() == 0:
         torch.save(results, args.out)
     dist.destroy_process_group()
+    exit_finished_worker()

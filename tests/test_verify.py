@@ -55,7 +55,9 @@ def test_verify_fails_a_broken_plan(tmp_path):
     env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     proc = verify("--parallel.dp_shard=1", "--parallel.tp=2", env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
-    (grads,) = [line for line in proc.stdout.splitlines() if "gradients, first step" in line]
+    grads = [line for line in proc.stdout.splitlines() if "gradients, first step" in line]
+    assert len(grads) == 1, proc.stdout + proc.stderr[-3000:]  # the table, not some other failure
+    grads = grads[0]
     assert grads.startswith("FAIL") and ("q_norm" in grads or "k_norm" in grads), grads
     assert "PASS  loss, first step" in proc.stdout  # the forward is right: only the gradients show it
     assert proc.stdout.splitlines()[-1].startswith("verify: FAIL")

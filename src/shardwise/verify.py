@@ -42,7 +42,7 @@ from shardwise.config import Config, ConfigError, load_config
 from shardwise.corpus import Documents
 from shardwise.cp import gather_sequence
 from shardwise.data import StepBatches, TokenWindows, byte_tokenizer, load_tokens
-from shardwise.launch import launch, preflight, refuse
+from shardwise.launch import exit_finished_worker, launch, preflight, refuse
 from shardwise.mesh import resolve_layout
 from shardwise.model import PRESETS, CausalLM, hf_config, init_weights, num_params
 from shardwise.optim import lr_lambda
@@ -318,4 +318,7 @@ def worker_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))
+    code = worker_main(sys.argv[1:])
+    if code == 0:  # as shardwise.cli's workers: gloo's threads can abort the interpreter's finalization
+        exit_finished_worker()
+    sys.exit(code)
