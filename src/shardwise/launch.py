@@ -167,8 +167,8 @@ def exit_finished_worker() -> NoReturn:
     ``leave_group`` is not always enough: gloo's threads can still hold tensors whose release during
     finalization aborts the process ("terminate called without an active exception", SIGABRT: seen after
     a finished 4-process CPU run under load, and in 2 of 4 runs of ``tests/test_verify.py`` from verify's
-    2-process workers), and the launcher then reports a failed run. By
-    now every file is closed (metrics, TensorBoard, checkpoints); only stdio may hold buffered lines."""
+    2-process workers), and the launcher then reports a failed run. By now every file is closed
+    (metrics, TensorBoard, checkpoints); only stdio may hold buffered lines."""
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
