@@ -1,5 +1,6 @@
-"""Run under torchrun: context-parallel attention of whole causal rows, by the chunk-pair path (no mask) and by the
-masked path, against sdpa over the whole rows in one process; forward and the gradients of Q, K and V.
+"""Run under torchrun: context-parallel attention of whole causal rows, by the chunk-pair path (no mask; eager and
+compiled as one graph) and by the masked path, against sdpa over the whole rows in one process; forward and the
+gradients of Q, K and V.
 
 On CPU (gloo, fp32) for the tests; ``{"device": "cuda"}`` runs it on GPUs (NCCL, bf16, flash attention's
 bottom-right causal op), the check ``benchmarks`` scripts make before timing CP there."""
@@ -46,11 +47,13 @@ def errors(overrides: dict[str, Any]) -> dict[str, Any]:
     module = SimpleNamespace(_cp_group=g, _cp_attention=ALL_ATTENTION_FUNCTIONS["sdpa"],
                              num_key_value_groups=heads // kv_heads)
     documents = document_ids(torch.arange(seq, device=device).expand(batch, seq))
-    masks = {"chunk_pair": None, "masked": context_mask(documents, g, "sdpa", dtype, packed=True)}
+    compiled = torch.compile(context_parallel_attention, fullgraph=True, backend="aot_eager")  # one graph or raise
+    paths = {"chunk_pair": (context_parallel_attention, None), "chunk_pair_compiled": (compiled, None),
+             "masked": (context_parallel_attention, context_mask(documents, g, "sdpa", dtype, packed=True))}
     out: dict[str, Any] = {}
-    for path, mask in masks.items():
+    for path, (attention, mask) in paths.items():
         local = [t[:, :, index].detach().requires_grad_() for t in (q, k, v)]
-        attended = context_parallel_attention(module, *local, mask)[0]
+        attended = attention(module, *local, mask)[0]
         (attended.float() * weight[:, index]).sum().backward()
         pairs = [(attended, ref[:, index])] + [(t.grad, f.grad[:, :, index]) for t, f in zip(local, full)]
         out[path] = [((a.float() - b).abs().max() / b.abs().max()).item() for a, b in pairs]

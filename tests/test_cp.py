@@ -91,11 +91,12 @@ def test_compiled_cp_blocks_are_one_graph_with_eager_gradients(tmp_path):
 @pytest.mark.parametrize("cp", [2, 4])
 def test_whole_rows_attend_without_a_mask_as_in_one_process(tmp_path, cp):
     """Rows without a document boundary take the chunk-pair path (keys back in token order, each chunk over its
-    key prefix, bottom-right causal); it and the masked path give one process's causal attention and Q/K/V
-    gradients on every rank, with grouped K/V heads (fp32, relative to the largest value)."""
+    key prefix, bottom-right causal); it, the same compiled as one graph (K/V all-gather inside) and the masked
+    path give one process's causal attention and Q/K/V gradients on every rank, with grouped K/V heads (fp32,
+    relative to the largest value)."""
     out = tmp_path / "results.pt"
     torchrun(cp, "_cp_attention_worker.py", "--overrides", json.dumps({"shape": [2, 4, 2, 16, 8]}), "--out", str(out))
     for rank, paths in enumerate(torch.load(out)["ranks"]):
-        assert set(paths) == {"chunk_pair", "masked"}
+        assert set(paths) == {"chunk_pair", "chunk_pair_compiled", "masked"}
         for path, errors in paths.items():
             assert max(errors) < 1e-5, (rank, path, errors)
