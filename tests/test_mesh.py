@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from shardwise.config import ConfigError, ParallelConfig
 from shardwise import mesh
+from shardwise.config import ConfigError, ParallelConfig
 from shardwise.mesh import resolve_layout
 
 
