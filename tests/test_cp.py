@@ -15,7 +15,7 @@ import torch
 from conftest import torchrun
 
 from shardwise.config import ConfigError, ModelConfig, load_config
-from shardwise.cp import configured_attention, local_indices, sequence_order
+from shardwise.cp import configured_attention, local_indices, sequence_order, token_order
 from shardwise.model import build_meta_model, hf_config
 from shardwise.parallelize import check_divisibility
 
@@ -28,6 +28,16 @@ def test_each_rank_holds_a_front_chunk_and_its_mirror(cp):
     chunks = torch.arange(seq).chunk(2 * cp)
     for rank in range(cp):
         assert torch.equal(local_indices(seq, cp, rank), torch.cat([chunks[rank], chunks[2 * cp - 1 - rank]]))
+
+
+@pytest.mark.parametrize("cp", [1, 2, 4])
+def test_token_order_undoes_the_ranks_order(cp):
+    """Gathered rows (in ``sequence_order``) come back in token order along any dimension, as the CP attention
+    (dim 2 of K/V) and ``gather_sequence`` (dim 0) use it."""
+    order = sequence_order(24, cp)
+    assert torch.equal(token_order(order, cp, 0), torch.arange(24))
+    heads = order.view(1, 1, 24, 1).expand(2, 3, 24, 5)
+    assert torch.equal(token_order(heads, cp, 2), torch.arange(24).view(1, 1, 24, 1).expand(2, 3, 24, 5))
 
 
 @pytest.mark.parametrize("cp", [2, 4])

@@ -79,11 +79,12 @@ def context_parallel_attention(module: nn.Module, query: torch.Tensor, key: torc
     return module._cp_attention(module, query, key, value, attention_mask, **kwargs)
 
 
-def token_order(x: torch.Tensor, cp: int) -> torch.Tensor:
-    """Gathered ``(batch, heads, seq, head_dim)`` in ``sequence_order`` -> in token order: the ranks' front
-    chunks as they come, then their back chunks from the last rank to the first."""
-    pairs = x.unflatten(2, (cp, 2, -1))  # (batch, heads, rank, front/back, chunk, head_dim)
-    return torch.cat([pairs[:, :, :, 0], pairs[:, :, :, 1].flip(2)], dim=2).flatten(2, 3)
+def token_order(x: torch.Tensor, cp: int, dim: int) -> torch.Tensor:
+    """``x`` whose dimension ``dim`` holds whole rows in ``sequence_order`` -> in token order: the ranks' front
+    chunks as they come, then their back chunks from the last rank to the first (no index tensor to build)."""
+    pairs = x.unflatten(dim, (cp, 2, -1))  # dim: rank, dim + 1: front/back, dim + 2: the chunk's tokens
+    front, back = pairs.select(dim + 1, 0), pairs.select(dim + 1, 1).flip(dim)
+    return torch.cat([front, back], dim=dim).flatten(dim, dim + 1)
 
 
 def chunk_pair_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, g: Group,
@@ -95,7 +96,7 @@ def chunk_pair_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     Chunk ``i`` sees the keys of chunks ``0..i``, causally within its own: the queries are the last
     ``chunk`` positions of that key prefix (``lower_right_causal``). Grouped K/V heads are repeated."""
     groups = query.shape[1] // key.shape[1]
-    key, value = (token_order(t, g.size).repeat_interleave(groups, dim=1) for t in (key, value))
+    key, value = (token_order(t, g.size, 2).repeat_interleave(groups, dim=1) for t in (key, value))
     chunk = query.shape[2] // 2
     out = [lower_right_causal(query[:, :, part * chunk:(part + 1) * chunk], key[:, :, :(i + 1) * chunk],
                               value[:, :, :(i + 1) * chunk], dropout, scaling)
@@ -169,5 +170,4 @@ def gather_sequence(x: torch.Tensor, g: Group) -> torch.Tensor:
     order (e.g. logits to compare with one process); no autograd."""
     if g.size == 1:
         return x
-    full = gather_dim0(x.movedim(1, 0), g)
-    return full[sequence_order(full.shape[0], g.size).argsort().to(full.device)].movedim(0, 1)
+    return token_order(gather_dim0(x.movedim(1, 0), g), g.size, 0).movedim(0, 1)

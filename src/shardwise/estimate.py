@@ -14,7 +14,8 @@ counted per token a device holds (``b·s/cp`` of them under context parallelism)
             ``+ 2e·h`` (q/k/v and gate/up inputs, gathered: full sequence on every TP rank)
             ``+ e(3hq + kv) / t`` (q, k, v into attention; its output, kept by SDPA and o_proj), where
             ``kv = 2hkv``, and under context parallelism ``2·cp·hq``: every rank's K/V, repeated to
-            the query heads (the mask rules out sdpa's grouped-query path)
+            the query heads (by ``cp.chunk_pair_attention``, or for the mask, which rules out sdpa's
+            grouped-query path)
             ``+ (4+e)(hq + hkv) / t`` (Qwen3's q/k norms) ``+ e·a·s / t`` (eager softmax)
             ``+ 4e·I / t`` (gate, up, silu(gate), product)
 ``full``    ``e·h / t_sp`` (the block input); one layer's ``none`` is recomputed during backward

@@ -98,7 +98,7 @@ def apply_tp(model: CausalLM, tp_mesh: DeviceMesh, sequence_parallel: bool, loss
 
 def apply_cp(model: CausalLM, cp_mesh: DeviceMesh) -> None:
     """Split each sequence over the CP ranks: every attention module gathers K/V over them, and ``CausalLM``
-    builds masks of its local queries over all keys (``shardwise.cp``)."""
+    builds masks of its local queries over all keys where rows need one (``shardwise.cp``)."""
     g = Group.of(cp_mesh)
     cp.attend_over_context([layer.self_attn for layer in model.layers], model.config, g)
     model.context = g
