@@ -204,7 +204,7 @@ def test_nothing_fits_names_what_to_change(capsys, master):
 
 
 # Peaks measured on 2xH100 (benchmarks/results): ``shardwise bench`` sweeps (compiled and eager) and the GPU smoke's
-# eager runs. The sweep records leave out model.dtype: the bf16-master runs are the `*bf16*` ones and the CP sweep.
+# eager runs. The sweep records leave out model.dtype: the bf16-master runs are the `*bf16*` ones and BF16_FOLDERS.
 RESULTS = Path(__file__).parents[1] / "benchmarks" / "results"
 SWEEP_ROWS = {
     "2026-11-25-h100x2-llama8b-b": ["tp2/sw-full-compile", "tp2bf16/sw-full-compile", "dp2bf16/sw-full-compile"],
@@ -218,7 +218,11 @@ SWEEP_ROWS = {
     "2026-11-25-h200x2-cp-flash-b": ["cp2-16k-bf16/sw-full-compile", "dp2-16k-bf16/sw-full-compile",
                                      "cp2-8k-bf16/sw-full-compile", "dp2-8k-bf16/sw-full-compile"],
     "2026-11-25-h200x2-cp-flash-c": ["cp2-128k-bf16/sw-full-compile", "dp2-128k-bf16-expandable/sw-full-compile"],
+    # 2xH200, 2026-11-26: 32k with and without checkpointing (bf16 master); TP rows as on 2xH100 (fp32 master)
+    "2026-11-26-h200x2-cp-32k": ["cp2-noac/sw-none-compile", "cp2-full/sw-full-compile", "dp2-full/sw-full-compile"],
+    "2026-11-26-h200x2-tp-host": ["dp2/sw-none-compile-mb4", "tp2/sw-none-compile-mb4", "tp2-eager-fr0/sw-full-eager"],
 }
+BF16_FOLDERS = ("2026-11-25-h100x2-cp", "2026-11-26-h200x2-cp-32k")  # every row there has bf16 master weights
 SMOKE = RESULTS / "2026-11-25-h100x2-smoke-pass"
 LARGE_GIB, MAX_RATIO = 10, 1.35
 
@@ -226,7 +230,7 @@ LARGE_GIB, MAX_RATIO = 10, 1.35
 def sweep_args(folder: str, key: str, r: dict) -> list[str]:
     """The ``shardwise plan`` arguments of one ``shardwise bench`` record."""
     layout = {"cp": 1, **r["layout"]}  # records from before context parallelism have no cp
-    master = "bfloat16" if "bf16" in key.split("/")[0] or folder.endswith("-cp") else "float32"
+    master = "bfloat16" if "bf16" in key.split("/")[0] or folder in BF16_FOLDERS else "float32"
     return [f"--world-size={layout['world_size']}", f"--model.preset={r['preset']}", f"--model.dtype={master}",
             *(f"--parallel.{k}={layout[k]}" for k in ("dp_replicate", "dp_shard", "cp", "tp")),
             f"--parallel.sequence_parallel={r['sequence_parallel'] or layout['tp'] == 1}",
