@@ -100,7 +100,7 @@ from transformers import PretrainedConfig
 from shardwise.config import Config
 from shardwise.loss import summed_cross_entropy
 from shardwise.mesh import Layout, Meshes
-from shardwise.model import build_meta_model
+from shardwise.model import build_meta_model, needs_mask
 from shardwise.parallelize import apply_activation_checkpointing, apply_cp, apply_tp
 from shardwise.plans import model_forward
 
@@ -129,12 +129,11 @@ class Dims:
     def of(cls, config: PretrainedConfig, cfg: Config, layout: Layout, qk_norm: bool, micro_batch: int) -> Dims:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         seq = -(-cfg.train.seq_len // layout.seq_multiple) * layout.seq_multiple
-        eager = cfg.model.attn_implementation == "eager"
-        windows = set(model_forward(config).windows())
-        masked = windows if eager or cfg.data.packing else {w for w in windows if w is not None and w < seq}
+        impl = cfg.model.attn_implementation
+        masked = {w for w in model_forward(config).windows() if needs_mask(impl, cfg.data.packing, w, seq)}
         return cls(config.hidden_size, config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim,
                    config.intermediate_size, config.num_attention_heads, config.vocab_size,
-                   config.num_hidden_layers, qk_norm, eager, micro_batch, seq, layout.cp, len(masked))
+                   config.num_hidden_layers, qk_norm, impl == "eager", micro_batch, seq, layout.cp, len(masked))
 
     @property
     def tokens(self) -> int:

@@ -152,6 +152,14 @@ def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
     return (position_ids == 0).cumsum(dim=1)
 
 
+def needs_mask(attn_implementation: str, packed: bool, window: int | None, seq: int) -> bool:
+    """Whether attention over rows of ``seq`` tokens needs an explicit mask: rows with a document boundary
+    (``packed``), a sliding window shorter than the rows, or eager attention, which applies only the mask it
+    gets. Otherwise causal attention needs none: sdpa's plain causal path, or under CP
+    ``cp.chunk_pair_attention``."""
+    return packed or (window is not None and window < seq) or attn_implementation == "eager"
+
+
 def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype,
                   packed: bool | None = None, window: int | None = None) -> torch.Tensor | None:
     """The (batch, 1, seq, seq) mask of causal attention within packed documents, or None.
@@ -168,8 +176,7 @@ def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: t
         # meta tensors (``shardwise plan``) trace shapes and collectives, which no mask changes
         packed = not position_ids.is_meta and has_restarts(position_ids)
     seq = position_ids.shape[1]
-    windowed = window is not None and window < seq
-    if not packed and not windowed and attn_implementation != "eager":
+    if not needs_mask(attn_implementation, packed, window, seq):
         return None
     doc = document_ids(position_ids)
     index = torch.arange(seq, device=doc.device)
@@ -189,7 +196,7 @@ def context_mask(documents: torch.Tensor, g: Group, attn_implementation: str, dt
     seq = documents.shape[1]
     if packed is None:  # meta tensors (``shardwise plan``) trace shapes and collectives, which no mask changes
         packed = not documents.is_meta and bool((documents[:, -1] != documents[:, 0]).any())
-    if attn_implementation == "sdpa" and not packed and (window is None or window >= seq):
+    if not needs_mask(attn_implementation, packed, window, seq):  # CP attention is sdpa or eager (cp.errors)
         return None
     order = sequence_order(seq, g.size).to(documents.device)
     local = order.view(g.size, -1)[g.rank]
