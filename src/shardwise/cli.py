@@ -166,6 +166,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    if code == 0 and under_launcher():  # a worker (python -m shardwise.cli under torchrun) that finished its run
-        exit_finished_worker()
+    if under_launcher():  # a worker (python -m shardwise.cli under torchrun) that finished or refused its run
+        exit_finished_worker(code)
     sys.exit(code)

@@ -161,18 +161,19 @@ def leave_group() -> None:
         dist.destroy_process_group()
 
 
-def exit_finished_worker() -> NoReturn:
-    """End a worker whose run finished and left the group, without the interpreter's finalization.
+def exit_finished_worker(code: int = 0) -> NoReturn:
+    """End a worker whose run finished (or refused) and left the group, without the interpreter's finalization.
 
     ``leave_group`` is not always enough: gloo's threads can still hold tensors whose release during
     finalization aborts the process ("terminate called without an active exception", SIGABRT: seen after
     a finished 4-process CPU run under load, and in 2 of 4 runs of ``tests/test_verify.py`` from verify's
-    2-process workers), and the launcher then reports a failed run. By now every file is closed
+    2-process workers; and in CI after a worker had refused empty data with its one line), and the
+    launcher then reports a failed run instead of the worker's ``code``. By now every file is closed
     (metrics, TensorBoard, checkpoints); only stdio may hold buffered lines."""
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
-    os._exit(0)
+    os._exit(code)
 
 
 def refuse(err: ConfigError) -> int:

@@ -318,7 +318,5 @@ def worker_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    code = worker_main(sys.argv[1:])
-    if code == 0:  # as shardwise.cli's workers: gloo's threads can abort the interpreter's finalization
-        exit_finished_worker()
-    sys.exit(code)
+    # as shardwise.cli's workers: gloo's threads can abort the interpreter's finalization
+    exit_finished_worker(worker_main(sys.argv[1:]))
