@@ -1,9 +1,10 @@
-"""Run under torchrun: context-parallel attention of whole causal rows, by the chunk-pair path (no mask; eager and
-compiled as one graph) and by the masked path, against sdpa over the whole rows in one process; forward and the
-gradients of Q, K and V.
+"""Run under torchrun: context-parallel attention of whole causal rows, by the chunk-pair path (K/V all-gathered, no
+mask), round the ring (``shardwise.ring``; each eager and compiled as one graph) and by the masked path, against sdpa
+over the whole rows in one process; forward and the gradients of Q, K and V; and the bytes each unmasked path keeps
+for backward.
 
 On CPU (gloo, fp32) for the tests; ``{"device": "cuda"}`` runs it on GPUs (NCCL, bf16, flash attention's
-bottom-right causal op), the check ``benchmarks`` scripts make before timing CP there."""
+bottom-right causal op and flash kernels for the ring), the check ``benchmarks`` scripts make before timing CP there."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from _worker import run_worker
 from torch.distributed.device_mesh import init_device_mesh
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from shardwise import ring
 from shardwise.cp import context_parallel_attention, local_indices
 from shardwise.model import context_mask, document_ids
 from shardwise.tp import Group
@@ -44,22 +46,41 @@ def errors(overrides: dict[str, Any]) -> dict[str, Any]:
     (reference(*full, heads // kv_heads) * weight).sum().backward()
     ref = reference(*full, heads // kv_heads).detach()
     index = local_indices(seq, g.size, g.rank).to(device)
-    module = SimpleNamespace(_cp_group=g, _cp_attention=ALL_ATTENTION_FUNCTIONS["sdpa"],
-                             num_key_value_groups=heads // kv_heads)
+    gather, ring_module = (SimpleNamespace(_cp_group=g, _cp_attention=ALL_ATTENTION_FUNCTIONS["sdpa"],
+                                           _cp_exchange=exchange, num_key_value_groups=heads // kv_heads)
+                           for exchange in ("allgather", "ring"))
     documents = document_ids(torch.arange(seq, device=device).expand(batch, seq))
     compiled = torch.compile(context_parallel_attention, fullgraph=True, backend="aot_eager")  # one graph or raise
-    paths = {"chunk_pair": (context_parallel_attention, None), "chunk_pair_compiled": (compiled, None),
-             "masked": (context_parallel_attention, context_mask(documents, g, "sdpa", dtype, packed=True))}
+    paths = {"chunk_pair": (context_parallel_attention, gather, None), "chunk_pair_compiled": (compiled, gather, None),
+             "ring": (context_parallel_attention, ring_module, None), "ring_compiled": (compiled, ring_module, None),
+             "masked": (context_parallel_attention, gather, context_mask(documents, g, "sdpa", dtype, packed=True))}
     out: dict[str, Any] = {}
-    for path, (attention, mask) in paths.items():
+    saved: dict[str, int] = {}
+    for path, (attention, module, mask) in paths.items():
         local = [t[:, :, index].detach().requires_grad_() for t in (q, k, v)]
-        attended = attention(module, *local, mask)[0]
+        with torch.autograd.graph.saved_tensors_hooks(*saved_bytes(saved, path)):
+            attended = attention(module, *local, mask)[0]
         (attended.float() * weight[:, index]).sum().backward()
         pairs = [(attended, ref[:, index])] + [(t.grad, f.grad[:, :, index]) for t, f in zip(local, full)]
         out[path] = [((a.float() - b).abs().max() / b.abs().max()).item() for a, b in pairs]
     gathered: list[Any] = [None] * g.size
     dist.all_gather_object(gathered, out)
-    return {"ranks": gathered, "dtype": str(dtype)}
+    return {"ranks": gathered, "dtype": str(dtype), "kernel": ring.kernel_for(q), "saved": saved}
+
+
+def saved_bytes(saved: dict[str, int], path: str) -> tuple:
+    """Hooks that add up, as ``saved[path]``, the bytes of the distinct storages autograd keeps for backward."""
+    seen: set[int] = set()
+    saved[path] = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            saved[path] += storage.nbytes()
+        return t
+
+    return pack, lambda t: t
 
 
 if __name__ == "__main__":

@@ -101,12 +101,22 @@ def test_compiled_cp_blocks_are_one_graph_with_eager_gradients(tmp_path):
 @pytest.mark.parametrize("cp", [2, 4])
 def test_whole_rows_attend_without_a_mask_as_in_one_process(tmp_path, cp):
     """Rows without a document boundary take the chunk-pair path (keys back in token order, each chunk over its
-    key prefix, bottom-right causal); it, the same compiled as one graph (K/V all-gather inside) and the masked
-    path give one process's causal attention and Q/K/V gradients on every rank, with grouped K/V heads (fp32,
-    relative to the largest value)."""
+    key prefix, bottom-right causal) or, with ``cp_exchange=ring``, the ring (K/V blocks passed on, merged by
+    log-sum-exp on the CPU's flash kernel); each, the same compiled as one graph (collectives inside) and the
+    masked path give one process's causal attention and Q/K/V gradients on every rank, with grouped K/V heads
+    (fp32, relative to the largest value)."""
     out = tmp_path / "results.pt"
-    torchrun(cp, "_cp_attention_worker.py", "--overrides", json.dumps({"shape": [2, 4, 2, 16, 8]}), "--out", str(out))
-    for rank, paths in enumerate(torch.load(out)["ranks"]):
-        assert set(paths) == {"chunk_pair", "chunk_pair_compiled", "masked"}
+    batch, heads, kv_heads, head_dim, chunk = shape = [2, 4, 2, 16, 8]
+    torchrun(cp, "_cp_attention_worker.py", "--overrides", json.dumps({"shape": shape}), "--out", str(out))
+    result = torch.load(out)
+    assert result["kernel"] == "cpu"  # the ring ran on its kernel, not the all-gather fallback
+    for rank, paths in enumerate(result["ranks"]):
+        assert set(paths) == {"chunk_pair", "chunk_pair_compiled", "ring", "ring_compiled", "masked"}
         for path, errors in paths.items():
             assert max(errors) < 1e-5, (rank, path, errors)
+    # What backward keeps (estimate's kv term): all-gathered, every rank's K and V repeated to the query heads;
+    # round the ring, only this rank's own Q, K, V (compiled, K/V twice), its output and log-sum-exp (fp32 here).
+    local, lse = batch * 2 * chunk * head_dim * 4, batch * heads * 2 * chunk * 4
+    assert result["saved"]["chunk_pair"] >= 2 * cp * heads * local
+    assert result["saved"]["ring"] <= (2 * heads + 2 * kv_heads) * local + lse
+    assert result["saved"]["ring_compiled"] <= (2 * heads + 4 * kv_heads) * local + lse

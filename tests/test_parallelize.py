@@ -55,15 +55,24 @@ LAYOUTS = {
                       [*CP_VARIANTS, CP_EAGER_VARIANT]),
     "dp2xcp2-ac": ({"parallel.dp_shard": 2, "parallel.cp": 2, "parallel.tp": 1, "train.seq_len": seq_len(2, 1),
                     "train.activation_checkpointing": "full"}, 4, CP_VARIANTS),
+    # One document per row (no boundary, no mask: every attention call takes the ring) with K/V passed round
+    # the CP ring: alone, and at cp=4 (three hops) with full activation checkpointing (the ring again in the
+    # recomputation).
+    "cp2-ring": ({"parallel.dp_shard": 1, "parallel.cp": 2, "parallel.tp": 1, "train.seq_len": seq_len(2, 1),
+                  "parallel.cp_exchange": "ring", "data.packing": False}, 2, CP_VARIANTS),
+    "cp4-ring-ac": ({"parallel.dp_shard": 1, "parallel.cp": 4, "parallel.tp": 1, "train.seq_len": seq_len(4, 1),
+                     "parallel.cp_exchange": "ring", "data.packing": False, "train.activation_checkpointing": "full"},
+                    4, CP_VARIANTS[1:]),
 }
 CASES = [(name, variant) for name, (_, _, variants) in LAYOUTS.items() for variant in variants]
 
 
 @cache
-def reference(variant: str, length: int) -> dict:
-    """Plain HF model, one process, fp32, rows of ``length`` tokens: losses, logits, first-step grads, final
-    weights."""
-    return run_reference(load_config(None, case_overrides(variant, {"parallel.tp": 1, "train.seq_len": length})))
+def reference(variant: str, length: int, packing: bool = True) -> dict:
+    """Plain HF model, one process, fp32, rows of ``length`` tokens (packed or not): losses, logits, first-step
+    grads, final weights."""
+    overrides = {"parallel.tp": 1, "train.seq_len": length, "data.packing": packing}
+    return run_reference(load_config(None, case_overrides(variant, overrides)))
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +100,7 @@ def layout_results(tmp_path_factory) -> Callable[[str], dict[str, dict]]:
 def test_layout_matches_single_process(layout_results, layout, variant):
     """Parameter count, first-step loss (1e-5) and every gradient (1e-4), logits at init (1e-5), every
     step's loss and grad norm (1e-4) and the final weights (1e-3), all relative; see verify.TOLERANCE."""
-    length = case_overrides(variant, LAYOUTS[layout][0])["train.seq_len"]
-    failed = [c.line() for c in compare(layout_results(layout)[variant], reference(variant, length)) if not c.ok]
+    case = case_overrides(variant, LAYOUTS[layout][0])
+    want = reference(variant, case["train.seq_len"], case.get("data.packing", True))
+    failed = [c.line() for c in compare(layout_results(layout)[variant], want) if not c.ok]
     assert not failed, f"{layout}/{variant}:\n" + "\n".join(failed)

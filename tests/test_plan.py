@@ -149,6 +149,30 @@ def test_cp_collectives_per_block_gather_kv_once(capsys, tp, checkpointing, gath
     assert layer["all_reduce"]["calls"] == layer["all_to_all_single"]["calls"] == 0
 
 
+@pytest.mark.parametrize("cp,checkpointing,passes", [(2, "none", 1), (4, "none", 1), (2, "full", 2)])
+def test_cp_ring_passes_kv_blocks_and_keeps_only_its_own(capsys, cp, checkpointing, passes):
+    """Round the ring, forward + backward of one block: ``cp-1`` shifts of this rank's K and V forward (again when
+    the block is recomputed) and in backward, and ``cp`` of their fp32 gradients, each sending the whole block (in
+    ``cp+1`` messages in backward); no all-gather. Backward keeps only this rank's K/V: ``(2·cp·hq - 2·hkv)·e`` bytes per token and layer fewer than
+    all-gathered (bf16, eager)."""
+    seq, batch = 64, 2
+    args = ["--model.preset=tiny-llama", f"--parallel.cp={cp}", "--parallel.tp=1", f"--world-size={cp}",
+            f"--train.seq_len={seq}", f"--train.micro_batch_size={batch}", f"--train.global_batch_size={batch}",
+            f"--train.activation_checkpointing={checkpointing}", "--data.packing=false", "--train.dtype=bfloat16",
+            "--train.compile=false"]
+    _, ring = plan_json(capsys, *args, "--parallel.cp_exchange=ring")
+    _, gather = plan_json(capsys, *args)
+    layer = ring["comm_bytes"]["cp"]["per_layer_per_micro_batch"]
+    kv_bytes = 2 * batch * (seq // cp) * 64 * 2  # this rank's K and V: 2 KV heads of 32 dims, bf16
+    blocks = passes * (cp - 1) + (cp - 1)  # K/V blocks sent forward (per pass) and in backward
+    calls = passes * (cp - 1) + cp + 1  # backward: K/V and a gradient accumulator share a message
+    assert layer["all_to_all_single"] == {"calls": calls, "bytes": blocks * kv_bytes + cp * 2 * kv_bytes}
+    assert layer["all_gather_into_tensor"]["calls"] == layer["reduce_scatter_tensor"]["calls"] == 0
+    if checkpointing == "none":
+        fewer = gather["memory_bytes"]["activations"] - ring["memory_bytes"]["activations"]
+        assert fewer == 4 * (batch * seq // cp) * (2 * cp * 128 - 2 * 64) * 2  # 4 layers, hq=128, hkv=64, bf16
+
+
 def test_cp_divides_activations_and_adds_masks(capsys):
     """cp=2 holds half of each row's tokens (half the logits); its attention mask is local queries x all keys."""
     args = ["--model.preset=tiny-llama", "--parallel.tp=1", "--train.seq_len=64", "--train.global_batch_size=4",

@@ -39,10 +39,13 @@ def test_verify_passes_a_supported_layout():
     assert lines[-1].startswith("verify: PASS")
 
 
-def test_verify_passes_a_context_parallel_layout():
+@pytest.mark.parametrize("exchange", [[], ["--parallel.cp_exchange=ring", "--data.packing=false"]],
+                         ids=["packed", "ring"])
+def test_verify_passes_a_context_parallel_layout(exchange):
     """cp=2 x tp=2 on 4 CPU processes: each toy row cut into 4 chunks of 2 shards (verify lengthens its odd rows
-    to 32 tokens, as CP refuses to pad), Qwen3's q/k norms on the local tokens."""
-    proc = verify("--parallel.dp_shard=1", "--parallel.cp=2", "--parallel.tp=2")
+    to 32 tokens, as CP refuses to pad), Qwen3's q/k norms on the local tokens; packed rows (masked path), or one
+    document per row with K/V round the ring."""
+    proc = verify("--parallel.dp_shard=1", "--parallel.cp=2", "--parallel.tp=2", *exchange)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert "dp_shard=1 cp=2 tp=2" in lines[0]
@@ -75,6 +78,9 @@ def test_verify_trains_on_packed_documents_that_cross_cp_chunks():
     owner = sequence_order(length, 2).argsort() // (length // 2)  # the CP rank holding each token
     crossing = (documents[:, 1:] == documents[:, :-1]) & (owner[1:] != owner[:-1])
     assert crossing.any(dim=1).all()
+    cfg = load_config(None, {**run, "train.seq_len": length, "train.global_batch_size": 8, "data.packing": False})
+    (batch,) = step_batches(cfg, 0, 1, micro_batch=8)(0)  # one document per row: no boundary, so no mask
+    assert not (batch.position_ids[:, 1:] == 0).any()
 
 
 @pytest.mark.parametrize("preset", sorted(SHIPPED_PRESETS))

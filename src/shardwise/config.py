@@ -34,6 +34,7 @@ class ParallelConfig:
     dp_replicate: int = 1
     dp_shard: int = -1
     cp: int = 1  # context parallelism: each sequence split over cp ranks
+    cp_exchange: str = "allgather"  # how CP ranks get each other's K/V for rows without a mask: allgather or ring
     tp: int = 1
     sequence_parallel: bool = True
     loss_parallel: bool = True
@@ -129,6 +130,7 @@ CHOICES = {
     "train.activation_checkpointing": ("none", "full", "selective"),
     "train.compile": ("auto", "true", "false"),
     "train.on_nonfinite": ("stop", "skip"),
+    "parallel.cp_exchange": ("allgather", "ring"),
 }
 
 

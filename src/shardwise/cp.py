@@ -17,7 +17,9 @@ bottom right, which flash attention computes without a mask and skipping the blo
 diagonal. Other rows get a mask that ``CausalLM`` builds from global token indices and document
 ids (``shardwise.model.context_mask``): causal, inside each packed document, inside the layer's
 sliding window; the gathered keys arrive rank by rank, i.e. in ``sequence_order``, and the mask's
-columns follow that order, so nothing is permuted.
+columns follow that order, so nothing is permuted. With ``parallel.cp_exchange=ring``, rows that
+need no mask pass K/V round the ring instead (``shardwise.ring``), keeping only this rank's K/V
+for backward.
 
 Hugging Face attention modules look their attention function up by the name in ``self.config``.
 Context parallelism gives them a copy of the config naming ``CP_ATTENTION``, registered with
@@ -41,6 +43,7 @@ from torch import nn
 from transformers import AttentionInterface, PretrainedConfig
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from shardwise import ring
 from shardwise.tp import Group, gather_dim0
 
 CP_ATTENTION = "shardwise_cp"
@@ -71,11 +74,17 @@ def gather_kv(key: torch.Tensor, value: torch.Tensor, g: Group) -> tuple[torch.T
 def context_parallel_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
     """The attention function registered as ``CP_ATTENTION``: this rank's queries attend to every rank's keys,
-    without a mask for plain causal rows (``context_mask`` gives None), else through the configured
+    without a mask for plain causal rows (``context_mask`` gives None; round the ring with
+    ``parallel.cp_exchange=ring`` where a kernel for it runs, ``shardwise.ring``), else through the configured
     implementation (``module._cp_attention``) and a mask that covers all of them."""
-    key, value = gather_kv(key, value, module._cp_group)
+    g = module._cp_group
+    if attention_mask is None and module._cp_exchange == "ring" and not kwargs.get("dropout"):
+        kernel = ring.kernel_for(query)
+        if kernel is not None:
+            return ring.ring_attention(query, key, value, g, kernel, kwargs.get("scaling")), None
+    key, value = gather_kv(key, value, g)
     if attention_mask is None:
-        return chunk_pair_attention(query, key, value, module._cp_group, **kwargs), None
+        return chunk_pair_attention(query, key, value, g, **kwargs), None
     return module._cp_attention(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -153,14 +162,16 @@ def errors(config: PretrainedConfig, seq_len: int, cp: int, tp: int) -> list[str
     return out
 
 
-def attend_over_context(attention: list[nn.Module], config: PretrainedConfig, g: Group) -> None:
-    """Make each attention module gather K/V over the CP group ``g`` and call ``config``'s implementation."""
+def attend_over_context(attention: list[nn.Module], config: PretrainedConfig, g: Group, exchange: str) -> None:
+    """Make each attention module exchange K/V over the CP group ``g`` (``exchange``: ``allgather``, or ``ring``
+    for rows that need no mask) and call ``config``'s implementation."""
     implementation = config._attn_implementation
     cp_config = copy.copy(config)  # shallow: the attention modules read only the name differently
     cp_config._attn_implementation = CP_ATTENTION
     for module in attention:
         module._cp_attention = configured_attention(module, implementation)
         module._cp_group = g
+        module._cp_exchange = exchange
         module.config = cp_config
 
 

@@ -15,7 +15,11 @@ counted per token a device holds (``b·s/cp`` of them under context parallelism)
             ``+ e(3hq + kv) / t`` (q, k, v into attention; its output, kept by SDPA and o_proj), where
             ``kv = 2hkv``, and under context parallelism ``2·cp·hq``: every rank's K/V, repeated to
             the query heads (by ``cp.chunk_pair_attention``, or for the mask, which rules out sdpa's
-            grouped-query path)
+            grouped-query path); round a ring (``shardwise.ring``) only the rank's own, ``2hkv``, and
+            ``4hkv`` compiled (the first block received too, whose shift forward and backward
+            share; ``tests/test_cp.py`` measures both), counted where no layer needs a mask, in 16-bit
+            compute (fp32 on GPUs falls back to the all-gather; plan counts the all-gather for fp32 on
+            CPU too, where the ring does run)
             ``+ (4+e)(hq + hkv) / t`` (Qwen3's q/k norms) ``+ e·a·s / t`` (eager softmax)
             ``+ 4e·I / t`` (gate, up, silu(gate), product)
 ``full``    ``e·h / t_sp`` (the block input); one layer's ``none`` is recomputed during backward
@@ -79,7 +83,10 @@ Tensor and context parallelism are *measured*: one and two decoder blocks, paral
 plan (TP styles, CP attention), run forward and backward (with the configured activation
 checkpointing) on meta tensors under a fake process group while every collective is recorded, per
 group; the difference is one layer. (CP: one all-gather of K and V per layer forward, again in a
-recomputation, and one reduce-scatter of their gradients.) FSDP is
+recomputation, and one reduce-scatter of their gradients; round a ring, ``cp-1`` shifts of K and V
+forward, as many in backward and ``cp`` of their fp32 gradients, all-to-alls that send the whole
+block.)
+FSDP is
 counted from the parameters: per micro-batch an all-gather of each unit in forward and again in
 backward (every block but the last, which stays gathered; not the root) over ``dp_shard·cp``
 ranks, and a reduce-scatter of
@@ -124,6 +131,7 @@ class Dims:
     seq: int  # padded to ``Layout.seq_multiple``
     cp: int
     masks: int  # distinct attention masks of a forward under CP (see the module docstring)
+    ring: bool = False  # CP's K/V pass round a ring: no layer needs a mask and parallel.cp_exchange=ring
 
     @classmethod
     def of(cls, config: PretrainedConfig, cfg: Config, layout: Layout, qk_norm: bool, micro_batch: int) -> Dims:
@@ -133,7 +141,8 @@ class Dims:
         masked = {w for w in model_forward(config).windows() if needs_mask(impl, cfg.data.packing, w, seq)}
         return cls(config.hidden_size, config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim,
                    config.intermediate_size, config.num_attention_heads, config.vocab_size,
-                   config.num_hidden_layers, qk_norm, impl == "eager", micro_batch, seq, layout.cp, len(masked))
+                   config.num_hidden_layers, qk_norm, impl == "eager", micro_batch, seq, layout.cp, len(masked),
+                   layout.cp > 1 and cfg.parallel.cp_exchange == "ring" and not masked)
 
     @property
     def tokens(self) -> int:
@@ -145,6 +154,8 @@ def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool, compile
     """Activation bytes one decoder layer keeps per token until backward (see the module docstring)."""
     t_sp = tp if sp else 1
     kv = 2 * d.kv_dim if d.cp == 1 else 2 * d.cp * d.q_dim
+    if d.ring and e < FP32:
+        kv = (4 if compiled else 2) * d.kv_dim
     norm = e if compiled else FP32 + e  # per element of a norm's input: compiled, the fp32 upcast is recomputed
     mlp = (3 if compiled else 4) * e * d.intermediate  # compiled, silu(gate) is recomputed from gate
     none = (2 * norm * d.hidden / t_sp + 2 * e * d.hidden
@@ -193,6 +204,15 @@ def ring_bytes(op: str, nbytes: int, n: int) -> float:
     return nbytes * (n - 1) / n  # reduce_scatter_tensor, all_to_all_single
 
 
+def sent_bytes(op: str, args: tuple, n: int, rank: int) -> float:
+    """Bytes this rank (``rank`` of ``n``) sends for one functional collective called with ``args``: an all-to-all
+    with its splits given sends all but its own split (the CP ring's shifts send the whole input to one rank)."""
+    splits = args[2] if op == "all_to_all_single" else None
+    if splits and n > 1:
+        return args[0].nbytes * (sum(splits) - splits[rank]) / sum(splits)
+    return ring_bytes(op, args[0].nbytes, n)
+
+
 class CollectiveRecorder(TorchDispatchMode):
     """Adds up, per mesh and collective kind, the calls and ring bytes of every functional collective."""
 
@@ -202,6 +222,7 @@ class CollectiveRecorder(TorchDispatchMode):
         super().__init__()
         # a functional collective names its process group last
         self.groups = {mesh.get_group().group_name: (label, mesh.size()) for label, mesh in meshes.items()}
+        self.ranks = {label: mesh.get_local_rank() for label, mesh in meshes.items()}
         self.calls = {label: {k: 0 for k in self.KINDS} for label in meshes}
         self.bytes = {label: {k: 0.0 for k in self.KINDS} for label in meshes}
 
@@ -210,7 +231,7 @@ class CollectiveRecorder(TorchDispatchMode):
         if func.namespace == "_c10d_functional" and name in self.KINDS:
             label, size = self.groups[args[-1]]
             self.calls[label][name] += 1
-            self.bytes[label][name] += ring_bytes(name, args[0].nbytes, size)
+            self.bytes[label][name] += sent_bytes(name, args, size, self.ranks[label])
         return func(*args, **(kwargs or {}))
 
 
@@ -224,7 +245,7 @@ def _parallel_step(config: PretrainedConfig, cfg: Config, layout: Layout, meshes
     if layout.tp > 1:
         apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     if layout.cp > 1:
-        apply_cp(model, meshes.cp)
+        apply_cp(model, meshes.cp, "ring" if d.ring and dtype.itemsize < FP32 else "allgather")
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing)
     model.to(dtype)
     local = d.seq // d.cp

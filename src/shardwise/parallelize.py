@@ -96,11 +96,12 @@ def apply_tp(model: CausalLM, tp_mesh: DeviceMesh, sequence_parallel: bool, loss
     replicate_remaining(model, tp_mesh)
 
 
-def apply_cp(model: CausalLM, cp_mesh: DeviceMesh) -> None:
-    """Split each sequence over the CP ranks: every attention module gathers K/V over them, and ``CausalLM``
-    builds masks of its local queries over all keys where rows need one (``shardwise.cp``)."""
+def apply_cp(model: CausalLM, cp_mesh: DeviceMesh, exchange: str) -> None:
+    """Split each sequence over the CP ranks: every attention module exchanges K/V over them (``exchange``:
+    all-gather, or a ring where rows need no mask), and ``CausalLM`` builds masks of its local queries over all
+    keys where rows need one (``shardwise.cp``)."""
     g = Group.of(cp_mesh)
-    cp.attend_over_context([layer.self_attn for layer in model.layers], model.config, g)
+    cp.attend_over_context([layer.self_attn for layer in model.layers], model.config, g, exchange)
     model.context = g
 
 
@@ -182,7 +183,7 @@ def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, pa
     if layout.tp > 1:
         apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     if layout.cp > 1:
-        apply_cp(model, meshes.cp)
+        apply_cp(model, meshes.cp, cfg.parallel.cp_exchange)
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing)
     if cfg.parallel.async_tp:
         apply_async_tp(meshes.tp)

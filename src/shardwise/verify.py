@@ -41,7 +41,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 from shardwise.config import Config, ConfigError, load_config
 from shardwise.corpus import Documents
 from shardwise.cp import gather_sequence
-from shardwise.data import StepBatches, TokenWindows, byte_tokenizer, load_tokens
+from shardwise.data import DocumentSamples, StepBatches, TokenWindows, byte_tokenizer, load_tokens
 from shardwise.launch import exit_finished_worker, launch, preflight, refuse
 from shardwise.mesh import resolve_layout
 from shardwise.model import PRESETS, CausalLM, hf_config, init_weights, num_params
@@ -63,9 +63,11 @@ RUN = {"train.seq_len": 31, "train.micro_batch_size": 2, "train.steps": STEPS, "
        "data.path": "", "data.tokenizer": "", "data.max_bytes": 200_000, "output.progress": False,
        "model.path": "", "model.preset": "verify-toy"}
 VOCAB = 320  # the byte tokenizer's 257 ids fit
-LAYOUT_KEYS = ("parallel.dp_replicate", "parallel.dp_shard", "parallel.cp", "parallel.tp",
+# The user's settings a verify case keeps: the layout, and what decides which attention path runs (packed rows
+# take CP's masked all-gather path, one document per row its unmasked one or the ring).
+LAYOUT_KEYS = ("parallel.dp_replicate", "parallel.dp_shard", "parallel.cp", "parallel.cp_exchange", "parallel.tp",
                "parallel.sequence_parallel", "parallel.loss_parallel", "train.activation_checkpointing",
-               "model.attn_implementation")
+               "model.attn_implementation", "data.packing")
 HEAD_DIM = 8  # even, for rotary embeddings
 WINDOW = 8  # sliding windows shorter than RUN's seq_len
 MLP_WIDTHS = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size")
@@ -144,7 +146,8 @@ def seq_len(cp: int, tp: int) -> int:
 def step_batches(cfg: Config, dp_rank: int, dp: int, micro_batch: int | None = None) -> StepBatches:
     """This DP rank's share of each step: the built-in corpus (``data.max_bytes`` of it) in bytes, cut into
     documents of seeded random lengths from 1 to ``2 * train.seq_len`` tokens and packed, so that most rows
-    hold a document boundary and documents cross the token shards of sequence and context parallelism.
+    hold a document boundary and documents cross the token shards of sequence and context parallelism; with
+    ``data.packing=false``, one document per row (cut or padded), so that attention runs its unmasked paths.
 
     Text, on which the tolerances were set: on uniform random tokens, Adam's lr-sized first steps on
     near-zero gradients put untied Qwen3's embedding 1.5e-3 to 2.2e-3 off the reference after three
@@ -154,8 +157,9 @@ def step_batches(cfg: Config, dp_rank: int, dp: int, micro_batch: int | None = N
     tokens = load_tokens(cfg.data, byte_tokenizer())
     gen = torch.Generator().manual_seed(t.seed)
     lengths = torch.randint(1, 2 * t.seq_len + 1, (2 * len(tokens) // t.seq_len + 1,), generator=gen)
-    windows = TokenWindows(Documents.from_tokens(tokens, lengths.numpy()), t.seq_len, t.seed)
-    return StepBatches(windows, t.global_batch_size, micro_batch or t.micro_batch_size, dp_rank, dp)
+    docs = Documents.from_tokens(tokens, lengths.numpy())
+    rows = (TokenWindows if cfg.data.packing else DocumentSamples)(docs, t.seq_len, t.seed)
+    return StepBatches(rows, t.global_batch_size, micro_batch or t.micro_batch_size, dp_rank, dp)
 
 
 def full_copy(t: torch.Tensor) -> torch.Tensor:
