@@ -6,6 +6,7 @@ import pytest
 import torch.distributed.run
 
 from shardwise import launch
+from shardwise.config import load_config
 
 
 @pytest.mark.parametrize("has_flag", [True, False])
@@ -60,3 +61,12 @@ def test_a_failing_estimate_never_stops_the_launch(monkeypatch, capsys):
     monkeypatch.setattr(shardwise.plan, "memory_warning", broken)
     launch.warn_memory(None, 2)
     assert "no memory estimate before launch (RuntimeError: no plan for this)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rank,printed", [("0", True), ("1", False)])
+def test_the_ring_note_comes_once_from_rank_0(monkeypatch, capsys, rank, printed):
+    """``parallel.cp_exchange=ring`` over packed rows: one note from rank 0 that most attention all-gathers."""
+    monkeypatch.setenv("RANK", rank)
+    launch.note_cp_exchange(load_config(None, {"parallel.cp": "2", "parallel.cp_exchange": "ring"}))
+    err = capsys.readouterr().err
+    assert err.startswith("shardwise: note: parallel.cp_exchange=ring") == printed and err.count("\n") == printed

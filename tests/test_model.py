@@ -17,6 +17,7 @@ from shardwise.model import (
     hf_config,
     init_weights,
     num_params,
+    ring_note,
 )
 from shardwise.parallelize import check_divisibility
 from shardwise.plans import PLANS, get_plan, model_forward
@@ -69,6 +70,23 @@ def test_whole_rows_need_a_context_mask_only_for_windows_or_eager(attn, window, 
     assert (context_mask(whole, g, attn, torch.float32, window=window) is not None) == expect_mask
     packed = document_ids(torch.stack([torch.arange(32), torch.cat([torch.arange(20), torch.arange(12)])]))
     assert context_mask(packed, g, attn, torch.float32, window=window) is not None
+
+
+@pytest.mark.parametrize("overrides,note", [
+    ({"parallel.cp_exchange": "allgather"}, None),
+    ({"data.packing": "false"}, None),
+    ({}, ("data.packing=true (rows with a document boundary) keep that attention on the all-gather; "
+          "set data.packing=false for one document per row")),
+    ({"data.packing": "false", "model.attn_implementation": "eager"}, "model.attn_implementation=eager keep"),
+    ({"data.packing": "false", "model.preset": "tiny-gemma2", "model.attn_implementation": "eager",
+      "train.seq_len": "128"}, "eager and 2 layers' sliding windows, shorter than train.seq_len keep"),
+    ({"data.packing": "false", "parallel.cp": "1"}, "parallel.cp_exchange=ring has no effect with parallel.cp=1"),
+])
+def test_the_ring_says_which_attention_it_cannot_carry(overrides, note):
+    """``parallel.cp_exchange=ring`` takes only attention that needs no mask; the rest is named in one line."""
+    cfg = load_config(None, {"parallel.cp": "2", "parallel.cp_exchange": "ring", **overrides})
+    line = ring_note(cfg, hf_config(cfg.model))
+    assert line == note if note is None else note in line
 
 
 def test_soft_capped_attention_refuses_sdpa():

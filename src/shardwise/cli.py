@@ -27,6 +27,7 @@ from shardwise.launch import (
     launch,
     leave_group,
     local_world_size,
+    note_cp_exchange,
     preflight,
     refuse,
     stopped,
@@ -66,6 +67,7 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], cfg: Config) -> 
             raise ConfigError("--max-restarts is for shardwise's own launch; under torchrun, pass torchrun "
                               "--max-restarts=N")
         preflight(cfg, int(os.environ["WORLD_SIZE"]), args.command)
+        note_cp_exchange(cfg)
         _body(args.command)(cfg)
         leave_group()
         return 0

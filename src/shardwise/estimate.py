@@ -85,13 +85,10 @@ checkpointing) on meta tensors under a fake process group while every collective
 group; the difference is one layer. (CP: one all-gather of K and V per layer forward, again in a
 recomputation, and one reduce-scatter of their gradients; round a ring, ``cp-1`` shifts of K and V
 forward, as many in backward and ``cp`` of their fp32 gradients, all-to-alls that send the whole
-block.)
-FSDP is
-counted from the parameters: per micro-batch an all-gather of each unit in forward and again in
-backward (every block but the last, which stays gathered; not the root) over ``dp_shard·cp``
-ranks, and a reduce-scatter of
-fp32 gradients (once per step with ``parallel.defer_grad_reduce``) and, with HSDP, an all-reduce of
-the shards over replicas.
+block.) FSDP is counted from the parameters: per micro-batch an all-gather of each unit in forward
+and again in backward (every block but the last, which stays gathered; not the root) over
+``dp_shard·cp`` ranks, and a reduce-scatter of fp32 gradients (once per step with
+``parallel.defer_grad_reduce``) and, with HSDP, an all-reduce of the shards over replicas.
 """
 
 from __future__ import annotations

@@ -76,6 +76,16 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
         check_output_dir(cfg, resume_dir(cfg))
 
 
+def note_cp_exchange(cfg: Config) -> None:
+    """From rank 0 (of shardwise's own launch too): one line when ``parallel.cp_exchange=ring`` cannot carry some
+    of the attention (``model.ring_note``), which would otherwise all-gather without a word."""
+    from shardwise.model import hf_config, ring_note
+
+    line = ring_note(cfg, hf_config(cfg.model))
+    if line and int(os.environ.get("RANK", "0")) == 0:
+        print(f"shardwise: note: {line}", file=sys.stderr, flush=True)
+
+
 def warn_memory(cfg: Config, world_size: int) -> None:
     """On a GPU machine, before starting workers: say so when ``shardwise plan`` expects the run not to fit, rather
     than let every rank load the model and then run out of memory. A warning, not a refusal: the estimate is an

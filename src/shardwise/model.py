@@ -20,7 +20,7 @@ from torch.distributed.tensor import DTensor
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from shardwise.config import ConfigError, ModelConfig
+from shardwise.config import Config, ConfigError, ModelConfig
 from shardwise.cp import sequence_order
 from shardwise.plans import model_forward
 from shardwise.tp import Group
@@ -158,6 +158,29 @@ def needs_mask(attn_implementation: str, packed: bool, window: int | None, seq: 
     gets. Otherwise causal attention needs none: sdpa's plain causal path, or under CP
     ``cp.chunk_pair_attention``."""
     return packed or (window is not None and window < seq) or attn_implementation == "eager"
+
+
+def ring_note(cfg: Config, config: PretrainedConfig) -> str | None:
+    """Why ``parallel.cp_exchange=ring`` will not carry some of the attention, or None. The ring takes only
+    attention that needs no mask (``needs_mask``): packed rows with a document boundary, layers whose sliding
+    window is shorter than the rows and eager attention all-gather K/V as before."""
+    p = cfg.parallel
+    if p.cp_exchange != "ring":
+        return None
+    if p.cp == 1:
+        return "parallel.cp_exchange=ring has no effect with parallel.cp=1"
+    impl, seq = cfg.model.attn_implementation, cfg.train.seq_len
+    reasons = ["data.packing=true (rows with a document boundary)"] if cfg.data.packing else []
+    if impl == "eager":
+        reasons.append("model.attn_implementation=eager")
+    short = sum(w is not None and w < seq for w in model_forward(config).windows())
+    if short:
+        reasons.append(f"{short} layers' sliding windows, shorter than train.seq_len")
+    if not reasons:
+        return None
+    fix = "; set data.packing=false for one document per row" if cfg.data.packing else ""
+    return f"parallel.cp_exchange=ring passes K/V round the ring only where attention needs no mask; " \
+           f"{' and '.join(reasons)} keep that attention on the all-gather{fix}"
 
 
 def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype,
