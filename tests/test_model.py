@@ -85,7 +85,7 @@ def test_whole_rows_need_a_context_mask_only_for_windows_or_eager(attn, window, 
 def test_the_ring_says_which_attention_it_cannot_carry(overrides, note):
     """``parallel.cp_exchange=ring`` takes only attention that needs no mask; the rest is named in one line."""
     cfg = load_config(None, {"parallel.cp": "2", "parallel.cp_exchange": "ring", **overrides})
-    line = ring_note(cfg, hf_config(cfg.model))
+    line = ring_note(cfg)
     assert line == note if note is None else note in line
 
 

@@ -153,8 +153,8 @@ def test_cp_collectives_per_block_gather_kv_once(capsys, tp, checkpointing, gath
 def test_cp_ring_passes_kv_blocks_and_keeps_only_its_own(capsys, cp, checkpointing, passes):
     """Round the ring, forward + backward of one block: ``cp-1`` shifts of this rank's K and V forward (again when
     the block is recomputed) and in backward, and ``cp`` of their fp32 gradients, each sending the whole block (in
-    ``cp+1`` messages in backward); no all-gather. Backward keeps only this rank's K/V: ``(2·cp·hq - 2·hkv)·e`` bytes per token and layer fewer than
-    all-gathered (bf16, eager)."""
+    ``cp+1`` messages in backward); no all-gather. Backward keeps only this rank's K/V: ``(2·cp·hq - 2·hkv)·e``
+    bytes per token and layer fewer than all-gathered (bf16, eager)."""
     seq, batch = 64, 2
     args = ["--model.preset=tiny-llama", f"--parallel.cp={cp}", "--parallel.tp=1", f"--world-size={cp}",
             f"--train.seq_len={seq}", f"--train.micro_batch_size={batch}", f"--train.global_batch_size={batch}",

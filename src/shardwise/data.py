@@ -240,6 +240,11 @@ class DocumentSamples:
         return inputs, labels, torch.arange(self.seq_len)
 
 
+def sample_kind(cfg: DataConfig) -> type[TokenWindows | DocumentSamples]:
+    """How documents become rows: packed end to end (``data.packing``), else one per row."""
+    return TokenWindows if cfg.packing else DocumentSamples
+
+
 def split_documents(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training, held-out) document indices: ``ceil(fraction * n)`` held out, chosen by ``seed`` alone.
 
@@ -267,7 +272,7 @@ def load_data(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> tuple[Samples,
     docs = load_documents(cfg.data, tokenizer)
     check_round_trip(cfg, tokenizer)
     train_ids, val_ids = split_documents(len(docs), cfg.data.val_fraction, cfg.train.seed)
-    kind = TokenWindows if cfg.data.packing else DocumentSamples
+    kind = sample_kind(cfg.data)
     train = kind(docs, cfg.train.seq_len, cfg.train.seed, train_ids)
     if cfg.data.val_fraction > 0 and not len(val_ids):
         _warn(f"{len(docs)} document(s) are too few to hold out data.val_fraction={cfg.data.val_fraction}; "

@@ -141,6 +141,11 @@ class Dims:
                    config.num_hidden_layers, qk_norm, impl == "eager", micro_batch, seq, layout.cp, len(masked),
                    layout.cp > 1 and cfg.parallel.cp_exchange == "ring" and not masked)
 
+    def rings(self, e: int) -> bool:
+        """Whether CP's K/V go round the ring at ``e`` bytes per activation: fp32 on GPUs has no kernel for it and
+        all-gathers (counted so on CPU too, where the ring does run)."""
+        return self.ring and e < FP32
+
     @property
     def tokens(self) -> int:
         """Tokens of one micro-batch on one device (before TP's sequence sharding)."""
@@ -151,7 +156,7 @@ def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool, compile
     """Activation bytes one decoder layer keeps per token until backward (see the module docstring)."""
     t_sp = tp if sp else 1
     kv = 2 * d.kv_dim if d.cp == 1 else 2 * d.cp * d.q_dim
-    if d.ring and e < FP32:
+    if d.rings(e):
         kv = (4 if compiled else 2) * d.kv_dim
     norm = e if compiled else FP32 + e  # per element of a norm's input: compiled, the fp32 upcast is recomputed
     mlp = (3 if compiled else 4) * e * d.intermediate  # compiled, silu(gate) is recomputed from gate
@@ -242,7 +247,7 @@ def _parallel_step(config: PretrainedConfig, cfg: Config, layout: Layout, meshes
     if layout.tp > 1:
         apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     if layout.cp > 1:
-        apply_cp(model, meshes.cp, "ring" if d.ring and dtype.itemsize < FP32 else "allgather")
+        apply_cp(model, meshes.cp, "ring" if d.rings(dtype.itemsize) else "allgather")
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing)
     model.to(dtype)
     local = d.seq // d.cp

@@ -79,10 +79,12 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
 def note_cp_exchange(cfg: Config) -> None:
     """From rank 0 (of shardwise's own launch too): one line when ``parallel.cp_exchange=ring`` cannot carry some
     of the attention (``model.ring_note``), which would otherwise all-gather without a word."""
-    from shardwise.model import hf_config, ring_note
+    from shardwise.model import ring_note
 
-    line = ring_note(cfg, hf_config(cfg.model))
-    if line and int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    line = ring_note(cfg)
+    if line:
         print(f"shardwise: note: {line}", file=sys.stderr, flush=True)
 
 

@@ -160,7 +160,7 @@ def needs_mask(attn_implementation: str, packed: bool, window: int | None, seq: 
     return packed or (window is not None and window < seq) or attn_implementation == "eager"
 
 
-def ring_note(cfg: Config, config: PretrainedConfig) -> str | None:
+def ring_note(cfg: Config) -> str | None:
     """Why ``parallel.cp_exchange=ring`` will not carry some of the attention, or None. The ring takes only
     attention that needs no mask (``needs_mask``): packed rows with a document boundary, layers whose sliding
     window is shorter than the rows and eager attention all-gather K/V as before."""
@@ -169,16 +169,17 @@ def ring_note(cfg: Config, config: PretrainedConfig) -> str | None:
         return None
     if p.cp == 1:
         return "parallel.cp_exchange=ring has no effect with parallel.cp=1"
-    impl, seq = cfg.model.attn_implementation, cfg.train.seq_len
-    reasons = ["data.packing=true (rows with a document boundary)"] if cfg.data.packing else []
+    impl, packed, seq = cfg.model.attn_implementation, cfg.data.packing, cfg.train.seq_len
+    windows = model_forward(hf_config(cfg.model)).windows()
+    if not any(needs_mask(impl, packed, w, seq) for w in windows):
+        return None
+    reasons = ["data.packing=true (rows with a document boundary)"] if packed else []
     if impl == "eager":
         reasons.append("model.attn_implementation=eager")
-    short = sum(w is not None and w < seq for w in model_forward(config).windows())
+    short = sum(w is not None and w < seq for w in windows)
     if short:
         reasons.append(f"{short} layers' sliding windows, shorter than train.seq_len")
-    if not reasons:
-        return None
-    fix = "; set data.packing=false for one document per row" if cfg.data.packing else ""
+    fix = "; set data.packing=false for one document per row" if packed else ""
     return f"parallel.cp_exchange=ring passes K/V round the ring only where attention needs no mask; " \
            f"{' and '.join(reasons)} keep that attention on the all-gather{fix}"
 

@@ -41,7 +41,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 from shardwise.config import Config, ConfigError, load_config
 from shardwise.corpus import Documents
 from shardwise.cp import gather_sequence
-from shardwise.data import DocumentSamples, StepBatches, TokenWindows, byte_tokenizer, load_tokens
+from shardwise.data import StepBatches, byte_tokenizer, load_tokens, sample_kind
 from shardwise.launch import exit_finished_worker, launch, preflight, refuse
 from shardwise.mesh import resolve_layout
 from shardwise.model import PRESETS, CausalLM, hf_config, init_weights, num_params
@@ -158,7 +158,7 @@ def step_batches(cfg: Config, dp_rank: int, dp: int, micro_batch: int | None = N
     gen = torch.Generator().manual_seed(t.seed)
     lengths = torch.randint(1, 2 * t.seq_len + 1, (2 * len(tokens) // t.seq_len + 1,), generator=gen)
     docs = Documents.from_tokens(tokens, lengths.numpy())
-    rows = (TokenWindows if cfg.data.packing else DocumentSamples)(docs, t.seq_len, t.seed)
+    rows = sample_kind(cfg.data)(docs, t.seq_len, t.seed)
     return StepBatches(rows, t.global_batch_size, micro_batch or t.micro_batch_size, dp_rank, dp)
 
 
