@@ -134,6 +134,16 @@ def test_tp_collectives_per_block_are_megatrons(capsys, preset, sp, expected):
     assert {k: calls[k] for k in expected} == expected
 
 
+def test_async_tp_plans_like_tp(capsys):
+    """Async TP reschedules the same collectives on GPUs: the plan (on CPU) counts the same bytes and memory,
+    rather than failing on CPU as a run there would."""
+    args = ["--model.preset=tiny-llama", "--parallel.tp=2", "--world-size=2", "--train.compile=true"]
+    code, fused = plan_json(capsys, *args, "--parallel.async_tp=true")
+    assert code == 0, fused["checks"]
+    _, plain = plan_json(capsys, *args)
+    assert (fused["comm_bytes"], fused["memory_bytes"]) == (plain["comm_bytes"], plain["memory_bytes"])
+
+
 @pytest.mark.parametrize("tp,checkpointing,gathers", [(1, "none", 1), (2, "none", 1), (1, "full", 2)])
 def test_cp_collectives_per_block_gather_kv_once(capsys, tp, checkpointing, gathers):
     """Forward + backward of one block at cp=2: one all-gather of this rank's K and V (again when the block is
@@ -227,8 +237,8 @@ def test_nothing_fits_names_what_to_change(capsys, master):
     assert ("set model.dtype=bfloat16" in out) is (master == "float32")
 
 
-# Peaks measured on 2xH100 (benchmarks/results): ``shardwise bench`` sweeps (compiled and eager) and the GPU smoke's
-# eager runs. The sweep records leave out model.dtype: the bf16-master runs are the `*bf16*` ones and BF16_FOLDERS.
+# Peaks measured on GPUs (benchmarks/results): ``shardwise bench`` sweeps (compiled and eager) and the GPU smoke's
+# eager runs. The sweep records leave out model.dtype: the bf16-master runs are the `*bf16*` ones and BF16_ROWS.
 RESULTS = Path(__file__).parents[1] / "benchmarks" / "results"
 SWEEP_ROWS = {
     "2026-11-25-h100x2-llama8b-b": ["tp2/sw-full-compile", "tp2bf16/sw-full-compile", "dp2bf16/sw-full-compile"],
@@ -245,8 +255,21 @@ SWEEP_ROWS = {
     # 2xH200, 2026-11-26: 32k with and without checkpointing (bf16 master); TP rows as on 2xH100 (fp32 master)
     "2026-11-26-h200x2-cp-32k": ["cp2-noac/sw-none-compile", "cp2-full/sw-full-compile", "dp2-full/sw-full-compile"],
     "2026-11-26-h200x2-tp-host": ["dp2/sw-none-compile-mb4", "tp2/sw-none-compile-mb4", "tp2-eager-fr0/sw-full-eager"],
+    # 4xH200 (2-GPU rows beside each other, 4-GPU rows alone), 2026-11-26: CP's ring (with and without
+    # checkpointing) and all-gather at 2 and 4 ranks, FSDP at 4, TP rows, Llama-3-8B at tp=2
+    "2026-11-26-h200x4-ring-cudagraphs": ["cp2-32k/sw-full-compile", "cp2-32k-ring/sw-full-compile",
+                                          "dp2-32k/sw-full-compile", "cp2-32k-ring-noac/sw-none-compile",
+                                          "dp2/sw-none-compile-mb4", "tp2/sw-none-compile-mb4",
+                                          "tp2-bf16/sw-none-compile-mb4"],
+    "2026-11-26-h200x4-overlap-cp4": ["cp4-64k/sw-full-compile", "dp4-64k/sw-full-compile",
+                                      "tp2-reorder-async/sw-none-compile-mb4-asynctp"],
+    "2026-11-26-h200x4-async-fused": ["cp4-64k-ring/sw-full-compile"],
+    "2026-11-26-h200x2-llama8b-async": ["sw-full-compile"],
 }
-BF16_FOLDERS = ("2026-11-25-h100x2-cp", "2026-11-26-h200x2-cp-32k")  # every row there has bf16 master weights
+# bf16 master weights: rows named bf16 and those of these "folder:row-prefix"es (an empty prefix: the whole folder)
+BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h200x4-ring-cudagraphs:cp2-",
+             "2026-11-26-h200x4-ring-cudagraphs:dp2-32k", "2026-11-26-h200x4-overlap-cp4:cp4-",
+             "2026-11-26-h200x4-overlap-cp4:dp4-", "2026-11-26-h200x4-async-fused:", "2026-11-26-h200x2-llama8b-async:")
 SMOKE = RESULTS / "2026-11-25-h100x2-smoke-pass"
 LARGE_GIB, MAX_RATIO = 10, 1.35
 
@@ -254,14 +277,15 @@ LARGE_GIB, MAX_RATIO = 10, 1.35
 def sweep_args(folder: str, key: str, r: dict) -> list[str]:
     """The ``shardwise plan`` arguments of one ``shardwise bench`` record."""
     layout = {"cp": 1, **r["layout"]}  # records from before context parallelism have no cp
-    master = "bfloat16" if "bf16" in key.split("/")[0] or folder in BF16_FOLDERS else "float32"
+    master = "bfloat16" if "bf16" in key.split("/")[0] or f"{folder}:{key}".startswith(BF16_ROWS) else "float32"
+    ring = ["--parallel.cp_exchange=ring", "--data.packing=false"] if "ring" in key.split("/")[0] else []
     return [f"--world-size={layout['world_size']}", f"--model.preset={r['preset']}", f"--model.dtype={master}",
             *(f"--parallel.{k}={layout[k]}" for k in ("dp_replicate", "dp_shard", "cp", "tp")),
             f"--parallel.sequence_parallel={r['sequence_parallel'] or layout['tp'] == 1}",
             f"--parallel.loss_parallel={r['loss_parallel'] or layout['tp'] == 1}", f"--train.dtype={r['dtype']}",
             f"--train.compile={str(r['compile']).lower()}",
             *(f"--train.{k}={r[k]}" for k in ("seq_len", "global_batch_size", "micro_batch_size",
-                                              "activation_checkpointing"))]
+                                              "activation_checkpointing")), *ring]
 
 
 def measured_rows(work: Path) -> list[tuple[str, list[str], float]]:
@@ -275,8 +299,9 @@ def measured_rows(work: Path) -> list[tuple[str, list[str], float]]:
 
 
 def test_memory_bounds_the_measured_peaks(tmp_path, capsys):
-    """The plan's total is an upper bound of every peak measured on 2xH100 and 2xH200 (compiled and eager, FSDP, TP,
-    CP, 8B at 8k to 128k tokens, fp32 and bf16 master weights), and a tight one for the large runs: within 35%."""
+    """The plan's total is an upper bound of every peak measured on 2xH100, 2xH200 and 4xH200 (compiled and eager,
+    FSDP, TP, CP all-gathered and round the ring, 8B at 8k to 128k tokens, fp32 and bf16 master weights), and a
+    tight one for the large runs: within 35%."""
     sys.path.insert(0, str(RESULTS.parent))
     loose = []
     for label, args, peak in measured_rows(tmp_path):

@@ -115,6 +115,10 @@ def fsdp_units(model: CausalLM) -> list[int]:
     return units
 
 
+def no_async_tp(cfg: Config) -> Config:
+    return dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, async_tp=False))
+
+
 def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype, micro_batches: int,
                     cuda: bool) -> dict:
     """Placements, memory and communication from the real parallelization on meta tensors."""
@@ -125,7 +129,8 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         model = build_meta_model(config)
         styles = style_table(get_plan(config, sp, cfg.parallel.loss_parallel), model) if tp > 1 else []
         qk_norm = hasattr(model.layers[0].self_attn, "q_norm")
-        parallelize(model, cfg, meshes, layout, dtype)
+        # async TP reschedules the same collectives on GPUs: nothing to count, and the meta model is on CPU
+        parallelize(model, no_async_tp(cfg), meshes, layout, dtype)
         layout_rows = param_layout(model)
         units = fsdp_units(model)
         local = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
