@@ -104,3 +104,26 @@ def test_layout_matches_single_process(layout_results, layout, variant):
     want = reference(variant, case["train.seq_len"], case.get("data.packing", True))
     failed = [c.line() for c in compare(layout_results(layout)[variant], want) if not c.ok]
     assert not failed, f"{layout}/{variant}:\n" + "\n".join(failed)
+
+
+def test_async_tp_overlaps_before_it_splits(monkeypatch):
+    """``parallel.async_tp=true`` turns on inductor's micro-pipeline split *and* its reorder passes (measured
+    together: 1.04x on 2xH200, BENCHMARKS.md), and symmetric memory for the TP group; on CPU it refuses."""
+    import torch._inductor.config as inductor
+    import torch.distributed._symmetric_memory as symm_mem
+
+    from shardwise import parallelize
+    from shardwise.config import ConfigError
+
+    for key in ("_micro_pipeline_tp", "reorder_for_compute_comm_overlap", "reorder_for_compute_comm_overlap_passes"):
+        monkeypatch.setattr(inductor, key, getattr(inductor, key))
+    enabled = []
+    monkeypatch.setattr(symm_mem, "enable_symm_mem_for_group", enabled.append)
+    mesh = type("Mesh", (), {"device_type": "cuda", "get_group": lambda self: type("G", (), {"group_name": "tp"})})()
+    parallelize.apply_async_tp(mesh)
+    assert inductor._micro_pipeline_tp and inductor.reorder_for_compute_comm_overlap and enabled == ["tp"]
+    assert inductor.reorder_for_compute_comm_overlap_passes == ["reorder_compute_for_overlap", "sink_waits",
+                                                                "raise_comms"]
+    mesh.device_type = "cpu"
+    with pytest.raises(ConfigError, match="parallel.async_tp=true needs CUDA GPUs"):
+        parallelize.apply_async_tp(mesh)
