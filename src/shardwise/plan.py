@@ -116,6 +116,8 @@ def fsdp_units(model: CausalLM) -> list[int]:
 
 
 def no_async_tp(cfg: Config) -> Config:
+    """``cfg`` without async TP, as plan parallelizes its CPU meta model: async TP reschedules the same
+    collectives on GPUs (nothing to count) and refuses CPU."""
     return dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, async_tp=False))
 
 
@@ -129,7 +131,6 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         model = build_meta_model(config)
         styles = style_table(get_plan(config, sp, cfg.parallel.loss_parallel), model) if tp > 1 else []
         qk_norm = hasattr(model.layers[0].self_attn, "q_norm")
-        # async TP reschedules the same collectives on GPUs: nothing to count, and the meta model is on CPU
         parallelize(model, no_async_tp(cfg), meshes, layout, dtype)
         layout_rows = param_layout(model)
         units = fsdp_units(model)
