@@ -5,7 +5,8 @@
 # Each NAME is one row of the tables below; without names, all rows run. PRESET is any shardwise preset, llama3-8b
 # included: its fp32 weights, gradients and AdamW moments take about 60 GiB per GPU on two GPUs, so on 80 GB cards
 # run its full-AC, micro-batch-1 rows (sw-full-*, titan-full-*).
-# TP (default 1) and GB (sequences per optimizer step, default 4) apply to every row; WARMUP and STEPS too.
+# TP (default 1) and GB (sequences per optimizer step, default 4) apply to every row; WARMUP and STEPS too. EXTRA adds
+# arguments to the sw-* rows, TITAN_EXTRA to the titan-* rows (e.g. EXTRA=--model.dtype=bfloat16 TITAN_EXTRA="--dtype bfloat16").
 set -uo pipefail
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
@@ -29,7 +30,7 @@ declare -A ROWS=(
   [sw-none-compile-mb4-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4 --parallel.async_tp=true"
   [sw-full-compile-asynctp]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1 --parallel.async_tp=true"
 )
-TITAN="--shapes $PRESET --tp $TP --seq-len $SEQ --global-batch $GB --warmup ${WARMUP:-2} --steps ${STEPS:-6}"
+TITAN="--shapes $PRESET --tp $TP --seq-len $SEQ --global-batch $GB --warmup ${WARMUP:-2} --steps ${STEPS:-6} ${TITAN_EXTRA:-}"
 declare -A TITAN_ROWS=(
   [titan-full-eager]="--ac full --local-batch 1"
   [titan-full-compile]="--ac full --compile --local-batch 1"

@@ -227,6 +227,30 @@ def test_recommends_the_fastest_setting_that_fits(capsys):
     assert "recommended for 80 GiB (within 90% of it): --train.activation_checkpointing=none" in capsys.readouterr().out
 
 
+def test_recommends_keeping_blocks_gathered_where_that_fits(capsys):
+    """With FSDP the plan keeps blocks gathered from forward to backward (one all-gather per block per micro-batch
+    instead of two) where that fits too, after the largest micro-batch; without FSDP it has nothing to choose."""
+    args = ["--model.preset=llama3-8b", "--model.dtype=bfloat16", "--world-size=2", "--train.seq_len=4096",
+            "--train.global_batch_size=8", "--train.micro_batch_size=1", "--train.activation_checkpointing=none"]
+    _, reshard = plan_json(capsys, *args, "--parallel.tp=1", "--device-memory-gib=80")
+    _, keep = plan_json(capsys, *args, "--parallel.tp=1", "--parallel.reshard_after_forward=false",
+                        "--device-memory-gib=80")
+    assert keep["memory_bytes"]["total"] > reshard["memory_bytes"]["total"]
+    assert keep["comm_bytes"]["fsdp"]["all_gather"] < reshard["comm_bytes"]["fsdp"]["all_gather"]
+    rec = reshard["recommended"]
+    assert (rec["micro_batch_size"], rec["reshard_after_forward"]) == (1, False)
+    assert rec["total_bytes"] == keep["memory_bytes"]["total"]
+    between = (reshard["memory_bytes"]["total"] + keep["memory_bytes"]["total"]) / 2 / RECOMMEND_HEADROOM / 2**30
+    _, tighter = plan_json(capsys, *args, "--parallel.tp=1", f"--device-memory-gib={between}")
+    assert tighter["recommended"]["reshard_after_forward"] is True
+    assert main(["plan", *args, "--parallel.tp=1", "--device-memory-gib=80"]) == 0
+    assert "--train.micro_batch_size=1 --parallel.reshard_after_forward=false (about" in capsys.readouterr().out
+    _, tp_only = plan_json(capsys, *args, "--parallel.tp=2", "--device-memory-gib=80")
+    assert tp_only["recommended"]["reshard_after_forward"] is None
+    assert main(["plan", *args, "--parallel.tp=2", "--device-memory-gib=80"]) == 0
+    assert "reshard_after_forward" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("master", ["float32", "bfloat16"])
 def test_nothing_fits_names_what_to_change(capsys, master):
     """More ranks always; bf16 weights only when they are fp32 now."""
@@ -265,11 +289,21 @@ SWEEP_ROWS = {
                                       "tp2-reorder-async/sw-none-compile-mb4-asynctp"],
     "2026-11-26-h200x4-async-fused": ["cp4-64k-ring/sw-full-compile"],
     "2026-11-26-h200x2-llama8b-async": ["sw-full-compile"],
+    # 4xH200, 2026-11-26: Llama-3-8B without checkpointing (bf16 master), FSDP keeping blocks gathered, eager rows
+    "2026-11-26-h200x4-llama8b-noac": ["tp2-sw/sw-none-compile-mb2", "tp2-sw-async/sw-none-compile-mb2-asynctp",
+                                       "dp2-sw/sw-none-compile", "dp2-eager/sw-full-eager", "tp2-eager/sw-full-eager"],
+    "2026-11-26-h200x4-fsdp-units": ["dp2-main/sw-none-compile", "dp2-gb8/sw-none-compile-mb4",
+                                     "dp2-gb32/sw-none-compile-mb4", "tp2-async-gb8/sw-none-compile-mb4-asynctp"],
+    "2026-11-26-h200x4-keep-gathered": ["dp2-sw/sw-none-compile", "dp2-sw-keep/sw-none-compile",
+                                        "dp2/sw-none-compile-mb4", "dp2-keep/sw-none-compile-mb4",
+                                        "tp2/sw-none-compile-mb4", "tp2-async/sw-none-compile-mb4-asynctp"],
 }
 # bf16 master weights: rows named bf16 and those of these "folder:row-prefix"es (an empty prefix: the whole folder)
 BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h200x4-ring-cudagraphs:cp2-",
              "2026-11-26-h200x4-ring-cudagraphs:dp2-32k", "2026-11-26-h200x4-overlap-cp4:cp4-",
-             "2026-11-26-h200x4-overlap-cp4:dp4-", "2026-11-26-h200x4-async-fused:", "2026-11-26-h200x2-llama8b-async:")
+             "2026-11-26-h200x4-overlap-cp4:dp4-", "2026-11-26-h200x4-async-fused:", "2026-11-26-h200x2-llama8b-async:",
+             "2026-11-26-h200x4-llama8b-noac:tp2-sw", "2026-11-26-h200x4-llama8b-noac:dp2-sw",
+             "2026-11-26-h200x4-fsdp-units:dp2-main", "2026-11-26-h200x4-keep-gathered:dp2-sw")
 SMOKE = RESULTS / "2026-11-25-h100x2-smoke-pass"
 LARGE_GIB, MAX_RATIO = 10, 1.35
 
@@ -279,13 +313,14 @@ def sweep_args(folder: str, key: str, r: dict) -> list[str]:
     layout = {"cp": 1, **r["layout"]}  # records from before context parallelism have no cp
     master = "bfloat16" if "bf16" in key.split("/")[0] or f"{folder}:{key}".startswith(BF16_ROWS) else "float32"
     ring = ["--parallel.cp_exchange=ring", "--data.packing=false"] if "ring" in key.split("/")[0] else []
+    keep = ["--parallel.reshard_after_forward=false"] if "keep" in key.split("/")[0] else []
     return [f"--world-size={layout['world_size']}", f"--model.preset={r['preset']}", f"--model.dtype={master}",
             *(f"--parallel.{k}={layout[k]}" for k in ("dp_replicate", "dp_shard", "cp", "tp")),
             f"--parallel.sequence_parallel={r['sequence_parallel'] or layout['tp'] == 1}",
             f"--parallel.loss_parallel={r['loss_parallel'] or layout['tp'] == 1}", f"--train.dtype={r['dtype']}",
             f"--train.compile={str(r['compile']).lower()}",
             *(f"--train.{k}={r[k]}" for k in ("seq_len", "global_batch_size", "micro_batch_size",
-                                              "activation_checkpointing")), *ring]
+                                              "activation_checkpointing")), *ring, *keep]
 
 
 def measured_rows(work: Path) -> list[tuple[str, list[str], float]]:

@@ -57,8 +57,8 @@ bytes per logit).
 
 **Training state** is exact: parameters, gradients and AdamW's two states of rank 0's shards (rank
 0 holds the largest), all in ``model.dtype`` (fp32 by default). FSDP keeps the root (embeddings,
-final norm, lm_head) gathered from forward to the end of backward and up to two blocks in flight,
-all in compute dtype; in backward, a block's unsharded gradient (compute dtype), its fp32
+final norm, lm_head) gathered from forward to the end of backward and up to two blocks in flight
+(every block, with ``parallel.reshard_after_forward=false``), all in compute dtype; in backward, a block's unsharded gradient (compute dtype), its fp32
 reduce-scatter input and the previous block's (FSDP keeps one in flight), and the root's unsharded
 gradient, held until its reduce-scatter at the end; that reduce-scatter adds its fp32 input and
 output. With several micro-batches per step and ``parallel.defer_grad_reduce``, the unsharded fp32
@@ -86,7 +86,8 @@ group; the difference is one layer. (CP: one all-gather of K and V per layer for
 recomputation, and one reduce-scatter of their gradients; round a ring, ``cp-1`` shifts of K and V
 forward, as many in backward and ``cp`` of their fp32 gradients, all-to-alls that send the whole
 block.) FSDP is counted from the parameters: per micro-batch an all-gather of each unit in forward
-and again in backward (every block but the last, which stays gathered; not the root) over
+and again in backward (every block but the last, which stays gathered, and none with
+``parallel.reshard_after_forward=false``; not the root) over
 ``dp_shard·cp`` ranks, and a reduce-scatter of fp32 gradients (once per step with
 ``parallel.defer_grad_reduce``) and, with HSDP, an all-reduce of the shards over replicas.
 """
@@ -279,16 +280,19 @@ def parallel_comm(config: PretrainedConfig, cfg: Config, layout: Layout, meshes:
 
 
 def fsdp_comm(unit_numels: list[int], shard: int, replicate: int, param_bytes: int,
-              micro_batches: int, defer_grad_reduce: bool = False) -> dict[str, float]:
+              micro_batches: int, defer_grad_reduce: bool = False, reshard_after_forward: bool = True
+              ) -> dict[str, float]:
     """FSDP collectives per step, bytes per device. ``unit_numels[0]`` is the root, then one per block.
 
     ``unit_numels`` count the tensor-parallel shard each FSDP group gathers (global / tp when TP-sharded).
-    Gradients are reduced after every micro-batch, or once per step with ``defer_grad_reduce``.
+    Gradients are reduced after every micro-batch, or once per step with ``defer_grad_reduce``. Blocks are
+    gathered again for backward unless ``reshard_after_forward`` is off.
     """
     reductions = 1 if defer_grad_reduce else micro_batches
     gathers = 0.0
     for i, n in enumerate(unit_numels):
-        passes = 1 if i in (0, len(unit_numels) - 1) else 2  # the root and the last block stay gathered for backward
+        # the root and the last block stay gathered for backward; every block does without resharding
+        passes = 1 if i in (0, len(unit_numels) - 1) or not reshard_after_forward else 2
         gathers += passes * ring_bytes("all_gather_into_tensor", n * param_bytes / shard, shard)
     total = sum(unit_numels)
     return {
@@ -305,17 +309,19 @@ CUDA_RUNTIME_BYTES = 256 * 2**20
 
 def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_bytes: int,
            acts: dict[str, float], defer_grad_reduce: bool = False, cuda: bool = False,
-           fsdp: bool = True, master_bytes: int = FP32, checkpointing: str = "none", shard: int = 1
-           ) -> dict[str, float]:
+           fsdp: bool = True, master_bytes: int = FP32, checkpointing: str = "none", shard: int = 1,
+           reshard_after_forward: bool = True) -> dict[str, float]:
     """Bytes per device: rank 0's exact training state and the estimated transients, each term once, and the peak
     (``total``): the largest of the three phases in ``phases`` (see the module docstring).
 
     ``master_bytes`` is ``model.dtype``'s size: the weights, their gradients and AdamW's moments are all in it.
     ``unit_numels[0]`` is the root's (embeddings, final norm, lm_head), then one per block, as ``fsdp_comm``;
-    ``shard`` is the FSDP shard group's size, ``dp_shard * cp``."""
+    ``shard`` is the FSDP shard group's size, ``dp_shard * cp``; without ``reshard_after_forward`` every
+    block stays gathered from its forward to its backward."""
     root, largest = unit_numels[0], max(unit_numels[1:], default=0)
     if fsdp:
-        resident = {"fsdp_in_flight": param_bytes * (root + 2 * largest)}
+        gathered = 2 * largest if reshard_after_forward else sum(unit_numels[1:])
+        resident = {"fsdp_in_flight": param_bytes * (root + gathered)}
         backward = {"fsdp_grads_in_flight": (param_bytes + 2 * FP32) * largest + param_bytes * root}
         end = {"fsdp_root_reduce": (param_bytes + FP32 + FP32 / shard) * root + FP32 * largest}
     else:

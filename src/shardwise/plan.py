@@ -145,11 +145,13 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     per_rank = cfg.train.global_batch_size // layout.dp
     compiled = cfg.train.compiles("cuda" if cuda else "cpu")
 
-    def memory_for(mode: str, micro_batch: int) -> dict[str, float]:
+    fsdp, reshard = layout.dp_cp > 1, cfg.parallel.reshard_after_forward
+
+    def memory_for(mode: str, micro_batch: int, reshard: bool = reshard) -> dict[str, float]:
         acts = estimate.activation_bytes(dataclasses.replace(dims, batch=micro_batch), mode, e, tp, sp, lp, compiled)
         return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce,
-                               cuda, layout.dp_cp > 1, getattr(torch, cfg.model.dtype).itemsize, mode,
-                               layout.dp_shard * layout.cp)
+                               cuda, fsdp, getattr(torch, cfg.model.dtype).itemsize, mode,
+                               layout.dp_shard * layout.cp, reshard)
 
     return {
         "num_params": num_params(model),
@@ -158,10 +160,11 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         "parameters": param_table(layout_rows),
         "memory_bytes": memory_for(cfg.train.activation_checkpointing, dims.batch),
         "memory_options": [{"activation_checkpointing": mode, "micro_batch_size": mb,
-                            "total_bytes": memory_for(mode, mb)["total"]}
-                           for mode in RECOMMEND_ORDER for mb in _micro_batch_choices(per_rank)],
+                            "reshard_after_forward": keep if fsdp else None, "total_bytes": memory_for(mode, mb, keep)["total"]}
+                           for mode in RECOMMEND_ORDER for mb in _micro_batch_choices(per_rank)
+                           for keep in ((True, False) if fsdp else (reshard,))],
         "comm_bytes": {**comm, "fsdp": estimate.fsdp_comm(units, layout.dp_shard * layout.cp, layout.dp_replicate, e,
-                                                          micro_batches, cfg.parallel.defer_grad_reduce)},
+                                                          micro_batches, cfg.parallel.defer_grad_reduce, reshard)},
     }
 
 
@@ -183,14 +186,25 @@ RECOMMEND_HEADROOM = 0.9
 
 def recommend(options: list[dict[str, Any]], budget_gib: float) -> dict[str, Any] | None:
     """The fastest setting that fits with headroom (no checkpointing at the largest micro-batch that fits, else
-    full); failing that, the fastest that fits the whole device, marked ``tight``."""
+    full; with FSDP, blocks kept gathered from forward to backward where that fits too: 1.05x for Llama-3-8B
+    shapes at dp_shard=2 on 2xH200, BENCHMARKS.md); failing that, the fastest that fits the whole device, marked
+    ``tight``."""
     for share in (RECOMMEND_HEADROOM, 1.0):
         for mode in RECOMMEND_ORDER:
             fits = [o for o in options if o["activation_checkpointing"] == mode
                     and o["total_bytes"] <= share * budget_gib * GIB]
             if fits:
-                return {**max(fits, key=lambda o: o["micro_batch_size"]), "tight": share > RECOMMEND_HEADROOM}
+                best = max(fits, key=lambda o: (o["micro_batch_size"], o["reshard_after_forward"] is False))
+                return {**best, "tight": share > RECOMMEND_HEADROOM}
     return None
+
+
+def setting_flags(rec: dict[str, Any]) -> str:
+    """A recommendation as the flags that choose it."""
+    keep = "" if rec["reshard_after_forward"] is None else (
+        f" --parallel.reshard_after_forward={str(rec['reshard_after_forward']).lower()}")
+    return (f"--train.activation_checkpointing={rec['activation_checkpointing']} "
+            f"--train.micro_batch_size={rec['micro_batch_size']}{keep}")
 
 
 def structural_checks(cfg: Config, config: Any, world_size: int) -> tuple[list[dict[str, Any]], Layout | None]:
@@ -349,9 +363,7 @@ def _recommendation(rec: dict[str, Any] | None, budget_gib: float, master_dtype:
                 f"{_larger_layout(master_dtype)}")
     fill = (f"tight: above {RECOMMEND_HEADROOM:.0%} of it, the allocator may need more" if rec["tight"]
             else f"within {RECOMMEND_HEADROOM:.0%} of it")
-    return (f"  recommended for {budget_gib:g} GiB ({fill}): "
-            f"--train.activation_checkpointing={rec['activation_checkpointing']} "
-            f"--train.micro_batch_size={rec['micro_batch_size']} (about {_size(rec['total_bytes'])})")
+    return f"  recommended for {budget_gib:g} GiB ({fill}): {setting_flags(rec)} (about {_size(rec['total_bytes'])})"
 
 
 def render(r: dict[str, Any]) -> str:
@@ -383,8 +395,7 @@ def memory_warning(cfg: Config, world_size: int, device_memory_gib: float | None
         return None
     rec = report["recommended"]
     fix = (f"nothing fits; {_larger_layout(report['master_dtype'])}" if rec is None
-           else f"shardwise plan recommends --train.activation_checkpointing={rec['activation_checkpointing']} "
-           f"--train.micro_batch_size={rec['micro_batch_size']}")
+           else f"shardwise plan recommends {setting_flags(rec)}")
     return (f"shardwise: warning: this run needs about {_size(report['memory_bytes']['total'])} per device by "
             f"shardwise plan's estimate, more than the {report['device_memory_gib']:.1f} GiB there; {fix}")
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Device call 23 (4 GPUs of one host; main 7e9f4d1 + untied embedding and lm_head as FSDP units of their own, the
+# change of branch wip/fsdp-end-units, c947f3c, not merged; .carry/base/parallelize.py = main's, 7e9f4d1).
+# A (GPUs 0,1): Llama-3-8B shapes, seq 4096, GB 8, pure bf16, compiled, no AC, dp_shard=2 micro-batch 1:
+#   main's FSDP units (root = embedding + norm + lm_head), the new units, TorchTitan, new units + reshard_after_forward=false.
+# B (GPUs 2,3): Qwen2-1.5B shapes, seq 4096, compiled, no AC, micro-batch 4, fp32 master: dp_shard=2 GB 8 (profiled),
+#   TorchTitan dp_shard=2 GB 8 (llama3 architecture at these sizes), dp_shard=2 GB 32, tp=2 async TP GB 8.
+set -uo pipefail
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl .whl-titan/*.whl > /tmp/pip.log 2>&1 || cat /tmp/pip.log
+export PYTHONPATH=/tmp/site
+W=/tmp/w23; rm -rf $W /tmp/base; mkdir -p $W /tmp/base; T0=$SECONDS; END=560
+cp -r src benchmarks /tmp/base/ && cp .carry/base/parallelize.py /tmp/base/src/shardwise/parallelize.py
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | uniq -c
+python3 -c 'import torch, transformers; print(torch.__version__, transformers.__version__)'
+kill_row() { pkill -9 -f "$1" 2>/dev/null; sleep 2; }
+row() {  # STREAM DIR PRESET SEQ TP GB NAME TIMEOUT EXTRA   (env ROOT: the tree to run, TITAN_EXTRA: titan rows)
+  local s=$1 d=$2 preset=$3 seq=$4 tp=$5 gb=$6 name=$7 t=$8 extra=$9
+  [ $((SECONDS-T0+t)) -gt $END ] && { echo "[$s/$d skipped: no time left]"; return; }
+  (cd ${ROOT:-$OLDPWD_REPO} && OUT=$W/$d TP=$tp GB=$gb EXTRA="$extra" timeout -k 5 $t \
+    bash benchmarks/gpu_sweep.sh $preset $seq $name > $W/$d.sweep.log 2>&1)
+  grep -v "^name" $W/$d.sweep.log | tail -1; grep -m1 -o "Error.\{0,300\}" $W/$d/$name.log
+  kill_row "$W/$d/"; echo "[$s/$d done at $((SECONDS-T0)) s]"
+}
+export OLDPWD_REPO=$PWD
+stream_a() {
+  export CUDA_VISIBLE_DEVICES=0,1 WARMUP=2 STEPS=3 TITAN_EXTRA="--dtype bfloat16"
+  ROOT=/tmp/base row A dp2-main llama3-8b 4096 1 8 sw-none-compile 150 "--model.dtype=bfloat16"
+  row A dp2-units llama3-8b 4096 1 8 sw-none-compile 150 "--model.dtype=bfloat16"
+  row A dp2-titan llama3-8b 4096 1 8 titan-none-compile 170 ""
+  row A dp2-units-keep llama3-8b 4096 1 8 sw-none-compile 150 "--model.dtype=bfloat16 --parallel.reshard_after_forward=false"
+}
+stream_b() {
+  export CUDA_VISIBLE_DEVICES=2,3 WARMUP=2 STEPS=5 TITAN_EXTRA=""
+  PROFILE=true row B dp2-gb8 qwen2-1.5b 4096 1 8 sw-none-compile-mb4 120 ""
+  row B dp2-titan-gb8 qwen2-1.5b 4096 1 8 titan-none-compile-mb4 150 ""
+  row B dp2-gb32 qwen2-1.5b 4096 1 32 sw-none-compile-mb4 130 ""
+  row B tp2-async-gb8 qwen2-1.5b 4096 2 8 sw-none-compile-mb4-asynctp 120 ""
+}
+stream_a > $W/A.out 2>&1 &
+stream_b > $W/B.out 2>&1 &
+wait
+cat $W/A.out $W/B.out
+mkdir -p $OUT/prof; cp $W/dp2-gb8/sw-none-compile-mb4/*.txt $OUT/prof/ 2>/dev/null
+python3 - $W $OUT <<'PY'
+import json, pathlib, sys
+w, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+rows = {f"{d.name}/{p.stem}": json.loads(p.read_text()) for d in w.iterdir() if d.is_dir() for p in d.glob("*.json")}
+(out / "sweep.json").write_text(json.dumps(rows, indent=1))
+(out / "logs.txt").write_text("\n".join(f"==== {p}\n{p.read_text()[-6000:]}" for p in sorted(w.rglob("*.log"))))
+for k, r in sorted(rows.items()):
+    p = r.get("profile") or {}
+    extra = f" busy {p['gpu_busy_ms'] / p['wall_ms']:.0%} exposed comm {p['exposed_comm_ms']:.1f} ms" if "wall_ms" in p else ""
+    print(f"{k:44} {r['step_time_s_median']:7.3f} s {r['tokens_per_s_per_device']:8.0f} tok/s/dev {r['mfu']:6.1%} "
+          f"{r['peak_mem_gib']:5.1f} GiB{extra}")
+PY
