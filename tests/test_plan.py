@@ -297,13 +297,17 @@ SWEEP_ROWS = {
     "2026-11-26-h200x4-keep-gathered": ["dp2-sw/sw-none-compile", "dp2-sw-keep/sw-none-compile",
                                         "dp2/sw-none-compile-mb4", "dp2-keep/sw-none-compile-mb4",
                                         "tp2/sw-none-compile-mb4", "tp2-async/sw-none-compile-mb4-asynctp"],
+    "2026-11-26-h200x4-eager-cache": ["tp2-eager-main-1/sw-full-eager", "tp2-eager-cache-1/sw-full-eager",
+                                      "tp2-eager-cache-2/sw-full-eager", "dp2-keep-prof/sw-none-compile",
+                                      "tp2-prof/sw-none-compile-mb2"],
 }
 # bf16 master weights: rows named bf16 and those of these "folder:row-prefix"es (an empty prefix: the whole folder)
 BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h200x4-ring-cudagraphs:cp2-",
              "2026-11-26-h200x4-ring-cudagraphs:dp2-32k", "2026-11-26-h200x4-overlap-cp4:cp4-",
              "2026-11-26-h200x4-overlap-cp4:dp4-", "2026-11-26-h200x4-async-fused:", "2026-11-26-h200x2-llama8b-async:",
              "2026-11-26-h200x4-llama8b-noac:tp2-sw", "2026-11-26-h200x4-llama8b-noac:dp2-sw",
-             "2026-11-26-h200x4-fsdp-units:dp2-main", "2026-11-26-h200x4-keep-gathered:dp2-sw")
+             "2026-11-26-h200x4-fsdp-units:dp2-main", "2026-11-26-h200x4-keep-gathered:dp2-sw",
+             "2026-11-26-h200x4-eager-cache:dp2-", "2026-11-26-h200x4-eager-cache:tp2-prof")
 SMOKE = RESULTS / "2026-11-25-h100x2-smoke-pass"
 LARGE_GIB, MAX_RATIO = 10, 1.35
 

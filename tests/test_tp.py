@@ -9,8 +9,11 @@ plans through real collectives, backward included.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from conftest import torchrun
 
 from shardwise.tp import RowPlan
 
@@ -51,3 +54,24 @@ def test_each_rank_gets_megatrons_rows(heads, rows_per_head, tp):
 def test_plain_split_needs_no_collective():
     assert RowPlan.of((8,), 4, 4, 0) is None
     assert RowPlan.of((4, 2, 2), 4, 2, 0) is not None  # a fused projection always regroups
+
+
+def test_eager_tp_reads_cached_copies_with_per_read_numerics(tmp_path):
+    """Eager TP without FSDP (tp=2, bf16 compute on fp32 master weights, tied embedding, full checkpointing, 4
+    micro-batches): each module reads one cached bf16 copy of a parameter until an optimizer step changes it (the
+    tied lm_head its own), and two steps give bit for bit the gradients and weights of casting on every read."""
+    out = tmp_path / "results.pt"
+    overrides = {"model.preset": "tiny-qwen2", "model.dtype": "float32", "train.dtype": "bfloat16",
+                 "parallel.tp": 2, "parallel.dp_shard": 1, "train.activation_checkpointing": "full",
+                 "train.seq_len": 32, "train.global_batch_size": 4, "train.micro_batch_size": 1,
+                 "train.compile": "false", "output.progress": False}
+    torchrun(2, "_param_cache_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
+    cached, per_read = (r := torch.load(out))["cached"], r["per_read"]
+    assert cached["dtype"] == torch.bfloat16
+    assert cached["reads_agree"] and cached["tied_reads_differ"] and cached["renewed"]
+    assert not per_read["reads_agree"]
+    for step, (got, want) in enumerate(zip(cached["grads"], per_read["grads"], strict=True)):
+        for name, grad in want.items():
+            assert torch.equal(got[name], grad), f"step {step + 1} gradient of {name}"
+    for name, weight in per_read["weights"].items():
+        assert torch.equal(cached["weights"][name], weight), name

@@ -64,8 +64,10 @@ gradient, held until its reduce-scatter at the end; that reduce-scatter adds its
 output. With several micro-batches per step and ``parallel.defer_grad_reduce``, the unsharded fp32
 gradients of the whole TP shard accumulate until the last one. Without FSDP (one data-parallel
 rank) and with ``model.dtype`` wider than the compute dtype, each weight's compute-dtype copy stays
-saved for backward (with full checkpointing only the root's and the recomputed block's) and a
-block's gradient arrives in compute dtype before it is added to the master one.
+alive: eager, every one, cached from its first read to the next optimizer step (``shardwise.tp``);
+in compiled blocks, cast per read, those saved for backward (with full checkpointing only the
+recomputed block's; the root runs eager). A block's gradient arrives in compute dtype before it
+is added to the master one.
 
 **The peak** (``total``) is the largest of three phases, never the sum of every term (gradients and
 most activations never coexist): ``loss``, when the loss's backward starts: training state but the
@@ -310,14 +312,14 @@ CUDA_RUNTIME_BYTES = 256 * 2**20
 def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_bytes: int,
            acts: dict[str, float], defer_grad_reduce: bool = False, cuda: bool = False,
            fsdp: bool = True, master_bytes: int = FP32, checkpointing: str = "none", shard: int = 1,
-           reshard_after_forward: bool = True) -> dict[str, float]:
+           compiled: bool = False, reshard_after_forward: bool = True) -> dict[str, float]:
     """Bytes per device: rank 0's exact training state and the estimated transients, each term once, and the peak
     (``total``): the largest of the three phases in ``phases`` (see the module docstring).
 
     ``master_bytes`` is ``model.dtype``'s size: the weights, their gradients and AdamW's moments are all in it.
     ``unit_numels[0]`` is the root's (embeddings, final norm, lm_head), then one per block, as ``fsdp_comm``;
-    ``shard`` is the FSDP shard group's size, ``dp_shard * cp``; without ``reshard_after_forward`` every
-    block stays gathered from its forward to its backward."""
+    ``shard`` is the FSDP shard group's size, ``dp_shard * cp``; ``compiled``: the blocks run compiled; without
+    ``reshard_after_forward`` every block stays gathered from its forward to its backward."""
     root, largest = unit_numels[0], max(unit_numels[1:], default=0)
     if fsdp:
         gathered = 2 * largest if reshard_after_forward else sum(unit_numels[1:])
@@ -326,7 +328,8 @@ def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_b
         end = {"fsdp_root_reduce": (param_bytes + FP32 + FP32 / shard) * root + FP32 * largest}
     else:
         cast = param_bytes if param_bytes < master_bytes else 0  # a compute copy only when the dtypes differ
-        kept = sum(unit_numels[1:]) if checkpointing != "full" else largest  # full: only the recomputed block's
+        # eager reads keep every block's copy cached; compiled blocks cast per read (full: recomputed block's only)
+        kept = largest if compiled and checkpointing == "full" else sum(unit_numels[1:])
         resident = {"compute_copies": cast * (root + kept)}
         backward = {"unreduced_grads": cast * largest}
         end = {}

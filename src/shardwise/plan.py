@@ -151,7 +151,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         acts = estimate.activation_bytes(dataclasses.replace(dims, batch=micro_batch), mode, e, tp, sp, lp, compiled)
         return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce,
                                cuda, fsdp, getattr(torch, cfg.model.dtype).itemsize, mode,
-                               layout.dp_shard * layout.cp, reshard)
+                               layout.dp_shard * layout.cp, compiled, reshard)
 
     return {
         "num_params": num_params(model),
