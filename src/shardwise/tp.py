@@ -28,7 +28,6 @@ style each submodule of an architecture gets.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
@@ -42,7 +41,6 @@ from torch.compiler import is_compiling
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distribute_tensor
 from torch.optim.optimizer import register_optimizer_step_post_hook
-from torch.utils.weak import WeakIdKeyDictionary
 
 from shardwise.mesh import TP_DIM
 
@@ -336,7 +334,7 @@ def _compute_copy(module: nn.Module, name: str, param: DTensor, dtype: torch.dty
     Per read, ``to_local`` and the cast each cost a Python autograd Function or subclass dispatch,
     forward and backward, and the gradient a DTensor accumulation: a fifth of an eager tp=2 step's
     host time (Qwen2-1.5B on 2xH200, where the host, not the GPU, sets the pace). The cached copy is
-    one cast of ``_grad_leaf(param)`` per step; its gradients reach that leaf through the cast's
+    one cast of ``_grad_leaf(module, name, param)`` per step; its gradients reach that leaf through the cast's
     backward (which saves no tensor, so every micro-batch's backward can pass through it again). A
     recomputing checkpoint reads the same copy again, as it must: it only replaces saved tensors.
     Autograd sums the gradients of several reads of one copy in ``dtype``, as it would of one
@@ -346,43 +344,41 @@ def _compute_copy(module: nn.Module, name: str, param: DTensor, dtype: torch.dty
     copy = module._tp_copies.get(name)
     stamp = _stamp(param)
     if copy is None or copy.local is not param._local_tensor or copy.stamp != stamp:
-        leaf = _grad_leaf(param)
+        leaf = _grad_leaf(module, name, param)
         with torch.enable_grad():  # a copy made in evaluation serves training too
             tensor = leaf if leaf.dtype == dtype else leaf.to(dtype)
         copy = module._tp_copies[name] = _ComputeCopy(tensor, param._local_tensor, stamp)
     return copy.tensor
 
 
-_grad_leaves: WeakIdKeyDictionary = WeakIdKeyDictionary()  # a parameter's local shard -> its leaf
-
-
-def _grad_leaf(param: DTensor) -> torch.Tensor:
+def _grad_leaf(module: nn.Module, name: str, param: DTensor) -> torch.Tensor:
     """The autograd leaf of every compute copy of ``param``: its local shard, aliased (no copy; like
     ``to_local``, which compute read before), with a hook that moves each backward's gradient into ``param.grad``.
 
     One leaf per parameter, not per copy: the embedding and a tied ``lm_head`` hold one parameter
     through two modules, and their two upcast gradients must be summed (in the master dtype, by
     autograd, as they were at the DTensor) before they are added to ``param.grad``, or the sum of a
-    second micro-batch would round differently. The hook holds ``param`` weakly, so a leaf
-    lives no longer than the shard it aliases.
+    second micro-batch would round differently. The parameter holds its leaf (with the shard it
+    aliases, to tell a replaced shard); nothing holds a weak reference to either, which would stop
+    ``Module.to_empty`` and ``_apply`` from swapping a DTensor parameter for its new tensor (and the
+    swap, exchanging the two tensors' attributes, leaves a stale leaf behind).
     """
     local = param._local_tensor
-    leaf = _grad_leaves.get(local)
-    if leaf is None or leaf.requires_grad != param.requires_grad:
+    held = getattr(param, "_tp_leaf", None)
+    if held is None or held[0] is not local or held[1].requires_grad != param.requires_grad:
         leaf = local.detach().requires_grad_(param.requires_grad)
         if leaf.requires_grad:
-            leaf.register_post_accumulate_grad_hook(partial(_move_grad, weakref.ref(param)))
-        _grad_leaves[local] = leaf
-    return leaf
+            leaf.register_post_accumulate_grad_hook(partial(_move_grad, module, name))
+        param._tp_leaf = held = (local, leaf)
+    return held[1]
 
 
 @torch.no_grad()
-def _move_grad(param_ref: weakref.ref, leaf: torch.Tensor) -> None:
-    """Add one backward's gradient of ``param``'s leaf to ``param.grad`` (a DTensor with ``param``'s placements,
-    made on the first micro-batch), as autograd's accumulation into the DTensor itself would."""
-    grad, leaf.grad, param = leaf.grad, None, param_ref()
-    if param is None:
-        return
+def _move_grad(module: nn.Module, name: str, leaf: torch.Tensor) -> None:
+    """Add one backward's gradient of a parameter's leaf to the gradient of ``module``'s parameter ``name`` (a
+    DTensor with the parameter's placements, made on the first micro-batch), as autograd's accumulation into
+    the DTensor itself would."""
+    grad, leaf.grad, param = leaf.grad, None, module._parameters[name]
     if param.grad is None:
         param.grad = DTensor.from_local(grad, param.device_mesh, param.placements, run_check=False,
                                         shape=param.shape, stride=param.stride())
