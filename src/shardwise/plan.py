@@ -145,9 +145,9 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     per_rank = cfg.train.global_batch_size // layout.dp
     compiled = cfg.train.compiles("cuda" if cuda else "cpu")
 
-    fsdp, reshard = layout.dp_cp > 1, cfg.parallel.reshard_after_forward
+    fsdp, configured = layout.dp_cp > 1, cfg.parallel.reshard_after_forward
 
-    def memory_for(mode: str, micro_batch: int, reshard: bool = reshard) -> dict[str, float]:
+    def memory_for(mode: str, micro_batch: int, reshard: bool = configured) -> dict[str, float]:
         acts = estimate.activation_bytes(dataclasses.replace(dims, batch=micro_batch), mode, e, tp, sp, lp, compiled)
         return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce,
                                cuda, fsdp, getattr(torch, cfg.model.dtype).itemsize, mode,
@@ -160,11 +160,12 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         "parameters": param_table(layout_rows),
         "memory_bytes": memory_for(cfg.train.activation_checkpointing, dims.batch),
         "memory_options": [{"activation_checkpointing": mode, "micro_batch_size": mb,
-                            "reshard_after_forward": keep if fsdp else None, "total_bytes": memory_for(mode, mb, keep)["total"]}
+                            "reshard_after_forward": reshard if fsdp else None,
+                            "total_bytes": memory_for(mode, mb, reshard)["total"]}
                            for mode in RECOMMEND_ORDER for mb in _micro_batch_choices(per_rank)
-                           for keep in ((True, False) if fsdp else (reshard,))],
+                           for reshard in ((True, False) if fsdp else (configured,))],
         "comm_bytes": {**comm, "fsdp": estimate.fsdp_comm(units, layout.dp_shard * layout.cp, layout.dp_replicate, e,
-                                                          micro_batches, cfg.parallel.defer_grad_reduce, reshard)},
+                                                          micro_batches, cfg.parallel.defer_grad_reduce, configured)},
     }
 
 
@@ -199,7 +200,7 @@ def recommend(options: list[dict[str, Any]], budget_gib: float) -> dict[str, Any
     return None
 
 
-def setting_flags(rec: dict[str, Any]) -> str:
+def _setting_flags(rec: dict[str, Any]) -> str:
     """A recommendation as the flags that choose it."""
     keep = "" if rec["reshard_after_forward"] is None else (
         f" --parallel.reshard_after_forward={str(rec['reshard_after_forward']).lower()}")
@@ -363,7 +364,7 @@ def _recommendation(rec: dict[str, Any] | None, budget_gib: float, master_dtype:
                 f"{_larger_layout(master_dtype)}")
     fill = (f"tight: above {RECOMMEND_HEADROOM:.0%} of it, the allocator may need more" if rec["tight"]
             else f"within {RECOMMEND_HEADROOM:.0%} of it")
-    return f"  recommended for {budget_gib:g} GiB ({fill}): {setting_flags(rec)} (about {_size(rec['total_bytes'])})"
+    return f"  recommended for {budget_gib:g} GiB ({fill}): {_setting_flags(rec)} (about {_size(rec['total_bytes'])})"
 
 
 def render(r: dict[str, Any]) -> str:
@@ -395,7 +396,7 @@ def memory_warning(cfg: Config, world_size: int, device_memory_gib: float | None
         return None
     rec = report["recommended"]
     fix = (f"nothing fits; {_larger_layout(report['master_dtype'])}" if rec is None
-           else f"shardwise plan recommends {setting_flags(rec)}")
+           else f"shardwise plan recommends {_setting_flags(rec)}")
     return (f"shardwise: warning: this run needs about {_size(report['memory_bytes']['total'])} per device by "
             f"shardwise plan's estimate, more than the {report['device_memory_gib']:.1f} GiB there; {fix}")
 
