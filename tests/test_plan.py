@@ -315,9 +315,10 @@ LARGE_GIB, MAX_RATIO = 10, 1.35
 def sweep_args(folder: str, key: str, r: dict) -> list[str]:
     """The ``shardwise plan`` arguments of one ``shardwise bench`` record."""
     layout = {"cp": 1, **r["layout"]}  # records from before context parallelism have no cp
-    master = "bfloat16" if "bf16" in key.split("/")[0] or f"{folder}:{key}".startswith(BF16_ROWS) else "float32"
-    ring = ["--parallel.cp_exchange=ring", "--data.packing=false"] if "ring" in key.split("/")[0] else []
-    keep = ["--parallel.reshard_after_forward=false"] if "keep" in key.split("/")[0] else []
+    run = key.split("/")[0]  # the run's folder name says its bf16 weights, ring and kept blocks
+    master = "bfloat16" if "bf16" in run or f"{folder}:{key}".startswith(BF16_ROWS) else "float32"
+    ring = ["--parallel.cp_exchange=ring", "--data.packing=false"] if "ring" in run else []
+    keep = ["--parallel.reshard_after_forward=false"] if "keep" in run else []
     return [f"--world-size={layout['world_size']}", f"--model.preset={r['preset']}", f"--model.dtype={master}",
             *(f"--parallel.{k}={layout[k]}" for k in ("dp_replicate", "dp_shard", "cp", "tp")),
             f"--parallel.sequence_parallel={r['sequence_parallel'] or layout['tp'] == 1}",

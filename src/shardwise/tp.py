@@ -317,15 +317,15 @@ class _ComputeCopy(NamedTuple):
     """What compute reads of one (module, parameter name) without FSDP, and what it was made from."""
 
     tensor: torch.Tensor
-    local: torch.Tensor  # the parameter's local shard
-    stamp: tuple[int, int, int, bool]
+    leaf: torch.Tensor  # ``_grad_leaf``'s, which changes with the shard and with ``requires_grad``
+    stamp: tuple[int, int, int]
 
 
-def _stamp(param: DTensor) -> tuple[int, int, int, bool]:
-    """What moves whenever ``param``'s values or ``requires_grad`` may have changed: optimizer steps, in-place
-    ops on the DTensor (``copy_``, ``load_state_dict``) and on its local shard (``init_weights``, loads).
-    Writes through ``.data`` go unseen, as autograd does not see them either."""
-    return _OptimizerSteps.count, param._version, param._local_tensor._version, param.requires_grad
+def _stamp(param: DTensor) -> tuple[int, int, int]:
+    """What moves whenever ``param``'s values may have changed: optimizer steps, in-place ops on the DTensor
+    (``copy_``, ``load_state_dict``) and on its local shard (``init_weights``, loads). Writes through
+    ``.data`` go unseen, as autograd does not see them either."""
+    return _OptimizerSteps.count, param._version, param._local_tensor._version
 
 
 def _compute_copy(module: nn.Module, name: str, param: DTensor, dtype: torch.dtype) -> torch.Tensor:
@@ -334,20 +334,18 @@ def _compute_copy(module: nn.Module, name: str, param: DTensor, dtype: torch.dty
     Per read, ``to_local`` and the cast each cost a Python autograd Function or subclass dispatch,
     forward and backward, and the gradient a DTensor accumulation: a fifth of an eager tp=2 step's
     host time (Qwen2-1.5B on 2xH200, where the host, not the GPU, sets the pace). The cached copy is
-    one cast of ``_grad_leaf(module, name, param)`` per step; its gradients reach that leaf through the cast's
-    backward (which saves no tensor, so every micro-batch's backward can pass through it again). A
+    one cast of ``_grad_leaf(module, name, param)`` per step; its gradients reach that leaf through the
+    cast's backward (which saves no tensor, so every micro-batch's backward can pass through it again). A
     recomputing checkpoint reads the same copy again, as it must: it only replaces saved tensors.
     Autograd sums the gradients of several reads of one copy in ``dtype``, as it would of one
     read's uses; disjoint reads (an expert's slice each) sum exactly, as today's separate casts did.
     One copy per (module, name) stays alive between steps: ``estimate.memory``'s ``compute_copies``.
     """
-    copy = module._tp_copies.get(name)
-    stamp = _stamp(param)
-    if copy is None or copy.local is not param._local_tensor or copy.stamp != stamp:
-        leaf = _grad_leaf(module, name, param)
+    copy, leaf, stamp = module._tp_copies.get(name), _grad_leaf(module, name, param), _stamp(param)
+    if copy is None or copy.leaf is not leaf or copy.stamp != stamp:
         with torch.enable_grad():  # a copy made in evaluation serves training too
             tensor = leaf if leaf.dtype == dtype else leaf.to(dtype)
-        copy = module._tp_copies[name] = _ComputeCopy(tensor, param._local_tensor, stamp)
+        copy = module._tp_copies[name] = _ComputeCopy(tensor, leaf, stamp)
     return copy.tensor
 
 
