@@ -18,6 +18,7 @@ COMMON="--model.preset=$PRESET --parallel.tp=$TP --train.seq_len=$SEQ --bench.wa
 COMMON+=" --bench.profile=${PROFILE:-false} ${EXTRA:-}"  # PROFILE=true: one more step profiled (bench.profile)
 declare -A ROWS=(
   [sw-full-eager]="--train.activation_checkpointing=full --train.compile=false --train.micro_batch_size=1"
+  [sw-full-eager-graphs]="--train.activation_checkpointing=full --train.compile=false --train.micro_batch_size=1 --train.cudagraphs=true"
   [sw-full-compile]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1"
   [sw-sel-compile]="--train.activation_checkpointing=selective --train.compile=true --train.micro_batch_size=1"
   [sw-none-eager]="--train.activation_checkpointing=none --train.compile=false --train.micro_batch_size=1"

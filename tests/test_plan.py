@@ -319,13 +319,14 @@ def sweep_args(folder: str, key: str, r: dict) -> list[str]:
     master = "bfloat16" if "bf16" in run or f"{folder}:{key}".startswith(BF16_ROWS) else "float32"
     ring = ["--parallel.cp_exchange=ring", "--data.packing=false"] if "ring" in run else []
     keep = ["--parallel.reshard_after_forward=false"] if "keep" in run else []
+    graphs = ["--train.cudagraphs=true"] if r.get("cudagraphs") else []
     return [f"--world-size={layout['world_size']}", f"--model.preset={r['preset']}", f"--model.dtype={master}",
             *(f"--parallel.{k}={layout[k]}" for k in ("dp_replicate", "dp_shard", "cp", "tp")),
             f"--parallel.sequence_parallel={r['sequence_parallel'] or layout['tp'] == 1}",
             f"--parallel.loss_parallel={r['loss_parallel'] or layout['tp'] == 1}", f"--train.dtype={r['dtype']}",
             f"--train.compile={str(r['compile']).lower()}",
             *(f"--train.{k}={r[k]}" for k in ("seq_len", "global_batch_size", "micro_batch_size",
-                                              "activation_checkpointing")), *ring, *keep]
+                                              "activation_checkpointing")), *ring, *keep, *graphs]
 
 
 def measured_rows(work: Path) -> list[tuple[str, list[str], float]]:

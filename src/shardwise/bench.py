@@ -111,6 +111,7 @@ def summarize(run: Run, times: list[float]) -> dict[str, Any]:
         "dtype": str(compute_dtype(cfg, run.device)).removeprefix("torch."),
         "activation_checkpointing": cfg.train.activation_checkpointing,
         "compile": cfg.train.compiles(run.device.type),
+        "cudagraphs": cfg.train.cudagraphs,
         "sequence_parallel": layout.tp > 1 and cfg.parallel.sequence_parallel,  # in effect only with TP
         "loss_parallel": run.loss_parallel,
         "step_time_s_median": median,

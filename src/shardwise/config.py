@@ -61,6 +61,7 @@ class TrainConfig:
     dtype: str = "auto"
     activation_checkpointing: str = "none"
     compile: str = "auto"  # auto = on where CUDA is present (see ``compiles``)
+    cudagraphs: bool = False  # replay eager blocks as CUDA graphs (one data-parallel rank; ``shardwise.graphs``)
     fused_optimizer: bool = True
     log_every: int = 1
     eval_every: int = 50  # steps between held-out losses; 0 = never
@@ -68,8 +69,8 @@ class TrainConfig:
 
     def compiles(self, device_type: str) -> bool:
         """Whether blocks and loss are compiled: ``true``, or ``auto`` on GPUs (the fast default there;
-        on CPU compilation costs more time than a smoke run saves)."""
-        return self.compile == "true" or (self.compile == "auto" and device_type == "cuda")
+        on CPU compilation costs more time than a smoke run saves) unless ``cudagraphs`` replays eager blocks."""
+        return self.compile == "true" or (self.compile == "auto" and device_type == "cuda" and not self.cudagraphs)
 
 
 @dataclass
@@ -248,9 +249,13 @@ def validate(cfg: Config) -> None:
     parse_signals(cfg.checkpoint.on_signal)
     if cfg.checkpoint.keep < 1:
         raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} must be >= 1")
-    if p.async_tp and not (t.compile != "false" and p.tp > 1 and p.sequence_parallel):
-        raise ConfigError("parallel.async_tp=true needs train.compile (auto or true), parallel.tp > 1 and "
-                          "parallel.sequence_parallel=true (it pipelines the SP all-gather/reduce-scatter)")
+    if t.cudagraphs and t.compile == "true":
+        raise ConfigError("train.cudagraphs=true replays eager blocks (compiled ones launch few kernels already); "
+                          "set train.compile=auto or false")
+    if p.async_tp and not (t.compile != "false" and not t.cudagraphs and p.tp > 1 and p.sequence_parallel):
+        raise ConfigError("parallel.async_tp=true needs train.compile (auto or true), train.cudagraphs=false, "
+                          "parallel.tp > 1 and parallel.sequence_parallel=true (it pipelines the SP "
+                          "all-gather/reduce-scatter in compiled blocks)")
     for key, value in (("train.eval_every", t.eval_every), ("data.num_proc", cfg.data.num_proc)):
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")

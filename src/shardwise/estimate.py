@@ -155,6 +155,12 @@ class Dims:
         return self.batch * self.seq // self.cp
 
 
+def graph_buffer_bytes(d: Dims, e: int, tp: int, sp: bool) -> float:
+    """What CUDA graphs of the blocks (``shardwise.graphs``) keep beside the gradients: per block, the hidden states
+    it is replayed from and returns, and their two gradients."""
+    return 4 * d.layers * d.tokens * d.hidden * e / (tp if sp else 1)
+
+
 def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool, compiled: bool = False) -> float:
     """Activation bytes one decoder layer keeps per token until backward (see the module docstring)."""
     t_sp = tp if sp else 1
@@ -312,15 +318,19 @@ CUDA_RUNTIME_BYTES = 256 * 2**20
 def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_bytes: int,
            acts: dict[str, float], defer_grad_reduce: bool = False, cuda: bool = False,
            fsdp: bool = True, master_bytes: int = FP32, checkpointing: str = "none", shard: int = 1,
-           compiled: bool = False, reshard_after_forward: bool = True) -> dict[str, float]:
+           compiled: bool = False, reshard_after_forward: bool = True, graph_buffers: float | None = None
+           ) -> dict[str, float]:
     """Bytes per device: rank 0's exact training state and the estimated transients, each term once, and the peak
     (``total``): the largest of the three phases in ``phases`` (see the module docstring).
 
     ``master_bytes`` is ``model.dtype``'s size: the weights, their gradients and AdamW's moments are all in it.
     ``unit_numels[0]`` is the root's (embeddings, final norm, lm_head), then one per block, as ``fsdp_comm``;
     ``shard`` is the FSDP shard group's size, ``dp_shard * cp``; ``compiled``: the blocks run compiled; without
-    ``reshard_after_forward`` every block stays gathered from its forward to its backward."""
+    ``reshard_after_forward`` every block stays gathered from its forward to its backward. ``graph_buffers`` (not
+    None: the blocks replay CUDA graphs, ``graph_buffer_bytes``): graphs cast per read like compiled blocks, hold
+    every block's gradients as outputs of their backward graphs, and keep ``.grad`` between steps."""
     root, largest = unit_numels[0], max(unit_numels[1:], default=0)
+    graphs = graph_buffers is not None
     if fsdp:
         gathered = 2 * largest if reshard_after_forward else sum(unit_numels[1:])
         resident = {"fsdp_in_flight": param_bytes * (root + gathered)}
@@ -328,9 +338,12 @@ def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_b
         end = {"fsdp_root_reduce": (param_bytes + FP32 + FP32 / shard) * root + FP32 * largest}
     else:
         cast = param_bytes if param_bytes < master_bytes else 0  # a compute copy only when the dtypes differ
-        # eager reads keep every block's copy cached; compiled blocks cast per read (full: recomputed block's only)
-        kept = largest if compiled and checkpointing == "full" else sum(unit_numels[1:])
+        # eager reads keep every block's copy cached; compiled blocks and graphs cast per read (full: recomputed
+        # block's only)
+        kept = largest if (compiled or graphs) and checkpointing == "full" else sum(unit_numels[1:])
         resident = {"compute_copies": cast * (root + kept)}
+        if graphs:
+            resident |= {"graph_grads": master_bytes * sum(unit_numels[1:]), "graph_buffers": graph_buffers}
         backward = {"unreduced_grads": cast * largest}
         end = {}
     parts = {
@@ -343,7 +356,8 @@ def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_b
         "cuda_runtime": CUDA_RUNTIME_BYTES if cuda else 0.0,
     }
     state = parts["parameters"] + parts["optimizer_states"] + parts["gradient_accumulation"] + parts["cuda_runtime"]
-    earlier = parts["gradients"] if micro_batches > 1 else 0.0  # zero_grad(set_to_none) frees them after each step
+    # zero_grad(set_to_none) frees them after each step, unless graphs need them kept (``graphs.keep_grads``)
+    earlier = parts["gradients"] if micro_batches > 1 or graphs else 0.0
     held = state + sum(resident.values()) + earlier + acts["activations"] + acts.get("attention_masks", 0.0)
     phases = {"loss": held + acts["logits"],
               "backward": held + acts["recompute"] + sum(backward.values()),

@@ -63,13 +63,14 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
     from shardwise.load import checkpoint_files
     from shardwise.mesh import resolve_layout
     from shardwise.model import hf_config
-    from shardwise.parallelize import check_divisibility
+    from shardwise.parallelize import check_cudagraphs, check_divisibility
     from shardwise.plans import get_plan
 
     layout = resolve_layout(cfg.parallel, world_size)
     config = hf_config(cfg.model)
     get_plan(config, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     check_divisibility(config, cfg, layout.tp)
+    check_cudagraphs(cfg, config, layout, "cuda" if torch.cuda.is_available() else "cpu")
     if cfg.model.path:
         checkpoint_files(cfg.model.path)
     if command == "train":

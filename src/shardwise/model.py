@@ -94,6 +94,7 @@ class CausalLM(nn.Module):
         self.adapter = model_forward(hf.config)
         self.checkpoint_fn: Callable[..., torch.Tensor] | None = None
         self.context: Group | None = None  # the context-parallel group (``shardwise.cp``); None: whole rows
+        self.graphs: Callable[..., torch.Tensor] | None = None  # the blocks as CUDA graphs (``shardwise.graphs``)
 
     @property
     def config(self) -> PretrainedConfig:
@@ -123,13 +124,19 @@ class CausalLM(nn.Module):
         else:
             masks = [attention_mask] * len(windows)
         position_embeddings = adapter.position_embeddings(base, hidden, position_ids)
-        for layer, mask, rotary in zip(self.layers, masks, position_embeddings, strict=True):
-            args = (hidden,)
-            kwargs = dict(attention_mask=mask, position_ids=position_ids, position_embeddings=rotary)
-            hidden = self.checkpoint_fn(layer, *args, **kwargs) if self.checkpoint_fn else layer(*args, **kwargs)
+        calls = [(layer, dict(attention_mask=mask, position_ids=position_ids, position_embeddings=rotary))
+                 for layer, mask, rotary in zip(self.layers, masks, position_embeddings, strict=True)]
+        if self.graphs is not None and torch.is_grad_enabled():
+            hidden = self.graphs(hidden, calls, self._block)
+        else:
+            for layer, kwargs in calls:
+                hidden = self._block(layer, hidden, kwargs)
         logits = adapter.logits(self.hf.lm_head(base.norm(hidden)))
         # Sequence parallelism hands the head the tokens of every row as one flat sequence.
         return logits if logits.shape[:2] == input_ids.shape else logits.view(*input_ids.shape, -1)
+
+    def _block(self, layer: nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        return self.checkpoint_fn(layer, hidden, **kwargs) if self.checkpoint_fn else layer(hidden, **kwargs)
 
     def _mask(self, position_ids: torch.Tensor, dtype: torch.dtype, packed: bool | None,
               documents: torch.Tensor | None, window: int | None) -> torch.Tensor | None:

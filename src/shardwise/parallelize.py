@@ -18,7 +18,7 @@ from torch.utils.checkpoint import (
 )
 from transformers import PretrainedConfig
 
-from shardwise import cp
+from shardwise import cp, graphs
 from shardwise.config import Config, ConfigError
 from shardwise.mesh import Layout, Meshes
 from shardwise.model import CausalLM, tie_embeddings
@@ -109,17 +109,18 @@ def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: AN
     return CheckpointPolicy.MUST_SAVE if op in _SAVE_OPS else CheckpointPolicy.PREFER_RECOMPUTE
 
 
-def apply_activation_checkpointing(model: CausalLM, mode: str) -> None:
+def apply_activation_checkpointing(model: CausalLM, mode: str, keep_rng: bool = True) -> None:
     """``full`` recomputes whole blocks; ``selective`` keeps matmul, attention and collective outputs.
 
     The checkpoint wraps the call of each (possibly compiled) block in ``CausalLM.forward``, which
     keeps HF parameter names. Measured on 1xH100 (BENCHMARKS.md), wrapping each block's own
     ``forward`` inside the compiled region instead was slower: dynamo recompiled per block.
+    ``keep_rng=False`` skips saving the RNG states for the recompute (CUDA graphs: blocks without dropout).
     """
     if mode == "none":
         model.checkpoint_fn = None
         return
-    kwargs = {"use_reentrant": False}
+    kwargs = {"use_reentrant": False, "preserve_rng_state": keep_rng}
     if mode == "selective":
         kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, _selective_policy)
     model.checkpoint_fn = functools.partial(checkpoint, **kwargs)
@@ -158,6 +159,17 @@ def apply_compile(model: CausalLM) -> None:
         layer.forward = torch.compile(layer.forward, fullgraph=True)
 
 
+def check_cudagraphs(cfg: Config, config: PretrainedConfig, layout: Layout, device_type: str) -> None:
+    """Refuse ``train.cudagraphs=true`` where the blocks cannot be replayed (``graphs.errors``) or there is no GPU."""
+    if not cfg.train.cudagraphs:
+        return
+    if device_type != "cuda":
+        raise ConfigError("train.cudagraphs=true needs CUDA GPUs; set train.cudagraphs=false on CPU")
+    errors = graphs.errors(config, layout)
+    if errors:
+        raise ConfigError(errors[0])
+
+
 def apply_fsdp(model: CausalLM, mesh: DeviceMesh, param_dtype: torch.dtype, reshard_after_forward: bool) -> None:
     """One FSDP unit per decoder block plus the root (embedding, final norm, lm_head), sharded over ``dp_shard x cp``
     (``shardwise.mesh``).
@@ -190,7 +202,10 @@ def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, pa
         apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     if layout.cp > 1:
         apply_cp(model, meshes.cp, cfg.parallel.cp_exchange)
-    apply_activation_checkpointing(model, cfg.train.activation_checkpointing)
+    apply_activation_checkpointing(model, cfg.train.activation_checkpointing, keep_rng=not cfg.train.cudagraphs)
+    if cfg.train.cudagraphs:
+        check_cudagraphs(cfg, model.config, layout, meshes.tp.device_type)
+        model.graphs = graphs.BlockGraphs()
     if cfg.parallel.async_tp:
         apply_async_tp(meshes.tp)
     if cfg.train.compiles(meshes.tp.device_type):

@@ -115,10 +115,12 @@ def fsdp_units(model: CausalLM) -> list[int]:
     return units
 
 
-def no_async_tp(cfg: Config) -> Config:
-    """``cfg`` without async TP, as plan parallelizes its CPU meta model: async TP reschedules the same
-    collectives on GPUs (nothing to count) and refuses CPU."""
-    return dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, async_tp=False))
+def without_gpu_only(cfg: Config) -> Config:
+    """``cfg`` as plan parallelizes its CPU meta model: without async TP, which reschedules the same collectives on
+    GPUs (nothing to count), and without CUDA graphs, which replay them (``estimate.memory`` counts what their
+    graphs hold); both refuse CPU."""
+    return dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, async_tp=False),
+                               train=dataclasses.replace(cfg.train, cudagraphs=False))
 
 
 def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype, micro_batches: int,
@@ -131,7 +133,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         model = build_meta_model(config)
         styles = style_table(get_plan(config, sp, cfg.parallel.loss_parallel), model) if tp > 1 else []
         qk_norm = hasattr(model.layers[0].self_attn, "q_norm")
-        parallelize(model, no_async_tp(cfg), meshes, layout, dtype)
+        parallelize(model, without_gpu_only(cfg), meshes, layout, dtype)
         layout_rows = param_layout(model)
         units = fsdp_units(model)
         local = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
@@ -148,10 +150,12 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     fsdp, configured = layout.dp_cp > 1, cfg.parallel.reshard_after_forward
 
     def memory_for(mode: str, micro_batch: int, reshard: bool = configured) -> dict[str, float]:
-        acts = estimate.activation_bytes(dataclasses.replace(dims, batch=micro_batch), mode, e, tp, sp, lp, compiled)
+        shape = dataclasses.replace(dims, batch=micro_batch)
+        acts = estimate.activation_bytes(shape, mode, e, tp, sp, lp, compiled)
+        graphs = estimate.graph_buffer_bytes(shape, e, tp, sp) if cfg.train.cudagraphs else None
         return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce,
                                cuda, fsdp, getattr(torch, cfg.model.dtype).itemsize, mode,
-                               layout.dp_shard * layout.cp, compiled, reshard)
+                               layout.dp_shard * layout.cp, compiled, reshard, graphs)
 
     return {
         "num_params": num_params(model),

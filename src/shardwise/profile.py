@@ -13,7 +13,8 @@ trace's device kernels it reports:
   plus any time the host blocked inside an op (a synchronization).
 
 A step whose CPU time exceeds its GPU busy time, or whose GPU idles for much of the step, is
-CPU-bound: compiling (``train.compile``) or a larger micro-batch are the usual remedies.
+CPU-bound: compiling (``train.compile``), replaying eager blocks as CUDA graphs (``train.cudagraphs``, one
+data-parallel rank) or a larger micro-batch are the usual remedies.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def describe(p: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("communication", f"{p['comm_ms']:.1f} ms, {p['exposed_comm_ms']:.1f} ms exposed "
                                       "(not overlapped with compute)"))
         if busy < 0.8 or p["cpu_ops_ms"] > p["gpu_busy_ms"]:
-            rows.append(("verdict", "CPU-bound: the GPU waits on the host (try train.compile=true or a larger "
+            rows.append(("verdict", "CPU-bound: the GPU waits on the host (try train.compile=true, "
+                                    "train.cudagraphs=true with one data-parallel rank, or a larger "
                                     "train.micro_batch_size)"))
     rows.append(("trace", str(p["trace"])))
     return rows

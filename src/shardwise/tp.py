@@ -28,7 +28,8 @@ style each submodule of an architecture gets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any, NamedTuple
@@ -291,8 +292,12 @@ def _local_param(module: nn.Module, name: str) -> torch.Tensor | None:
     """
     param = module._parameters[name]
     dtype = module._tp_compute_dtype
-    if dtype is not None and isinstance(param, DTensor) and not is_compiling():
-        return _compute_copy(module, name, param, dtype)
+    if dtype is not None and param is not None and not is_compiling():
+        if _Capture.active:  # a CUDA graph reads the weights as they are at each replay: cast them in it
+            leaf = _grad_leaf(module, name, param)
+            return leaf if leaf.dtype == dtype else leaf.to(dtype)
+        if isinstance(param, DTensor):
+            return _compute_copy(module, name, param, dtype)
     if isinstance(param, DTensor) and param.device_mesh.mesh_dim_names == (TP_DIM,):
         param = param.to_local()
     return param if dtype is None or param is None or param.dtype == dtype else param.to(dtype)
@@ -311,6 +316,42 @@ class _OptimizerSteps:
 
 
 register_optimizer_step_post_hook(_OptimizerSteps.tick)
+
+
+class _Capture:
+    """Whether CUDA graphs are being captured (``capturing``): their reads cast the parameter itself, as compiled
+    blocks' do, since a cached copy would be read at the address it had when the graph was captured."""
+
+    active = False
+
+
+@contextmanager
+def capturing() -> Iterator[None]:
+    _Capture.active = True
+    try:
+        yield
+    finally:
+        _Capture.active = False
+
+
+def renew_grad_leaves(module: nn.Module) -> list[torch.Tensor]:
+    """New ``_grad_leaf``s of ``module``'s trainable parameters (read through ``compute_in``: no FSDP), which a
+    capture reads (``capturing``), one per parameter.
+
+    Autograd runs each leaf's gradient accumulation on the stream that was current when it made the
+    accumulator, and keeps it while any graph of the leaf lives: a capture must not find one made on the
+    training stream (the capture fails), and replays must not pass the leaves that the captured graphs hold,
+    whose accumulators were made on the capture's warmup stream (every replay would sync with it). So
+    ``shardwise.graphs`` captures with new leaves and replays with newer ones.
+    """
+    leaves: dict[int, torch.Tensor] = {}
+    for sub in module.modules():
+        for name, param in sub._parameters.items():
+            if param is not None and param.requires_grad and getattr(sub, "_tp_compute_dtype", None) is not None:
+                vars(param).pop("_tp_leaf", None)
+                leaf = _grad_leaf(sub, name, param)
+                leaves.setdefault(id(leaf), leaf)
+    return list(leaves.values())
 
 
 class _ComputeCopy(NamedTuple):
@@ -349,7 +390,7 @@ def _compute_copy(module: nn.Module, name: str, param: DTensor, dtype: torch.dty
     return copy.tensor
 
 
-def _grad_leaf(module: nn.Module, name: str, param: DTensor) -> torch.Tensor:
+def _grad_leaf(module: nn.Module, name: str, param: torch.Tensor) -> torch.Tensor:
     """The autograd leaf of every compute copy of ``param``: its local shard, aliased (no copy; like
     ``to_local``, which compute read before), with a hook that moves each backward's gradient into ``param.grad``.
 
@@ -359,12 +400,13 @@ def _grad_leaf(module: nn.Module, name: str, param: DTensor) -> torch.Tensor:
     second micro-batch would round differently. The parameter holds its leaf (with the shard it
     aliases, to tell a replaced shard); nothing holds a weak reference to either, which would stop
     ``Module.to_empty`` and ``_apply`` from swapping a DTensor parameter for its new tensor (and the
-    swap, exchanging the two tensors' attributes, leaves a stale leaf behind).
+    swap, exchanging the two tensors' attributes, leaves a stale leaf behind). A plain parameter's leaf (CUDA
+    graphs' reads, ``capturing``) aliases the parameter itself.
     """
-    local = param._local_tensor
+    local = param._local_tensor if isinstance(param, DTensor) else None
     held = getattr(param, "_tp_leaf", None)
     if held is None or held[0] is not local or held[1].requires_grad != param.requires_grad:
-        leaf = local.detach().requires_grad_(param.requires_grad)
+        leaf = (param if local is None else local).detach().requires_grad_(param.requires_grad)
         if leaf.requires_grad:
             leaf.register_post_accumulate_grad_hook(partial(_move_grad, module, name))
         param._tp_leaf = held = (local, leaf)
@@ -373,15 +415,15 @@ def _grad_leaf(module: nn.Module, name: str, param: DTensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _move_grad(module: nn.Module, name: str, leaf: torch.Tensor) -> None:
-    """Add one backward's gradient of a parameter's leaf to the gradient of ``module``'s parameter ``name`` (a
-    DTensor with the parameter's placements, made on the first micro-batch), as autograd's accumulation into
-    the DTensor itself would."""
+    """Add one backward's gradient of a parameter's leaf to the gradient of ``module``'s parameter ``name`` (for a
+    DTensor a DTensor with the parameter's placements, made on the first micro-batch), as autograd's accumulation
+    into the parameter itself would."""
     grad, leaf.grad, param = leaf.grad, None, module._parameters[name]
     if param.grad is None:
-        param.grad = DTensor.from_local(grad, param.device_mesh, param.placements, run_check=False,
-                                        shape=param.shape, stride=param.stride())
+        param.grad = grad if not isinstance(param, DTensor) else DTensor.from_local(
+            grad, param.device_mesh, param.placements, run_check=False, shape=param.shape, stride=param.stride())
     else:
-        param.grad._local_tensor.add_(grad)
+        (param.grad._local_tensor if isinstance(param.grad, DTensor) else param.grad).add_(grad)
 
 
 @cache

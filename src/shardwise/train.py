@@ -18,6 +18,7 @@ from shardwise import checkpoint, inject
 from shardwise.config import Config, parse_signals
 from shardwise.data import Batch, StepBatches, build_tokenizer, load_data
 from shardwise.faults import NONFINITE_EXIT, PREEMPTED_EXIT, Stop, StopSignals, Watchdog, nonfinite
+from shardwise.graphs import keep_grads
 from shardwise.loss import global_token_count, reduce_over_ranks
 from shardwise.metrics import (
     MetricsWriter,
@@ -46,6 +47,8 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
     # FSDP averages gradients over its dp x cp ranks; scaling by their count turns that average into the global sum.
     scale = run.layout.dp_cp / n_tokens
     loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
+    if run.cfg.train.cudagraphs:
+        keep_grads(run.model)
     for i, batch in enumerate(micro_batches):
         if isinstance(run.model, FSDPModule):
             run.model.set_requires_gradient_sync(i == len(micro_batches) - 1 or not run.cfg.parallel.defer_grad_reduce)
@@ -84,7 +87,7 @@ def optimizer_step(run: Run, loss: float = 0.0) -> tuple[float, float, str | Non
         if failed is None:
             run.optimizer.step()
         run.scheduler.step()
-    run.optimizer.zero_grad(set_to_none=True)
+    run.optimizer.zero_grad(set_to_none=not run.cfg.train.cudagraphs)  # CUDA graphs add into kept gradients
     return grad_norm, lr, failed
 
 

@@ -1,0 +1,59 @@
+"""``shardwise.graphs``: the blocks replayed as CUDA graphs give the eager blocks' numbers, and what graphs cannot
+replay is refused before launch.
+
+CUDA graphs need a GPU; here ``make_graphed_callables`` is replaced by a CPU stand-in that keeps its contract
+(fixed input buffers, outputs and gradients overwritten by the next call; ``_graphs_worker.py``), so the test
+proves shardwise's side of it: which tensors feed the graphs, how parameters are read while capturing, and how
+gradients accumulate over micro-batches. BENCHMARKS.md has the same comparison on GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import torchrun
+
+from shardwise.config import ConfigError, load_config
+from shardwise.graphs import errors
+from shardwise.mesh import Layout
+from shardwise.model import hf_config
+from shardwise.parallelize import check_cudagraphs
+
+
+@pytest.mark.parametrize("tp", [2, 1])
+def test_graphed_blocks_train_as_eager_blocks(tmp_path, tp):
+    """TP (DTensor parameters) and one device (plain ones), bf16 compute on fp32 master weights, a tied embedding,
+    full checkpointing, 4 micro-batches a step: two steps through the graphs give bit for bit the losses,
+    gradients and weights of eager blocks."""
+    out = tmp_path / "results.pt"
+    overrides = {"model.preset": "tiny-qwen2", "model.dtype": "float32", "train.dtype": "bfloat16",
+                 "parallel.tp": tp, "parallel.dp_shard": 1, "train.activation_checkpointing": "full",
+                 "train.seq_len": 32, "train.global_batch_size": 4, "train.micro_batch_size": 1,
+                 "train.compile": "false", "output.progress": False}
+    torchrun(tp, "_graphs_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
+    eager, graphed = (r := torch.load(out))["eager"], r["graphed"]
+    assert r["captures"] == 1 and graphed["captures"] == 1  # one capture, replayed for 8 micro-batches
+    assert graphed["losses"] == eager["losses"]
+    for step, (got, want) in enumerate(zip(graphed["grads"], eager["grads"], strict=True)):
+        for name, grad in want.items():
+            assert torch.equal(got[name], grad), f"step {step + 1} gradient of {name}"
+    for name, weight in eager["weights"].items():
+        assert torch.equal(graphed["weights"][name], weight), name
+
+
+def test_refuses_what_graphs_cannot_replay():
+    cfg = load_config(None, {"model.preset": "tiny-qwen2", "train.cudagraphs": True})
+    config = hf_config(cfg.model)
+    assert errors(config, Layout(1, 1, 1, 2)) == []
+    assert "one data-parallel rank" in errors(config, Layout(1, 2, 1, 1))[0]
+    config.attention_dropout = 0.1
+    assert "dropout (attention_dropout=0.1)" in errors(config, Layout(1, 1, 1, 2))[0]
+    moe = hf_config(load_config(None, {"model.preset": "tiny-qwen2-moe"}).model)
+    assert "mixture-of-experts" in errors(moe, Layout(1, 1, 1, 2))[0]
+    with pytest.raises(ConfigError, match="needs CUDA GPUs; set train.cudagraphs=false"):
+        check_cudagraphs(cfg, hf_config(cfg.model), Layout(1, 1, 1, 2), "cpu")
+    with pytest.raises(ConfigError, match="set train.compile=auto or false"):
+        load_config(None, {"train.cudagraphs": True, "train.compile": "true"})
+    assert not load_config(None, {"train.cudagraphs": True}).train.compiles("cuda")  # auto: eager blocks, replayed
