@@ -57,3 +57,25 @@ def test_refuses_what_graphs_cannot_replay():
     with pytest.raises(ConfigError, match="set train.compile=auto or false"):
         load_config(None, {"train.cudagraphs": True, "train.compile": "true"})
     assert not load_config(None, {"train.cudagraphs": True}).train.compiles("cuda")  # auto: eager blocks, replayed
+
+
+def test_plan_checks_graphs_and_counts_their_memory(capsys):
+    """``shardwise plan`` names what graphs cannot replay, and counts what they hold: the blocks' gradients in the
+    master dtype and four hidden-state buffers per block, no cached compute copies of the blocks."""
+    from shardwise.cli import main
+
+    common = ["plan", "--model.preset=qwen2-1.5b", "--world-size=2", "--train.seq_len=4096", "--train.compile=false",
+              "--train.global_batch_size=8", "--train.micro_batch_size=1", "--train.activation_checkpointing=full",
+              "--device-memory-gib=80", "--json"]  # planned as on GPUs: bf16 compute on fp32 master weights
+    assert main([*common, "--parallel.tp=1", "--train.cudagraphs=true"]) == 1
+    assert "train.cudagraphs=true needs one data-parallel rank" in capsys.readouterr().out
+    memory = {}
+    for graphed in (False, True):
+        assert main([*common, "--parallel.tp=2", f"--train.cudagraphs={str(graphed).lower()}"]) == 0
+        memory[graphed] = json.loads(capsys.readouterr().out)["memory_bytes"]
+    blocks = 1_543_714_304 - 151_936 * 1536 - 1536  # every block's parameters: not the (tied) embedding, final norm
+    norms = 28 * 2 * 1536  # replicated over TP ranks; the rest is split in two
+    assert memory[True]["graph_grads"] == 4 * ((blocks - norms) / 2 + norms)
+    assert memory[True]["graph_buffers"] == 4 * 28 * 4096 * 1536 * 2 / 2
+    assert memory[True]["compute_copies"] < memory[False]["compute_copies"] / 4
+

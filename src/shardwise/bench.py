@@ -24,7 +24,7 @@ import transformers
 
 from shardwise.config import Config
 from shardwise.data import Batch, StepBatches, TokenWindows
-from shardwise.metrics import device_peak_flops, flops_per_token, mfu, peak_mem_gib
+from shardwise.metrics import device_peak_flops, flops_per_token, mfu, peak_mem_gib, peak_reserved_gib
 from shardwise.model import flop_params, num_params
 from shardwise.profile import describe, profile_step
 from shardwise.run import Run, build_run, compute_dtype
@@ -120,6 +120,7 @@ def summarize(run: Run, times: list[float]) -> dict[str, Any]:
         "tokens_per_s_per_device": per_device,
         "mfu": mfu(per_device, flops_token, device_peak_flops(run.device)),
         "peak_mem_gib": peak_mem_gib(run.device),
+        "peak_reserved_gib": peak_reserved_gib(run.device),
         "device": device_name(run.device),
         "versions": versions(),
         "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF") if run.device.type == "cuda" else None,

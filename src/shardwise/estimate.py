@@ -67,7 +67,11 @@ rank) and with ``model.dtype`` wider than the compute dtype, each weight's compu
 alive: eager, every one, cached from its first read to the next optimizer step (``shardwise.tp``);
 in compiled blocks, cast per read, those saved for backward (with full checkpointing only the
 recomputed block's; the root runs eager). A block's gradient arrives in compute dtype before it
-is added to the master one.
+is added to the master one. Blocks replayed as CUDA graphs (``train.cudagraphs``) cast per read as
+compiled ones do, and their graphs hold every block's master-dtype gradients (the backward graphs'
+outputs) and four hidden-state buffers per block (``graph_buffer_bytes``); the gradients stay
+allocated between steps (``graphs.keep_grads``). Not measured as a bound yet: a replay reuses the
+graphs' pool without allocating, which the bench's peak (allocated, after warmup) does not see.
 
 **The peak** (``total``) is the largest of three phases, never the sum of every term (gradients and
 most activations never coexist): ``loss``, when the loss's backward starts: training state but the

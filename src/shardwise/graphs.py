@@ -50,7 +50,7 @@ def errors(config: PretrainedConfig, layout: Layout) -> list[str]:
     if layout.dp_cp > 1:
         out.append(f"train.cudagraphs=true needs one data-parallel rank, not dp_shard x cp = {layout.dp_cp} (FSDP "
                    f"gathers parameters into new memory every step); raise parallel.tp or {fix}")
-    dropout = {k: v for k, v in config.to_dict().items() if k.endswith(("dropout", "pdrop")) and v}
+    dropout = {k: v for k, v in config.to_dict().items() if k.endswith(("dropout", "pdrop", "dropout_prob")) and v}
     if dropout:
         out.append(f"train.cudagraphs=true replays blocks without their random state, but the model has dropout "
                    f"({', '.join(f'{k}={v}' for k, v in dropout.items())}); {fix}")
@@ -61,7 +61,10 @@ def errors(config: PretrainedConfig, layout: Layout) -> list[str]:
 
 
 def keep_grads(model: nn.Module) -> None:
-    """Give every trainable parameter a zero ``.grad`` it does not have yet (see the module docstring)."""
+    """Give every trainable parameter a zero ``.grad`` it does not have yet (see the module docstring).
+
+    A parameter no micro-batch reaches would then get an AdamW step on a zero gradient (weight decay)
+    where eager skips it; every parameter of the blocks that graphs accept is used."""
     for param in model.parameters():
         if param.requires_grad and param.grad is None:
             param.grad = torch.zeros_like(param)

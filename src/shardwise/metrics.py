@@ -41,6 +41,12 @@ def peak_mem_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
+def peak_reserved_gib(device: torch.device) -> float | None:
+    """What the caching allocator held at most: tensors, free cached blocks and CUDA graphs' pools, whose memory a
+    replay reuses without allocating (``shardwise.graphs``), so ``peak_mem_gib`` does not count it."""
+    return torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None
+
+
 # Per-step record keys that also go to TensorBoard (under ``output.dir/tb``), when not null.
 TB_SCALARS = ("loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "tokens_per_s_per_device", "mfu", "peak_mem_gib",
               "skipped_steps")

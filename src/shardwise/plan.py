@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from shardwise import estimate
+from shardwise import estimate, graphs
 from shardwise.config import Config, ConfigError
 from shardwise.data import StepBatches, micro_batch_size
 from shardwise.mesh import Layout, build_mesh, resolve_layout
@@ -213,12 +213,14 @@ def _setting_flags(rec: dict[str, Any]) -> str:
 
 
 def structural_checks(cfg: Config, config: Any, world_size: int) -> tuple[list[dict[str, Any]], Layout | None]:
-    """Layout, architecture, shapes and batch split, all of them (not only the first that fails)."""
+    """Layout, architecture, shapes, CUDA graphs and batch split, all of them (not only the first that fails)."""
     checks: list[dict[str, Any]] = []
     layout = _attempt(checks, "world size vs. mesh", lambda: resolve_layout(cfg.parallel, world_size))
     _attempt(checks, "architecture", lambda: get_plan(config, True, True))
     for message in divisibility_errors(config, cfg, layout.tp if layout else cfg.parallel.tp):
         checks.append({"check": "shapes", "ok": False, "message": message})
+    if cfg.train.cudagraphs and layout:  # planned as on GPUs, like train.compile=auto
+        checks += [{"check": "CUDA graphs", "ok": False, "message": m} for m in graphs.errors(config, layout)]
     if layout:  # StepBatches checks the batch split before it touches any data
         t = cfg.train
         _attempt(checks, "batch split", lambda: StepBatches(None, t.global_batch_size, t.micro_batch_size, 0, layout.dp))
