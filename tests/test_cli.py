@@ -90,6 +90,9 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], int, str]]:
         "seq_len that CP cannot cut": (["--parallel.cp=2", "--train.seq_len=250"], 4, (
             "train.seq_len=250 is not divisible by 2*parallel.cp*parallel.tp=8 (each sequence is cut into 2*cp chunks "
             "of tp shards); use train.seq_len=256")),
+        "CUDA graphs that cannot replay": (["--train.cudagraphs=true", "--parallel.dp_shard=2", "--parallel.tp=2"], 4, (
+            "train.cudagraphs=true needs one data-parallel rank, not dp_shard x cp = 2 (FSDP gathers parameters into "
+            "new memory every step); raise parallel.tp or set train.cudagraphs=false")),
         "bad dtype": (["--train.dtype=fp8"], 4, "train.dtype='fp8' is not one of auto, float32, bfloat16"),
         "seq_len too long": (["--train.seq_len=4096"], 4,
                              "train.seq_len=4096 exceeds the model's max_position_embeddings=2048"),
@@ -112,7 +115,7 @@ def under_torchrun(monkeypatch):
 
 CASES = ["world size vs. mesh", "unknown key", "unsupported architecture", "indivisible heads", "missing model folder",
          "missing weight files", "missing tokenizer files", "attention that CP cannot use",
-         "seq_len that CP cannot cut", "bad dtype", "seq_len too long", "empty data"]
+         "seq_len that CP cannot cut", "CUDA graphs that cannot replay", "bad dtype", "seq_len too long", "empty data"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -163,11 +163,11 @@ def check_cudagraphs(cfg: Config, config: PretrainedConfig, layout: Layout, devi
     """Refuse ``train.cudagraphs=true`` where the blocks cannot be replayed (``graphs.errors``) or there is no GPU."""
     if not cfg.train.cudagraphs:
         return
-    if device_type != "cuda":
-        raise ConfigError("train.cudagraphs=true needs CUDA GPUs; set train.cudagraphs=false on CPU")
     errors = graphs.errors(config, layout)
     if errors:
         raise ConfigError(errors[0])
+    if device_type != "cuda":
+        raise ConfigError("train.cudagraphs=true needs CUDA GPUs; set train.cudagraphs=false on CPU")
 
 
 def apply_fsdp(model: CausalLM, mesh: DeviceMesh, param_dtype: torch.dtype, reshard_after_forward: bool) -> None:
