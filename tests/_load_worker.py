@@ -17,6 +17,7 @@ from torch.distributed.tensor import DTensor
 
 import shardwise.load
 from shardwise.config import load_config
+from shardwise.launch import exit_finished_worker
 from shardwise.load import load_weights
 from shardwise.model import num_params
 from shardwise.run import build_run
@@ -93,6 +94,7 @@ def main() -> None:
     if dist.get_rank() == 0:
         torch.save(results, args.out)
     dist.destroy_process_group()
+    exit_finished_worker()  # gloo's threads can abort the interpreter's finalization (SIGABRT), as in _worker.py
 
 
 if __name__ == "__main__":
