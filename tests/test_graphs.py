@@ -22,15 +22,25 @@ from shardwise.model import hf_config
 from shardwise.parallelize import check_cudagraphs
 
 
-@pytest.mark.parametrize("tp", [2, 1])
-def test_graphed_blocks_train_as_eager_blocks(tmp_path, tp):
-    """TP (DTensor parameters) and one device (plain ones), bf16 compute on fp32 master weights, a tied embedding,
-    full checkpointing, 4 micro-batches a step: two steps through the graphs give bit for bit the losses,
-    gradients and weights of eager blocks."""
+CASES = {  # tp, preset, checkpointing, seq_len
+    "tp2-qwen2-full": (2, "tiny-qwen2", "full", 32),
+    "tp1-qwen2-full": (1, "tiny-qwen2", "full", 32),
+    "tp2-llama-selective": (2, "tiny-llama", "selective", 32),
+    # sliding and full layers: two masks and two rotary tables, each shared by the blocks of its kind
+    "tp2-gemma3-none": (2, "tiny-gemma3", "none", 96),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_graphed_blocks_train_as_eager_blocks(tmp_path, case):
+    """TP (DTensor parameters) and one device (plain ones), bf16 compute on fp32 master weights, tied and untied
+    embeddings, every checkpointing mode, 4 micro-batches a step: two steps through the graphs give bit for bit
+    the losses, gradients and weights of eager blocks."""
+    tp, preset, checkpointing, seq_len = CASES[case]
     out = tmp_path / "results.pt"
-    overrides = {"model.preset": "tiny-qwen2", "model.dtype": "float32", "train.dtype": "bfloat16",
-                 "parallel.tp": tp, "parallel.dp_shard": 1, "train.activation_checkpointing": "full",
-                 "train.seq_len": 32, "train.global_batch_size": 4, "train.micro_batch_size": 1,
+    overrides = {"model.preset": preset, "model.dtype": "float32", "train.dtype": "bfloat16",
+                 "parallel.tp": tp, "parallel.dp_shard": 1, "train.activation_checkpointing": checkpointing,
+                 "train.seq_len": seq_len, "train.global_batch_size": 4, "train.micro_batch_size": 1,
                  "train.compile": "false", "output.progress": False}
     torchrun(tp, "_graphs_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
     eager, graphed = (r := torch.load(out))["eager"], r["graphed"]
