@@ -118,7 +118,14 @@ class Watchdog:
                    f"another rank died or hung ({detail})")
 
     def _exit(self, message: str) -> NoReturn:
-        print(f"shardwise: error: rank {self.rank}: {message}; stopping", file=sys.stderr, flush=True)
+        """Every rank says it, each line in one write: ``print`` writes the text and its newline apart, and two
+        ranks sharing the launcher's stderr could end up on one line."""
+        line = f"shardwise: error: rank {self.rank}: {message}; stopping\n"
+        sys.stderr.flush()
+        try:
+            os.write(sys.stderr.fileno(), line.encode())
+        except (AttributeError, OSError):  # a stderr without a file descriptor (io.UnsupportedOperation)
+            print(line, end="", file=sys.stderr, flush=True)
         os._exit(HUNG_EXIT)
 
 
