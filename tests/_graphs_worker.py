@@ -15,15 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from _worker import run_worker
+from _worker import run_worker, train_steps
 
 from shardwise import graphs
-from shardwise.bench import synthetic_batches
 from shardwise.config import load_config
 from shardwise.run import build_run
 from shardwise.tp import capturing
-from shardwise.train import forward_backward, optimizer_step
-from shardwise.verify import full_copy
 
 CALLS = {"captures": 0}
 
@@ -70,14 +67,7 @@ def two_steps(overrides: dict, graphed: bool) -> dict:
     if graphed:  # what parallelize does on a GPU
         run.cfg.train.cudagraphs = True
         run.model.graphs = graphs.BlockGraphs()
-    out: dict[str, Any] = {"losses": [], "grads": []}
-    for _ in range(2):
-        out["losses"].append(forward_backward(run, synthetic_batches(run)))
-        out["grads"].append({n: full_copy(p.grad) for n, p in run.model.named_parameters()})
-        optimizer_step(run)
-    out["weights"] = {n: full_copy(p) for n, p in run.model.named_parameters()}
-    out["captures"] = len(run.model.graphs.captured) if graphed else 0
-    return out
+    return {**train_steps(run), "captures": len(run.model.graphs.captured) if graphed else 0}
 
 
 def compare(overrides: dict) -> dict:

@@ -5,14 +5,11 @@ compiled); rank 0 saves both runs' gradients and weights, and what the reads ret
 from __future__ import annotations
 
 import torch
-from _worker import run_worker
+from _worker import run_worker, train_steps
 
 from shardwise import tp
-from shardwise.bench import synthetic_batches
 from shardwise.config import load_config
 from shardwise.run import build_run
-from shardwise.train import forward_backward, optimizer_step
-from shardwise.verify import full_copy
 
 
 def two_steps(overrides: dict, cached: bool) -> dict:
@@ -21,13 +18,8 @@ def two_steps(overrides: dict, cached: bool) -> dict:
     q_proj, hf = run.model.layers[0].self_attn.q_proj, run.model.hf
     first = q_proj.weight
     out = {"reads_agree": q_proj.weight is first, "tied_reads_differ": hf.lm_head.weight is not hf.model.embed_tokens.weight,
-           "grads": [], "dtype": first.dtype}
-    for _ in range(2):
-        forward_backward(run, synthetic_batches(run))
-        out["grads"].append({n: full_copy(p.grad) for n, p in run.model.named_parameters()})
-        optimizer_step(run)
+           "dtype": first.dtype, **train_steps(run)}
     out["renewed"] = q_proj.weight is not first and not torch.equal(q_proj.weight, first)
-    out["weights"] = {n: full_copy(p) for n, p in run.model.named_parameters()}
     return out
 
 

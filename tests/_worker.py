@@ -10,7 +10,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from shardwise.bench import synthetic_batches
 from shardwise.launch import exit_finished_worker
+from shardwise.run import Run
+from shardwise.train import forward_backward, optimizer_step
+from shardwise.verify import full_copy
 
 
 def run_worker(compute: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
@@ -25,3 +29,16 @@ def run_worker(compute: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         torch.save(results, args.out)
     dist.destroy_process_group()
     exit_finished_worker()
+
+
+def train_steps(run: Run, steps: int = 2) -> dict[str, Any]:
+    """``steps`` training steps on the run's synthetic batches: each step's loss and gradients (whole tensors), then
+    the weights."""
+    out: dict[str, Any] = {"losses": [], "grads": []}
+    for _ in range(steps):
+        out["losses"].append(forward_backward(run, synthetic_batches(run)))
+        out["grads"].append({n: full_copy(p.grad) for n, p in run.model.named_parameters()})
+        optimizer_step(run)
+    out["weights"] = {n: full_copy(p) for n, p in run.model.named_parameters()}
+    return out
+

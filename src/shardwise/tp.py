@@ -294,8 +294,7 @@ def _local_param(module: nn.Module, name: str) -> torch.Tensor | None:
     dtype = module._tp_compute_dtype
     if dtype is not None and param is not None and not is_compiling():
         if _Capture.active:  # a CUDA graph reads the weights as they are at each replay: cast them in it
-            leaf = _grad_leaf(module, name, param)
-            return leaf if leaf.dtype == dtype else leaf.to(dtype)
+            return _grad_leaf(module, name, param).to(dtype)  # ``to`` returns the leaf itself in its own dtype
         if isinstance(param, DTensor):
             return _compute_copy(module, name, param, dtype)
     if isinstance(param, DTensor) and param.device_mesh.mesh_dim_names == (TP_DIM,):
@@ -385,7 +384,7 @@ def _compute_copy(module: nn.Module, name: str, param: DTensor, dtype: torch.dty
     copy, leaf, stamp = module._tp_copies.get(name), _grad_leaf(module, name, param), _stamp(param)
     if copy is None or copy.leaf is not leaf or copy.stamp != stamp:
         with torch.enable_grad():  # a copy made in evaluation serves training too
-            tensor = leaf if leaf.dtype == dtype else leaf.to(dtype)
+            tensor = leaf.to(dtype)  # the leaf itself in its own dtype
         copy = module._tp_copies[name] = _ComputeCopy(tensor, leaf, stamp)
     return copy.tensor
 
