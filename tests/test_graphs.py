@@ -71,7 +71,8 @@ def test_refuses_what_graphs_cannot_replay():
 
 def test_plan_checks_graphs_and_counts_their_memory(capsys):
     """``shardwise plan`` names what graphs cannot replay, and counts what they hold: the blocks' gradients in the
-    master dtype and four hidden-state buffers per block, no cached compute copies of the blocks."""
+    master dtype, four hidden-state buffers per block and one block's backward working set, no cached compute copies
+    of the blocks."""
     from shardwise.cli import main
 
     common = ["plan", "--model.preset=qwen2-1.5b", "--world-size=2", "--train.seq_len=4096", "--train.compile=false",
@@ -87,5 +88,6 @@ def test_plan_checks_graphs_and_counts_their_memory(capsys):
     norms = 28 * 2 * 1536  # replicated over TP ranks; the rest is split in two
     assert memory[True]["graph_grads"] == 4 * ((blocks - norms) / 2 + norms)
     assert memory[True]["graph_buffers"] == 4 * 28 * 4096 * 1536 * 2 / 2
+    assert memory[True]["graph_workspace"] == 2 * memory[True]["recompute"] > 0  # a block's backward, in the pool
     assert memory[True]["compute_copies"] < memory[False]["compute_copies"] / 4
 

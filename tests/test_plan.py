@@ -300,12 +300,14 @@ SWEEP_ROWS = {
     "2026-11-26-h200x4-eager-cache": ["tp2-eager-main-1/sw-full-eager", "tp2-eager-cache-1/sw-full-eager",
                                       "tp2-eager-cache-2/sw-full-eager", "dp2-keep-prof/sw-none-compile",
                                       "tp2-prof/sw-none-compile-mb2"],
-    # 4xH100, 2026-11-26: the eager rows beside train.cudagraphs ones. The graphs rows' peaks are not bounds to test:
-    # bench resets the peak after warmup, where the capture allocated the graphs' pool, whose free blocks every replay
-    # reuses (activations, recomputation) without counting as allocated.
+    # 4xH100, 2026-11-26: the eager rows beside train.cudagraphs ones (whose records have no reserved peak; ``peak``)
     "2026-11-26-h100x4-graphs-renewed": ["tp2-eager-prof/sw-full-eager", "tp2-noac-eager/sw-none-eager",
                                          "tp2-8b-eager/sw-full-eager"],
     "2026-11-26-h100x4-graphs-final": ["tp2-eager/sw-full-eager"],
+    # 4xH100, 2026-11-26, session 10: train.cudagraphs rows, whose pool only reserved memory shows (``peak``), and
+    # tp=2 without sequence parallelism
+    "2026-11-26-h100x4-nccl-graphs-memory": ["graphs-full/sw-full-eager-graphs", "graphs-none/sw-none-eager",
+                                             "graphs-8b/sw-full-eager-graphs", "tp2-nosp/sw-none-compile-mb4"],
 }
 # bf16 master weights: rows named bf16 and those of these "folder:row-prefix"es (an empty prefix: the whole folder)
 BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h200x4-ring-cudagraphs:cp2-",
@@ -314,7 +316,7 @@ BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h
              "2026-11-26-h200x4-llama8b-noac:tp2-sw", "2026-11-26-h200x4-llama8b-noac:dp2-sw",
              "2026-11-26-h200x4-fsdp-units:dp2-main", "2026-11-26-h200x4-keep-gathered:dp2-sw",
              "2026-11-26-h200x4-eager-cache:dp2-", "2026-11-26-h200x4-eager-cache:tp2-prof",
-             "2026-11-26-h100x4-graphs-renewed:tp2-8b")
+             "2026-11-26-h100x4-graphs-renewed:tp2-8b", "2026-11-26-h100x4-nccl-graphs-memory:graphs-8b")
 SMOKE = RESULTS / "2026-11-25-h100x2-smoke-pass"
 LARGE_GIB, MAX_RATIO = 10, 1.35
 
@@ -336,12 +338,18 @@ def sweep_args(folder: str, key: str, r: dict) -> list[str]:
                                               "activation_checkpointing")), *ring, *keep, *graphs]
 
 
+def peak(record: dict) -> float:
+    """A bench record's peak: allocated memory, but reserved with CUDA graphs, whose pool every replay reuses without
+    allocating (bench resets the allocated peak after warmup, where the capture filled the pool)."""
+    return record["peak_reserved_gib"] if record.get("cudagraphs") else record["peak_mem_gib"]
+
+
 def measured_rows(work: Path) -> list[tuple[str, list[str], float]]:
     smoke_checks = pytest.importorskip("smoke_checks")  # benchmarks/ is on sys.path (below)
     rows = []
     for folder, keys in SWEEP_ROWS.items():
         records = json.loads((RESULTS / folder / "sweep.json").read_text())
-        rows += [(f"{folder}:{key}", sweep_args(folder, key, records[key]), records[key]["peak_mem_gib"]) for key in keys]
+        rows += [(f"{folder}:{key}", sweep_args(folder, key, records[key]), peak(records[key])) for key in keys]
     smoke_checks.write_configs(work)
     return rows + [(f"{SMOKE.name}:{name}", args, peak) for name, args, peak in smoke_checks.measured_runs(SMOKE, work)]
 

@@ -70,8 +70,12 @@ recomputed block's; the root runs eager). A block's gradient arrives in compute 
 is added to the master one. Blocks replayed as CUDA graphs (``train.cudagraphs``) cast per read as
 compiled ones do, and their graphs hold every block's master-dtype gradients (the backward graphs'
 outputs) and four hidden-state buffers per block (``graph_buffer_bytes``); the gradients stay
-allocated between steps (``graphs.keep_grads``). Not measured as a bound yet: a replay reuses the
-graphs' pool without allocating, which the bench's peak (allocated, after warmup) does not see.
+allocated between steps (``graphs.keep_grads``). The graphs' pool also keeps the working set of a
+block's backward, its recomputed activations and their gradients (twice ``recompute``), for the whole
+step: no other allocation can use it. A replay reuses the pool without allocating, which the bench's
+peak allocated memory (reset after warmup) does not see; its peak *reserved* memory does, and the
+total bounds it (1.5B tp=2: 20.2 GiB reserved under full checkpointing for 20.4 planned;
+``2026-11-26-h100x4-nccl-graphs-memory``).
 
 **The peak** (``total``) is the largest of three phases, never the sum of every term (gradients and
 most activations never coexist): ``loss``, when the loss's backward starts: training state but the
@@ -347,7 +351,8 @@ def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_b
         kept = largest if (compiled or graphs) and checkpointing == "full" else sum(unit_numels[1:])
         resident = {"compute_copies": cast * (root + kept)}
         if graphs:
-            resident |= {"graph_grads": master_bytes * sum(unit_numels[1:]), "graph_buffers": graph_buffers}
+            resident |= {"graph_grads": master_bytes * sum(unit_numels[1:]), "graph_buffers": graph_buffers,
+                         "graph_workspace": 2 * acts.get("recompute", 0.0)}
         backward = {"unreduced_grads": cast * largest}
         end = {}
     parts = {
@@ -364,6 +369,6 @@ def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_b
     earlier = parts["gradients"] if micro_batches > 1 or graphs else 0.0
     held = state + sum(resident.values()) + earlier + acts["activations"] + acts.get("attention_masks", 0.0)
     phases = {"loss": held + acts["logits"],
-              "backward": held + acts["recompute"] + sum(backward.values()),
+              "backward": held + (0.0 if graphs else acts["recompute"]) + sum(backward.values()),
               "step": state + sum(resident.values()) + parts["gradients"] + sum(end.values())}
     return {**parts, "phases": phases, "total": max(phases.values())}
