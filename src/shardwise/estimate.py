@@ -61,8 +61,9 @@ final norm, lm_head) gathered from forward to the end of backward and up to two 
 (every block, with ``parallel.reshard_after_forward=false``), all in compute dtype; in backward, a
 block's unsharded gradient (compute dtype), its fp32 reduce-scatter input and the previous
 block's (FSDP keeps one in flight), and the root's unsharded gradient, held until its
-reduce-scatter at the end; that reduce-scatter adds its fp32 input and output. With several micro-batches per step and ``parallel.defer_grad_reduce``, the unsharded fp32
-gradients of the whole TP shard accumulate until the last one. Without FSDP (one data-parallel
+reduce-scatter at the end; that reduce-scatter adds its fp32 input and output. With several
+micro-batches per step and ``parallel.defer_grad_reduce``, the unsharded fp32 gradients of the
+whole TP shard accumulate until the last one. Without FSDP (one data-parallel
 rank) and with ``model.dtype`` wider than the compute dtype, each weight's compute-dtype copy stays
 alive: eager, every one, cached from its first read to the next optimizer step (``shardwise.tp``);
 in compiled blocks, cast per read, those saved for backward (with full checkpointing only the

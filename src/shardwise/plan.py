@@ -152,10 +152,10 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     def memory_for(mode: str, micro_batch: int, reshard: bool = configured) -> dict[str, float]:
         shape = dataclasses.replace(dims, batch=micro_batch)
         acts = estimate.activation_bytes(shape, mode, e, tp, sp, lp, compiled)
-        graphs = estimate.graph_buffer_bytes(shape, e, tp, sp) if cfg.train.cudagraphs else None
+        graph_buffers = estimate.graph_buffer_bytes(shape, e, tp, sp) if cfg.train.cudagraphs else None
         return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce,
                                cuda, fsdp, getattr(torch, cfg.model.dtype).itemsize, mode,
-                               layout.dp_shard * layout.cp, compiled, reshard, graphs)
+                               layout.dp_shard * layout.cp, compiled, reshard, graph_buffers)
 
     return {
         "num_params": num_params(model),
