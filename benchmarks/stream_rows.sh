@@ -15,6 +15,7 @@ summarize() {  # OUT: sweep.json (every record, keyed DIR/NAME), logs.txt, and a
 import json, pathlib, sys
 w, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 rows = {f"{d.name}/{p.stem}": json.loads(p.read_text()) for d in w.iterdir() if d.is_dir() for p in d.glob("*.json")}
+rows = {k: r for k, r in rows.items() if "step_time_s_median" in r}  # bench records only (not a train run's files)
 (out / "sweep.json").write_text(json.dumps(rows, indent=1))
 (out / "logs.txt").write_text("\n".join(f"==== {p}\n{p.read_text()[-6000:]}" for p in sorted(w.rglob("*.log"))))
 for k, r in sorted(rows.items()):
