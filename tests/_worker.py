@@ -41,4 +41,3 @@ def train_steps(run: Run, steps: int = 2) -> dict[str, Any]:
         optimizer_step(run)
     out["weights"] = {n: full_copy(p) for n, p in run.model.named_parameters()}
     return out
-

@@ -351,7 +351,7 @@ def measured_rows(work: Path) -> list[tuple[str, list[str], float]]:
         records = json.loads((RESULTS / folder / "sweep.json").read_text())
         rows += [(f"{folder}:{key}", sweep_args(folder, key, records[key]), peak(records[key])) for key in keys]
     smoke_checks.write_configs(work)
-    return rows + [(f"{SMOKE.name}:{name}", args, peak) for name, args, peak in smoke_checks.measured_runs(SMOKE, work)]
+    return rows + [(f"{SMOKE.name}:{name}", args, gib) for name, args, gib in smoke_checks.measured_runs(SMOKE, work)]
 
 
 def test_memory_bounds_the_measured_peaks(tmp_path, capsys):

@@ -353,7 +353,7 @@ def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_b
         resident = {"compute_copies": cast * (root + kept)}
         if graphs:
             resident |= {"graph_grads": master_bytes * sum(unit_numels[1:]), "graph_buffers": graph_buffers,
-                         "graph_workspace": 2 * acts.get("recompute", 0.0)}
+                         "graph_workspace": 2 * acts["recompute"]}
         backward = {"unreduced_grads": cast * largest}
         end = {}
     parts = {
