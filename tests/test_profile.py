@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shardwise.profile import describe, kernel_breakdown, subtract, union
+from shardwise.profile import describe, kernel_breakdown, kernel_table, subtract, union
 
 
 def kernel(name: str, ts: float, dur: float, cat: str = "kernel") -> dict:
@@ -34,3 +34,20 @@ def test_cpu_bound_verdict():
     busy = {**waiting, "gpu_busy_ms": 95.0, "cpu_ops_ms": 30.0}
     assert any(k == "verdict" for k, _ in describe(waiting))
     assert not any(k == "verdict" for k, _ in describe(busy))
+
+
+def test_kernel_table_sums_device_time_per_kind_and_name():
+    """Each device event lands in one kind by its name; CPU events are left out; shares are of the device total."""
+    events = [
+        kernel("sm90_xmma_gemm_bf16", 0, 600), kernel("sm90_xmma_gemm_bf16", 700, 200),
+        kernel("cudnn_generated_fort_native_sdpa_sm90_flash_fprop", 900, 100),
+        kernel("ncclDevKernel_ReduceScatter_Sum_bf16_RING_LL", 0, 50),
+        kernel("triton_poi_fused_add_mul_0", 1000, 30), kernel("Memset (Device)", 1030, 20, cat="gpu_memset"),
+        {"cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 5000},
+    ]
+    lines = kernel_table(events).splitlines()
+    kinds = {line.split()[0]: float(line.split()[1]) for line in lines[1:lines.index("")]}
+    assert kinds == {"matmul": 0.8, "attention": 0.1, "communication": 0.05, "generated": 0.03, "memory": 0.02}
+    assert lines[1].split()[2] == "80.0%"
+    top = lines[lines.index("") + 2]
+    assert top.split()[:4] == ["0.80", "80.0%", "2", "400.0"] and top.endswith("sm90_xmma_gemm_bf16")

@@ -2,8 +2,11 @@
 
 ``shardwise bench --bench.profile=true`` runs one more step after the timed ones under
 ``torch.profiler`` and writes rank 0's trace to ``output.dir/trace-rank0.json`` (Chrome format:
-Perfetto or chrome://tracing) and its ops by CPU time to ``output.dir/profile-ops.txt``. From the
-trace's device kernels it reports:
+Perfetto or chrome://tracing), its ops by CPU time to ``output.dir/profile-ops.txt`` and its device
+work by GPU time to ``output.dir/profile-kernels.txt`` (per kind: matmul, attention, communication,
+generated, foreach (optimizer and norms), memory, other; then the costliest kernels, which say what a
+step spends its GPU time on where the op table says what its host does). From the trace's device
+kernels it reports:
 
 - **GPU busy**: the union of all kernel intervals, against the step's wall time; what is left is
   time the GPU waited, on the CPU launching work or on a host synchronization;
@@ -78,6 +81,37 @@ def kernel_breakdown(trace_events: list[dict[str, Any]]) -> dict[str, float]:
             "exposed_comm_ms": length(subtract(comm, compute)) * us}
 
 
+KINDS = (("communication", COMM_MARKERS), ("attention", ("flash", "fmha", "attention", "cudnn")),
+         ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "sm90_", "sm80_")),
+         ("generated", ("triton",)), ("foreach", ("adam", "multi_tensor_apply")))
+
+
+def kernel_kind(event: dict[str, Any]) -> str:
+    """The kind of one device event, by its name: the first of ``KINDS`` that matches, else memory or other."""
+    name = event["name"].lower()
+    kind = next((k for k, markers in KINDS if any(m in name for m in markers)), None)
+    return kind or ("memory" if event.get("cat") != "kernel" else "other")
+
+
+def kernel_table(trace_events: list[dict[str, Any]], top: int = 30) -> str:
+    """Device time per kind and per kernel name (summed over streams, so overlapped work counts twice)."""
+    kinds: dict[str, float] = {}
+    names: dict[str, list[float]] = {}
+    for e in trace_events:
+        if e.get("cat") in DEVICE_CATEGORIES and "dur" in e:
+            kind = kernel_kind(e)
+            kinds[kind] = kinds.get(kind, 0.0) + float(e["dur"])
+            names.setdefault(e["name"], []).append(float(e["dur"]))
+    total = sum(kinds.values()) or 1.0
+    lines = [f"{'kind':16} {'GPU ms':>9} {'share':>6}"]
+    lines += [f"{k:16} {v * 1e-3:9.2f} {v / total:6.1%}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])]
+    lines += ["", f"{'GPU ms':>9} {'share':>6} {'calls':>6} {'mean us':>8}  kernel"]
+    for name, durs in sorted(names.items(), key=lambda kv: -sum(kv[1]))[:top]:
+        lines.append(f"{sum(durs) * 1e-3:9.2f} {sum(durs) / total:6.1%} {len(durs):6d} {sum(durs) / len(durs):8.1f}  "
+                     f"{name[:140]}")
+    return "\n".join(lines) + "\n"
+
+
 def profile_step(step: Callable[[], None], out_dir: Path, rank: int, cuda: bool) -> dict[str, Any] | None:
     """Run ``step`` once, under the profiler in rank 0, which writes the trace and returns the breakdown (ms)."""
     if rank != 0:
@@ -102,7 +136,9 @@ def profile_step(step: Callable[[], None], out_dir: Path, rank: int, cuda: bool)
     result = {"trace": str(path), "ops_table": str(out_dir / "profile-ops.txt"), "wall_ms": wall * 1e3,
               "cpu_ops_ms": cpu_us * 1e-3}
     if cuda:
-        result |= kernel_breakdown(json.loads(path.read_text())["traceEvents"])
+        events = json.loads(path.read_text())["traceEvents"]
+        (out_dir / "profile-kernels.txt").write_text(kernel_table(events))
+        result |= kernel_breakdown(events) | {"kernels_table": str(out_dir / "profile-kernels.txt")}
     return result
 
 
@@ -119,4 +155,6 @@ def describe(p: dict[str, Any]) -> list[tuple[str, str]]:
                                     "train.cudagraphs=true with one data-parallel rank, or a larger "
                                     "train.micro_batch_size)"))
     rows.append(("trace", str(p["trace"])))
+    if "kernels_table" in p:
+        rows.append(("GPU time by kernel", str(p["kernels_table"])))
     return rows

@@ -1,0 +1,65 @@
+"""Where a profiled step's GPU waits: the idle gaps between device kernels in a `--bench.profile=true` trace.
+
+Usage: python benchmarks/trace_gaps.py TRACE.json[.gz] ...
+
+For each trace: the device span and the idle time in it, by gap size; how much of the idle time ends with a
+kernel the host launched less than 15 us before it started (the host set the pace there) against one that
+waited in the queue (a dependency: another stream, a collective); and the host time of the compiled regions
+(`Torch-Compiled Region`) and between them, per call, on the thread that ran them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+DEVICE = ("kernel", "gpu_memcpy", "gpu_memset")
+LAUNCH = ("cuda_runtime", "cuda_driver")
+BINS = (10, 50, 200, 1000, float("inf"))  # upper bounds of the gap sizes, us
+
+
+def load(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        return json.load(f)["traceEvents"]
+
+
+def gaps(events: list[dict]) -> list[str]:
+    device = sorted((e for e in events if e.get("cat") in DEVICE and "dur" in e), key=lambda e: e["ts"])
+    launches = {e["args"].get("correlation"): e for e in events if e.get("cat") in LAUNCH and "args" in e}
+    by_size, by_cause, end = Counter(), Counter(), device[0]["ts"]
+    for e in device:
+        gap = e["ts"] - end
+        if gap > 0:
+            by_size[next(b for b in BINS if gap < b)] += gap
+            launch = launches.get(e["args"].get("correlation"))
+            host = launch is not None and e["ts"] - (launch["ts"] + launch["dur"]) < 15
+            by_cause["host" if host else "queued"] += gap
+        end = max(end, e["ts"] + e["dur"])
+    span = end - device[0]["ts"]
+    return [f"device span {span / 1e3:.1f} ms, idle {sum(by_size.values()) / 1e3:.1f} ms",
+            "idle by gap size (us, upper bound): " + ", ".join(f"<{b}: {v / 1e3:.1f} ms" for b, v in
+                                                                sorted(by_size.items())),
+            f"idle ended by a kernel launched <15 us before it: {by_cause['host'] / 1e3:.1f} ms; "
+            f"by a queued one: {by_cause['queued'] / 1e3:.1f} ms"]
+
+
+def regions(events: list[dict]) -> list[str]:
+    region = [e for e in events if e.get("ph") == "X" and e["name"].startswith("Torch-Compiled Region")]
+    if not region:
+        return []
+    tid = Counter(e["tid"] for e in region).most_common(1)[0][0]
+    region = sorted((e for e in region if e["tid"] == tid), key=lambda e: e["ts"])
+    between = [b["ts"] - (a["ts"] + a["dur"]) for a, b in zip(region, region[1:], strict=False)]
+    return [f"compiled regions: {len(region)}, host time per call median {statistics.median(e['dur'] for e in region):.0f} us,"
+            f" between calls median {statistics.median(between):.0f} us"]
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        events = load(Path(arg))
+        print(f"== {arg}", *gaps(events), *regions(events), sep="\n")
