@@ -25,6 +25,7 @@ declare -A ROWS=(
   [sw-none-compile]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=1"
   [sw-none-compile-mb2]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2"
   [sw-none-compile-mb4]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4"
+  [sw-none-compile-mb8]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=8"
   [sw-none-compile-nofused]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=1 --train.fused_optimizer=false"
   [sw-none-compile-mb2-keep]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2 --parallel.reshard_after_forward=false"
   [sw-none-compile-mb2-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2 --parallel.async_tp=true"

@@ -12,6 +12,7 @@ value, so it is counted once (reduced over DP and CP ranks only), never summed o
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -30,22 +31,45 @@ def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), reduction="sum", ignore_index=IGNORE_INDEX)
 
 
+class _TargetLogit(torch.autograd.Function):
+    """Each row's value at its column ``local`` (0 where ``local`` is outside the row), with a backward that
+    compares column numbers instead of scattering. A gather's backward writes a zeroed fp32 (tokens x vocab)
+    tensor and scatters into it, which compiled stays a pass of its own: at Qwen2-1.5B shapes on 2xH100 the
+    vocab-parallel loss took 2.2x the GPU time of the whole-vocabulary one over as many logits, and 4 bytes per
+    logit more at its peak (BENCHMARKS.md, session 12). Compiled, this backward fuses into the softmax's; eager,
+    it makes the same one (tokens x vocab) gradient as a gather's."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+        mine = (local >= 0) & (local < x.shape[-1])
+        ctx.save_for_backward(local)
+        ctx.columns = x.shape[-1]
+        picked = x.gather(-1, local.clamp(0, x.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
+        return torch.where(mine, picked, 0.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (local,) = ctx.saved_tensors
+        columns = torch.arange(ctx.columns, device=local.device)
+        return torch.where(columns == local.unsqueeze(-1), grad.unsqueeze(-1), 0.0), None
+
+
 def vocab_parallel_cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor, g: Group) -> torch.Tensor:
     """The same sum from this rank's vocabulary columns: the max, the sum of exponentials and the target's
     logit are all-reduced over TP ranks (scalars per token), so no rank ever holds a whole row.
 
     Every TP rank computes the same loss and backpropagates it, so the sums' backward is the identity
     (``reduce_from_group``), and only the rank holding a token's target gets its -1.
+
+    The target's logit is picked by ``_TargetLogit``, whose backward compiles into the softmax's (see there).
     """
     x = logits.flatten(0, -2).float()
     labels = labels.flatten()
     rows = x.shape[-1]
     shifted = x - all_reduce_no_grad(x.max(dim=-1).values, g, "max").unsqueeze(-1)
     log_sum_exp = reduce_from_group(shifted.exp().sum(dim=-1), g).log()
-    local = labels - g.rank * rows
-    mine = (local >= 0) & (local < rows)
-    picked = shifted.gather(-1, local.clamp(0, rows - 1).unsqueeze(-1)).squeeze(-1)
-    target = reduce_from_group(torch.where(mine, picked, 0.0), g)
+    local = labels - g.rank * rows  # outside [0, rows): another rank's column, or ignored; 0 here
+    target = reduce_from_group(_TargetLogit.apply(shifted, local), g)
     return torch.where(labels != IGNORE_INDEX, log_sum_exp - target, 0.0).sum()
 
 
