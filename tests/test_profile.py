@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shardwise.profile import describe, kernel_breakdown, kernel_table, subtract, union
+from shardwise.profile import describe, kernel_breakdown, kernel_kinds, kernel_table, subtract, union
 
 
 def kernel(name: str, ts: float, dur: float, cat: str = "kernel") -> dict:
@@ -51,3 +51,7 @@ def test_kernel_table_sums_device_time_per_kind_and_name():
     assert lines[1].split()[2] == "80.0%"
     top = lines[lines.index("") + 2]
     assert top.split()[:4] == ["0.80", "80.0%", "2", "400.0"] and top.endswith("sm90_xmma_gemm_bf16")
+    row = dict(describe({"wall_ms": 2.0, "cpu_ops_ms": 1.0, "gpu_busy_ms": 1.05, "comm_ms": 0.05,
+                         "exposed_comm_ms": 0.0, "trace": "t.json", "kernel_kinds_ms": kernel_kinds(events),
+                         "kernels_table": "k.txt"}))["GPU time by kind"]
+    assert row == "matmul 80%, attention 10%, communication 5%, generated 3%, memory 2% (by kernel: k.txt)"

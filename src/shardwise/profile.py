@@ -69,9 +69,14 @@ def subtract(keep: list[Interval], remove: list[Interval]) -> list[Interval]:
 DEVICE_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 
 
+def device_events(trace_events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A Chrome trace's device work: kernels, copies and memsets."""
+    return [e for e in trace_events if e.get("cat") in DEVICE_CATEGORIES and "dur" in e]
+
+
 def kernel_breakdown(trace_events: list[dict[str, Any]]) -> dict[str, float]:
     """Busy, communication and exposed-communication milliseconds from a Chrome trace's device work."""
-    kernels = [e for e in trace_events if e.get("cat") in DEVICE_CATEGORIES and "dur" in e]
+    kernels = device_events(trace_events)
     is_comm = [any(m in e["name"].lower() for m in COMM_MARKERS) for e in kernels]
     spans = [(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in kernels]
     comm = union(s for s, c in zip(spans, is_comm) if c)
@@ -93,21 +98,27 @@ def kernel_kind(event: dict[str, Any]) -> str:
     return kind or ("memory" if event.get("cat") != "kernel" else "other")
 
 
-def kernel_table(trace_events: list[dict[str, Any]], top: int = 30) -> str:
-    """Device time per kind and per kernel name (summed over streams, so overlapped work counts twice)."""
+def kernel_kinds(trace_events: list[dict[str, Any]]) -> dict[str, float]:
+    """Device milliseconds per kind (``kernel_kind``), largest first, summed over streams (overlapped work
+    counts twice)."""
     kinds: dict[str, float] = {}
-    names: dict[str, list[float]] = {}
-    for e in trace_events:
-        if e.get("cat") in DEVICE_CATEGORIES and "dur" in e:
-            kind = kernel_kind(e)
-            kinds[kind] = kinds.get(kind, 0.0) + float(e["dur"])
-            names.setdefault(e["name"], []).append(float(e["dur"]))
+    for e in device_events(trace_events):
+        kind = kernel_kind(e)
+        kinds[kind] = kinds.get(kind, 0.0) + float(e["dur"]) * 1e-3
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
+def kernel_table(trace_events: list[dict[str, Any]], top: int = 30) -> str:
+    """``kernel_kinds``, then the ``top`` kernel names by device time."""
+    kinds, names = kernel_kinds(trace_events), {}
+    for e in device_events(trace_events):
+        names.setdefault(e["name"], []).append(float(e["dur"]) * 1e-3)
     total = sum(kinds.values()) or 1.0
     lines = [f"{'kind':16} {'GPU ms':>9} {'share':>6}"]
-    lines += [f"{k:16} {v * 1e-3:9.2f} {v / total:6.1%}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])]
+    lines += [f"{k:16} {v:9.2f} {v / total:6.1%}" for k, v in kinds.items()]
     lines += ["", f"{'GPU ms':>9} {'share':>6} {'calls':>6} {'mean us':>8}  kernel"]
     for name, durs in sorted(names.items(), key=lambda kv: -sum(kv[1]))[:top]:
-        lines.append(f"{sum(durs) * 1e-3:9.2f} {sum(durs) / total:6.1%} {len(durs):6d} {sum(durs) / len(durs):8.1f}  "
+        lines.append(f"{sum(durs):9.2f} {sum(durs) / total:6.1%} {len(durs):6d} {sum(durs) / len(durs) * 1e3:8.1f}  "
                      f"{name[:140]}")
     return "\n".join(lines) + "\n"
 
@@ -138,7 +149,8 @@ def profile_step(step: Callable[[], None], out_dir: Path, rank: int, cuda: bool)
     if cuda:
         events = json.loads(path.read_text())["traceEvents"]
         (out_dir / "profile-kernels.txt").write_text(kernel_table(events))
-        result |= kernel_breakdown(events) | {"kernels_table": str(out_dir / "profile-kernels.txt")}
+        result |= kernel_breakdown(events) | {"kernel_kinds_ms": kernel_kinds(events),
+                                              "kernels_table": str(out_dir / "profile-kernels.txt")}
     return result
 
 
@@ -154,7 +166,9 @@ def describe(p: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append(("verdict", "CPU-bound: the GPU waits on the host (try train.compile=true, "
                                     "train.cudagraphs=true with one data-parallel rank, or a larger "
                                     "train.micro_batch_size)"))
+    if "kernel_kinds_ms" in p:
+        total = sum(p["kernel_kinds_ms"].values()) or 1.0
+        kinds = ", ".join(f"{k} {v / total:.0%}" for k, v in p["kernel_kinds_ms"].items() if v >= 0.01 * total)
+        rows.append(("GPU time by kind", f"{kinds} (by kernel: {p['kernels_table']})"))
     rows.append(("trace", str(p["trace"])))
-    if "kernels_table" in p:
-        rows.append(("GPU time by kernel", str(p["kernels_table"])))
     return rows
