@@ -160,12 +160,12 @@ def describe(p: dict[str, Any]) -> list[tuple[str, str]]:
     if "gpu_busy_ms" in p:
         busy = p["gpu_busy_ms"] / p["wall_ms"]
         rows.append(("GPU busy", f"{p['gpu_busy_ms']:.1f} ms ({busy:.0%} of the step)"))
-        rows.append(("communication", f"{p['comm_ms']:.1f} ms, {p['exposed_comm_ms']:.1f} ms exposed "
-                                      "(not overlapped with compute)"))
+        exposed = f"{p['comm_ms']:.1f} ms, {p['exposed_comm_ms']:.1f} ms exposed (not overlapped with compute)"
+        rows.append(("communication", exposed))
         if busy < 0.8 or p["cpu_ops_ms"] > p["gpu_busy_ms"]:
-            rows.append(("verdict", "CPU-bound: the GPU waits on the host (try train.compile=true, "
-                                    "train.cudagraphs=true with one data-parallel rank, or a larger "
-                                    "train.micro_batch_size)"))
+            rows.append(("verdict", ("CPU-bound: the GPU waits on the host (try train.compile=true, "
+                                     "train.cudagraphs=true with one data-parallel rank, or a larger "
+                                     "train.micro_batch_size)")))
     if "kernel_kinds_ms" in p:
         total = sum(p["kernel_kinds_ms"].values()) or 1.0
         kinds = ", ".join(f"{k} {v / total:.0%}" for k, v in p["kernel_kinds_ms"].items() if v >= 0.01 * total)
