@@ -15,9 +15,11 @@ import json
 import statistics
 import sys
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
-DEVICE = ("kernel", "gpu_memcpy", "gpu_memset")
+from shardwise.profile import device_events
+
 LAUNCH = ("cuda_runtime", "cuda_driver")
 BINS = (10, 50, 200, 1000, float("inf"))  # upper bounds of the gap sizes, us
 
@@ -29,7 +31,7 @@ def load(path: Path) -> list[dict]:
 
 
 def gaps(events: list[dict]) -> list[str]:
-    device = sorted((e for e in events if e.get("cat") in DEVICE and "dur" in e), key=lambda e: e["ts"])
+    device = sorted(device_events(events), key=lambda e: e["ts"])
     launches = {e["args"].get("correlation"): e for e in events if e.get("cat") in LAUNCH and "args" in e}
     by_size, by_cause, end = Counter(), Counter(), device[0]["ts"]
     for e in device:
@@ -41,11 +43,11 @@ def gaps(events: list[dict]) -> list[str]:
             by_cause["host" if host else "queued"] += gap
         end = max(end, e["ts"] + e["dur"])
     span = end - device[0]["ts"]
+    sizes = ", ".join(f"<{b}: {v / 1e3:.1f} ms" for b, v in sorted(by_size.items()))
+    causes = (f"idle ended by a kernel launched <15 us before it: {by_cause['host'] / 1e3:.1f} ms; "
+              f"by a queued one: {by_cause['queued'] / 1e3:.1f} ms")
     return [f"device span {span / 1e3:.1f} ms, idle {sum(by_size.values()) / 1e3:.1f} ms",
-            "idle by gap size (us, upper bound): " + ", ".join(f"<{b}: {v / 1e3:.1f} ms" for b, v in
-                                                                sorted(by_size.items())),
-            f"idle ended by a kernel launched <15 us before it: {by_cause['host'] / 1e3:.1f} ms; "
-            f"by a queued one: {by_cause['queued'] / 1e3:.1f} ms"]
+            f"idle by gap size (us, upper bound): {sizes}", causes]
 
 
 def regions(events: list[dict]) -> list[str]:
@@ -54,9 +56,10 @@ def regions(events: list[dict]) -> list[str]:
         return []
     tid = Counter(e["tid"] for e in region).most_common(1)[0][0]
     region = sorted((e for e in region if e["tid"] == tid), key=lambda e: e["ts"])
-    between = [b["ts"] - (a["ts"] + a["dur"]) for a, b in zip(region, region[1:], strict=False)]
-    return [f"compiled regions: {len(region)}, host time per call median {statistics.median(e['dur'] for e in region):.0f} us,"
-            f" between calls median {statistics.median(between):.0f} us"]
+    between = [b["ts"] - (a["ts"] + a["dur"]) for a, b in pairwise(region)]
+    inside = statistics.median(e["dur"] for e in region)
+    return [(f"compiled regions: {len(region)}, host time per call median {inside:.0f} us, "
+             f"between calls median {statistics.median(between):.0f} us")]
 
 
 if __name__ == "__main__":

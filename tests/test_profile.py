@@ -45,7 +45,7 @@ def test_kernel_table_sums_device_time_per_kind_and_name():
         kernel("triton_poi_fused_add_mul_0", 1000, 30), kernel("Memset (Device)", 1030, 20, cat="gpu_memset"),
         {"cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 5000},
     ]
-    lines = kernel_table(events).splitlines()
+    lines = kernel_table(events, kernel_kinds(events)).splitlines()
     kinds = {line.split()[0]: float(line.split()[1]) for line in lines[1:lines.index("")]}
     assert kinds == {"matmul": 0.8, "attention": 0.1, "communication": 0.05, "generated": 0.03, "memory": 0.02}
     assert lines[1].split()[2] == "80.0%"

@@ -108,9 +108,9 @@ def kernel_kinds(trace_events: list[dict[str, Any]]) -> dict[str, float]:
     return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
-def kernel_table(trace_events: list[dict[str, Any]], top: int = 30) -> str:
-    """``kernel_kinds``, then the ``top`` kernel names by device time."""
-    kinds, names = kernel_kinds(trace_events), {}
+def kernel_table(trace_events: list[dict[str, Any]], kinds: dict[str, float], top: int = 30) -> str:
+    """The trace's ``kinds`` (``kernel_kinds``), then the ``top`` kernel names by device time."""
+    names: dict[str, list[float]] = {}
     for e in device_events(trace_events):
         names.setdefault(e["name"], []).append(float(e["dur"]) * 1e-3)
     total = sum(kinds.values()) or 1.0
@@ -148,9 +148,9 @@ def profile_step(step: Callable[[], None], out_dir: Path, rank: int, cuda: bool)
               "cpu_ops_ms": cpu_us * 1e-3}
     if cuda:
         events = json.loads(path.read_text())["traceEvents"]
-        (out_dir / "profile-kernels.txt").write_text(kernel_table(events))
-        result |= kernel_breakdown(events) | {"kernel_kinds_ms": kernel_kinds(events),
-                                              "kernels_table": str(out_dir / "profile-kernels.txt")}
+        kinds = kernel_kinds(events)
+        (out_dir / "profile-kernels.txt").write_text(kernel_table(events, kinds))
+        result |= kernel_breakdown(events) | {"kernel_kinds_ms": kinds, "kernels_table": str(out_dir / "profile-kernels.txt")}
     return result
 
 
