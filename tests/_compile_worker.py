@@ -19,7 +19,7 @@ def one_step(overrides: dict[str, str], compiled: bool) -> dict:
     if compiled:  # as parallelize.apply_compile does, with a backend that needs no compiler
         for layer in run.model.layers:
             layer.forward = torch.compile(layer.forward, fullgraph=True, backend="aot_eager")
-    loss = forward_backward(run, step_batches(cfg, run.meshes.dp.get_local_rank(), run.layout.dp)(0))
+    loss = float(forward_backward(run, step_batches(cfg, run.meshes.dp.get_local_rank(), run.layout.dp)(0)))
     return {"loss": loss, "grads": {n: full_copy(p.grad) for n, p in run.model.named_parameters()}}
 
 

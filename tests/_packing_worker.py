@@ -40,7 +40,7 @@ def unpacked(overrides: dict[str, str]) -> dict:
     cfg = load_config(None, {**overrides, "data.packing": "false"})
     run = build_run(cfg)
     train_samples, _ = load_data(cfg, byte_tokenizer())
-    loss = forward_backward(run, StepBatches(train_samples, *_split(run))(0))
+    loss = float(forward_backward(run, StepBatches(train_samples, *_split(run))(0)))
     grads = {n.removeprefix("hf."): full_copy(p.grad) for n, p in run.model.named_parameters()}
     return {"loss": loss, "grads": grads}
 

@@ -36,7 +36,7 @@ def train_steps(run: Run, steps: int = 2) -> dict[str, Any]:
     the weights."""
     out: dict[str, Any] = {"losses": [], "grads": []}
     for _ in range(steps):
-        out["losses"].append(forward_backward(run, synthetic_batches(run)))
+        out["losses"].append(float(forward_backward(run, synthetic_batches(run))))
         out["grads"].append({n: full_copy(p.grad) for n, p in run.model.named_parameters()})
         optimizer_step(run)
     out["weights"] = {n: full_copy(p) for n, p in run.model.named_parameters()}

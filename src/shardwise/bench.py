@@ -50,8 +50,7 @@ def timed_step(run: Run, batches: list[Batch]) -> float:
     if run.device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    forward_backward(run, batches)
-    optimizer_step(run)
+    optimizer_step(run, forward_backward(run, batches))
     if run.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0

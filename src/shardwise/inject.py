@@ -43,13 +43,13 @@ def parse(spec: str) -> list[tuple[str, int, int]]:
     return faults
 
 
-def mid_step(run: Run, step: int, loss: float) -> float:
+def mid_step(run: Run, step: int, loss: torch.Tensor) -> torch.Tensor:
     """Apply the faults of ``step`` to this rank; returns the step's loss, NaN'd by ``nan``."""
     for kind, at, rank in parse(os.environ.get("SHARDWISE_FAULT", "")):
         if at != step:
             continue
         if kind == "nan":
-            loss = float("nan")
+            loss = torch.full_like(loss, float("nan"))
         if dist.get_rank() == rank:
             _act(run, kind)
     return loss

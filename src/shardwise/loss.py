@@ -93,21 +93,23 @@ def loss_fn(compiled: bool) -> LossFn:
     return _summed(torch.compile(cross_entropy_sum), torch.compile(vocab_parallel_cross_entropy_sum))
 
 
-def global_token_count(micro_labels: list[torch.Tensor], mesh: DeviceMesh) -> int:
-    """Non-ignored labels of the whole step, summed over micro-batches and the ranks of ``mesh`` (DP x CP)."""
-    count = torch.tensor(sum(int((lab != IGNORE_INDEX).sum()) for lab in micro_labels), dtype=torch.float64)
+def global_token_count(micro_labels: list[torch.Tensor], mesh: DeviceMesh) -> torch.Tensor:
+    """Non-ignored labels of the whole step, summed over micro-batches and the ranks of ``mesh`` (DP x CP), at
+    least 1: a float64 scalar on the group's device, left there so that the step's kernels need not wait for it."""
+    count = torch.stack([(lab != IGNORE_INDEX).sum() for lab in micro_labels]).sum().to(torch.float64)
     group = mesh.get_group()
     count = count.to(_comm_device(group))
     dist.all_reduce(count, group=group)
-    return int(count.item())
+    return count.clamp(min=1)
 
 
-def reduce_over_ranks(value: torch.Tensor, mesh: DeviceMesh) -> float:
+def reduce_over_ranks(value: torch.Tensor, mesh: DeviceMesh) -> torch.Tensor:
     """Sum one per-rank scalar over the ranks of ``mesh``: data- and context-parallel ranks, each holding the sum
-    over its own tokens (TP ranks hold the same value, so they are left out)."""
+    over its own tokens (TP ranks hold the same value, so they are left out). A float64 scalar on the group's
+    device: reading it (``float``) waits for the GPU, which the trainer does once, at the end of a step."""
     value = value.detach().to(torch.float64).to(_comm_device(mesh.get_group()))
     dist.all_reduce(value, group=mesh.get_group())
-    return float(value.item())
+    return value
 
 
 def _comm_device(group: dist.ProcessGroup) -> torch.device:

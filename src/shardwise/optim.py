@@ -63,22 +63,37 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
 
 
+def step_if(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:
+    """``optimizer.step()`` where the device flag ``finite`` holds, otherwise nothing.
+
+    Fused AdamW reads the flag in its kernels (GradScaler's ``found_inf``: set, it leaves the weights, the
+    moments and the step count as they were), so the host queues the update without waiting for the GPU; an
+    unfused optimizer (CPU) has the host read the flag first.
+    """
+    if all(group.get("fused") for group in optimizer.param_groups):
+        optimizer.found_inf = (~finite).to(torch.float32)
+        optimizer.step()
+    elif bool(finite):
+        optimizer.step()
+
+
 @torch.no_grad()
 def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Global L2 norm of all gradients (any mix of meshes and placements), then clip in place.
 
     Per mesh group, the DTensor norm reduces over shards and ignores replicas, so each group's
-    ``full_tensor()`` is exact; the groups' squares are then summed.
+    ``full_tensor()`` is exact; the groups' squares are then summed. Nothing here reads a value on the host or
+    copies one from it (either would wait for the GPU): the norm stays on the device.
     """
     grads = [p.grad for p in params if p.grad is not None]
-    total_sq = torch.zeros((), dtype=torch.float32)
+    total_sq = torch.zeros((), dtype=torch.float32, device=grads[0].device if grads else None)
     for group in mesh_groups(grads):
         # Summing squares per placement dim costs one extra small all-reduce on 2D meshes; fine.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*sequential all_reduce.*")
             norm = torch.nn.utils.get_total_norm(group, norm_type=2.0)
             norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
-        total_sq = total_sq.to(norm.device) + norm.float() ** 2
+        total_sq = total_sq + (norm.float() ** 2).to(total_sq.device)
     total = total_sq.sqrt()
     if max_norm > 0:
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)

@@ -29,13 +29,14 @@ from shardwise.metrics import (
     peak_mem_gib,
 )
 from shardwise.model import flop_params, num_params
-from shardwise.optim import clip_grad_norm_
+from shardwise.optim import clip_grad_norm_, step_if
 from shardwise.run import Run, build_run
 from shardwise.tp import sum_partial_grads
 
 
-def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
-    """Accumulate gradients over this rank's micro-batches; returns the step's global mean loss.
+def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
+    """Accumulate gradients over this rank's micro-batches; returns the step's global mean loss, a float64 scalar
+    on the device that nothing here reads (the host queues the whole backward without waiting for the GPU).
 
     FSDP reduce-scatters each micro-batch's gradients into the sharded ones (as TorchTitan and
     Megatron's distributed optimizer do), overlapped with the backward; ``parallel.defer_grad_reduce``
@@ -43,7 +44,7 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
     one reduction per step for 4 bytes per parameter more, which an 8B model on 2 GPUs cannot afford.
     """
     micro_batches = [run.local_batch(b).to(run.device) for b in micro_batches]
-    n_tokens = max(global_token_count([b.labels for b in micro_batches], run.meshes.dp_cp), 1)
+    n_tokens = global_token_count([b.labels for b in micro_batches], run.meshes.dp_cp)
     # FSDP averages gradients over its dp x cp ranks; scaling by their count turns that average into the global sum.
     scale = run.layout.dp_cp / n_tokens
     loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
@@ -53,7 +54,7 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
         if isinstance(run.model, FSDPModule):
             run.model.set_requires_gradient_sync(i == len(micro_batches) - 1 or not run.cfg.parallel.defer_grad_reduce)
         summed = run.loss_fn(run.logits(batch), batch.labels)
-        (summed * scale).backward()
+        (summed * scale.to(summed.dtype)).backward()
         loss_sum += summed.detach().double()
     sum_partial_grads(run.partial_grads, run.meshes.tp)
     return reduce_over_ranks(loss_sum, run.meshes.dp_cp) / n_tokens
@@ -63,32 +64,35 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> float:
 def evaluate(run: Run, batches: StepBatches, n_batches: int) -> float:
     """Held-out loss: the token-level mean over ``n_batches`` global batches, as in ``forward_backward``."""
     micro_batches = [run.local_batch(b) for step in range(n_batches) for b in batches(step)]
-    n_tokens = max(global_token_count([b.labels for b in micro_batches], run.meshes.dp_cp), 1)
+    n_tokens = global_token_count([b.labels for b in micro_batches], run.meshes.dp_cp)
     loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
     for batch in micro_batches:
         batch = batch.to(run.device)
         loss_sum += run.loss_fn(run.logits(batch), batch.labels).double()
-    return reduce_over_ranks(loss_sum, run.meshes.dp_cp) / n_tokens
+    return float(reduce_over_ranks(loss_sum, run.meshes.dp_cp) / n_tokens)
 
 
-def optimizer_step(run: Run, loss: float = 0.0) -> tuple[float, float, str | None]:
+def optimizer_step(run: Run, loss: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """Clip, step unless the loss or the gradient norm is not finite, advance the schedule either way.
 
-    Returns (grad norm before clipping, lr used, the failed check or None). A failed step leaves
-    the weights and the optimizer state (moments, step count) as they were and drops its
-    gradients; the schedule still advances, so the lr stays a function of the step, like the data.
+    Returns the gradient norm before clipping (a device scalar, like the loss: with a fused optimizer nothing here
+    waits for the GPU, so the host queues clipping and update behind the backward instead of idling the GPU while
+    it issues them; ``faults.nonfinite`` names the failed check once they are read) and the lr used. A failed
+    step leaves the weights and the optimizer state (moments, step count) as they were and drops its gradients;
+    the schedule still advances, so the lr stays a function of the step, like the data.
     """
     params = [p for p in run.model.parameters() if p.grad is not None]
-    grad_norm = float(clip_grad_norm_(params, run.cfg.train.grad_clip))
+    grad_norm = clip_grad_norm_(params, run.cfg.train.grad_clip)
+    finite = torch.isfinite(grad_norm)
+    if loss is not None:
+        finite &= torch.isfinite(loss).to(finite.device)
     lr = run.scheduler.get_last_lr()[0]
-    failed = nonfinite(loss, grad_norm)
     with warnings.catch_warnings():  # a skipped first step: "lr_scheduler.step() before optimizer.step()" is meant
         warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step.*")
-        if failed is None:
-            run.optimizer.step()
+        step_if(run.optimizer, finite)
         run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=not run.cfg.train.cudagraphs)  # CUDA graphs add into kept gradients
-    return grad_norm, lr, failed
+    return grad_norm, lr
 
 
 def write_run_info(run: Run, out: Path) -> None:
@@ -161,7 +165,9 @@ def train(cfg: Config) -> list[dict]:
             watchdog.phase(f"step {step + 1}")
             t0 = time.perf_counter()
             loss = inject.mid_step(run, step + 1, forward_backward(run, batches(step)))
-            grad_norm, lr, failed = optimizer_step(run, loss)
+            grad_norm, lr = optimizer_step(run, loss)
+            loss, grad_norm = float(loss), float(grad_norm)  # the step's one wait for the GPU
+            failed = nonfinite(loss, grad_norm)
             if failed:
                 _on_nonfinite(cfg, step + 1, failed)
                 skipped += 1

@@ -177,10 +177,10 @@ def run_parallel(cfg: Config) -> dict[str, Any]:
     batches = step_batches(cfg, run.meshes.dp.get_local_rank(), run.layout.dp)
     out = {"num_params": num_params(run.model), "logits": logits, "layout": layout, "losses": [], "grad_norms": []}
     for step in range(cfg.train.steps):
-        out["losses"].append(forward_backward(run, batches(step)))
+        out["losses"].append(float(forward_backward(run, batches(step))))
         if step == 0:
             out["grads"] = {n.removeprefix("hf."): full_copy(p.grad) for n, p in run.model.named_parameters()}
-        out["grad_norms"].append(optimizer_step(run)[0])
+        out["grad_norms"].append(float(optimizer_step(run)[0]))
     out["weights"] = {n.removeprefix("hf."): full_copy(p) for n, p in run.model.named_parameters()}
     return out
 

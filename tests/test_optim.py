@@ -1,0 +1,38 @@
+"""``shardwise.optim``: a non-finite step skipped on the device by fused AdamW (the GPU path) changes nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import torchrun
+
+
+@pytest.mark.parametrize("layout", [{"parallel.tp": 2, "parallel.dp_shard": 1}, {"parallel.tp": 1, "parallel.dp_shard": 2}],
+                         ids=["tp2", "dp_shard2"])
+def test_fused_adamw_skips_nonfinite_steps_on_the_device(layout, tmp_path):
+    """Fused AdamW reads the finite flag in its kernels (no host read): after a NaN loss and after an infinite
+    gradient the weights, both moments and the step count are those of the step before, bit for bit; the next
+    finite step trains."""
+    out = tmp_path / "out.pt"
+    overrides = {"model.preset": "tiny-qwen2", **layout, "train.seq_len": 32, "train.global_batch_size": 4,
+                 "train.micro_batch_size": 2, "train.dtype": "float32", "train.compile": "false",
+                 "output.progress": False}
+    torchrun(2, "_optim_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
+    check_skips(torch.load(out))
+
+
+def check_skips(result: dict) -> None:
+    """The worker's four states (also run on GPUs: ``benchmarks/results/*-sync-free/run.sh``)."""
+    first, *skipped, last = result["states"]
+    for state in skipped:
+        assert state["optim"].keys() == first["optim"].keys()
+        assert all(torch.equal(state["weights"][n], w) for n, w in first["weights"].items())
+        assert all(torch.equal(state["optim"][n][k], v) for n, s in first["optim"].items() for k, v in s.items())
+    assert all(int(s["step"]) == 1 for s in first["optim"].values())
+    assert all(int(s["step"]) == 2 for s in last["optim"].values())
+    assert not any(torch.equal(last["weights"][n], w) for n, w in first["weights"].items() if "norm" not in n)
+    norms = result["grad_norms"]
+    assert math.isfinite(norms[1]) and norms[2] == math.inf and math.isfinite(norms[3])
