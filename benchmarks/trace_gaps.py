@@ -1,19 +1,21 @@
 """Where a profiled step's GPU waits: the idle gaps between device kernels in a `--bench.profile=true` trace.
 
-Usage: python benchmarks/trace_gaps.py TRACE.json[.gz] ...
+Usage: python benchmarks/trace_gaps.py [--largest N] TRACE.json[.gz] ...
 
 For each trace: the device span and the idle time in it, by gap size; how much of the idle time ends with a
 kernel the host launched less than 15 us before it started (the host set the pace there) against one that
 waited in the queue (a dependency: another stream, a collective); and the host time of the compiled regions
-(`Torch-Compiled Region`) and between them, per call, on the thread that ran them.
+(`Torch-Compiled Region`) and between them, per call, on the thread that ran them. With ``--largest N``, the N
+longest gaps in step order: where in the step, the kernel that ended each, and the host ops running at its middle
+(innermost first) — host reads of device values show there as the step's optimizer issued on an idle GPU.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import statistics
-import sys
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
@@ -50,6 +52,23 @@ def gaps(events: list[dict]) -> list[str]:
             f"idle by gap size (us, upper bound): {sizes}", causes]
 
 
+def largest(events: list[dict], n: int) -> list[str]:
+    device = sorted(device_events(events), key=lambda e: e["ts"])
+    host = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "user_annotation")]
+    found, end = [], device[0]["ts"]
+    for e in device:
+        if e["ts"] > end:
+            found.append((e["ts"] - end, end, e["name"]))
+        end = max(end, e["ts"] + e["dur"])
+    lines = []
+    for gap, start, name in sorted(sorted(found, reverse=True)[:n], key=lambda g: g[1]):
+        middle = start + gap / 2
+        ops = sorted((h for h in host if h["ts"] <= middle <= h["ts"] + h["dur"]), key=lambda h: h["dur"])
+        lines.append(f"at {(start - device[0]['ts']) / 1e3:7.2f} ms: {gap / 1e3:5.2f} ms idle, then {name[:40]}; host: "
+                     + (" < ".join(h["name"][:40] for h in ops[:3]) or "-"))
+    return lines
+
+
 def regions(events: list[dict]) -> list[str]:
     region = [e for e in events if e.get("ph") == "X" and e["name"].startswith("Torch-Compiled Region")]
     if not region:
@@ -63,6 +82,10 @@ def regions(events: list[dict]) -> list[str]:
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        events = load(Path(arg))
-        print(f"== {arg}", *gaps(events), *regions(events), sep="\n")
+    parser = argparse.ArgumentParser(description="Idle gaps between device kernels in profiled steps' traces.")
+    parser.add_argument("--largest", type=int, default=0, help="also list the N longest gaps")
+    parser.add_argument("traces", nargs="+", type=Path)
+    args = parser.parse_args()
+    for path in args.traces:
+        events = load(path)
+        print(f"== {path}", *gaps(events), *regions(events), *largest(events, args.largest), sep="\n")
