@@ -75,9 +75,9 @@ def evaluate(run: Run, batches: StepBatches, n_batches: int) -> float:
 def optimizer_step(run: Run, loss: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """Clip, step unless the loss or the gradient norm is not finite, advance the schedule either way.
 
-    Returns the gradient norm before clipping (a device scalar, like the loss: with a fused optimizer nothing here
-    waits for the GPU, so the host queues clipping and update behind the backward instead of idling the GPU while
-    it issues them; ``faults.nonfinite`` names the failed check once they are read) and the lr used. A failed
+    Returns the gradient norm before clipping, a device scalar like the loss, and the lr used. With a fused
+    optimizer nothing here waits for the GPU (``optim.step_if``), so the host queues clipping and update behind
+    the backward; the caller reads both values afterwards, and ``faults.nonfinite`` names a failed check. A failed
     step leaves the weights and the optimizer state (moments, step count) as they were and drops its gradients;
     the schedule still advances, so the lr stays a function of the step, like the data.
     """
