@@ -32,19 +32,27 @@ def load(path: Path) -> list[dict]:
         return json.load(f)["traceEvents"]
 
 
-def gaps(events: list[dict]) -> list[str]:
+def idle_gaps(events: list[dict]) -> tuple[float, float, list[tuple[float, float, dict]]]:
+    """The device span's start and end, and its idle gaps in step order: (length, start, the event ending it)."""
     device = sorted(device_events(events), key=lambda e: e["ts"])
-    launches = {e["args"].get("correlation"): e for e in events if e.get("cat") in LAUNCH and "args" in e}
-    by_size, by_cause, end = Counter(), Counter(), device[0]["ts"]
+    found, end = [], device[0]["ts"]
     for e in device:
-        gap = e["ts"] - end
-        if gap > 0:
-            by_size[next(b for b in BINS if gap < b)] += gap
-            launch = launches.get(e["args"].get("correlation"))
-            host = launch is not None and e["ts"] - (launch["ts"] + launch["dur"]) < 15
-            by_cause["host" if host else "queued"] += gap
+        if e["ts"] > end:
+            found.append((e["ts"] - end, end, e))
         end = max(end, e["ts"] + e["dur"])
-    span = end - device[0]["ts"]
+    return device[0]["ts"], end, found
+
+
+def gaps(events: list[dict]) -> list[str]:
+    launches = {e["args"].get("correlation"): e for e in events if e.get("cat") in LAUNCH and "args" in e}
+    first, last, found = idle_gaps(events)
+    by_size, by_cause = Counter(), Counter()
+    for gap, _, e in found:
+        by_size[next(b for b in BINS if gap < b)] += gap
+        launch = launches.get(e["args"].get("correlation"))
+        host = launch is not None and e["ts"] - (launch["ts"] + launch["dur"]) < 15
+        by_cause["host" if host else "queued"] += gap
+    span = last - first
     sizes = ", ".join(f"<{b}: {v / 1e3:.1f} ms" for b, v in sorted(by_size.items()))
     causes = (f"idle ended by a kernel launched <15 us before it: {by_cause['host'] / 1e3:.1f} ms; "
               f"by a queued one: {by_cause['queued'] / 1e3:.1f} ms")
@@ -53,18 +61,13 @@ def gaps(events: list[dict]) -> list[str]:
 
 
 def largest(events: list[dict], n: int) -> list[str]:
-    device = sorted(device_events(events), key=lambda e: e["ts"])
     host = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "user_annotation")]
-    found, end = [], device[0]["ts"]
-    for e in device:
-        if e["ts"] > end:
-            found.append((e["ts"] - end, end, e["name"]))
-        end = max(end, e["ts"] + e["dur"])
+    first, _, found = idle_gaps(events)
     lines = []
-    for gap, start, name in sorted(sorted(found, reverse=True)[:n], key=lambda g: g[1]):
+    for gap, start, e in sorted(sorted(found, key=lambda g: -g[0])[:n], key=lambda g: g[1]):
         middle = start + gap / 2
         ops = sorted((h for h in host if h["ts"] <= middle <= h["ts"] + h["dur"]), key=lambda h: h["dur"])
-        lines.append(f"at {(start - device[0]['ts']) / 1e3:7.2f} ms: {gap / 1e3:5.2f} ms idle, then {name[:40]}; host: "
+        lines.append(f"at {(start - first) / 1e3:7.2f} ms: {gap / 1e3:5.2f} ms idle, then {e['name'][:40]}; host: "
                      + (" < ".join(h["name"][:40] for h in ops[:3]) or "-"))
     return lines
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from _worker import run_worker
 
+from shardwise import inject
 from shardwise.bench import synthetic_batches
 from shardwise.config import load_config
 from shardwise.optim import build_scheduler
@@ -34,7 +35,7 @@ def steps(overrides: dict) -> dict:
         if fault == "nan-loss":
             loss = torch.full_like(loss, float("nan"))
         if fault == "inf-grad":
-            next(p.grad for p in run.model.parameters() if p.grad is not None).to_local().view(-1)[0] = float("inf")
+            inject._act(run, "inf-grad")  # what SHARDWISE_FAULT=inf-grad@STEP does: one gradient element made inf
         grad_norm, _ = optimizer_step(run, loss)
         out["grad_norms"].append(float(grad_norm))
         out["states"].append(state(run))
