@@ -70,3 +70,18 @@ def test_the_ring_note_comes_once_from_rank_0(monkeypatch, capsys, rank, printed
     launch.note_cp_exchange(load_config(None, {"parallel.cp": "2", "parallel.cp_exchange": "ring"}))
     err = capsys.readouterr().err
     assert err.startswith("shardwise: note: parallel.cp_exchange=ring") == printed and err.count("\n") == printed
+
+
+@pytest.mark.parametrize("setting,tp,budget,want", [
+    ("auto", 1, 80, "false"), ("auto", 1, 60, "true"), ("auto", 2, 80, "auto"),  # tp=2 on 2 GPUs: no FSDP
+    ("true", 1, 80, "true"), ("false", 1, 60, "false"), ("auto", 1, None, "auto")])  # None: this machine, no GPU
+def test_launch_resolves_auto_for_the_gpu(capsys, setting, tp, budget, want):
+    """The launcher (or each torchrun worker) turns ``auto`` into the plan's choice for its GPUs, says which, and
+    leaves explicit settings, layouts without FSDP and machines without a GPU as they are."""
+    cfg = load_config(None, {"model.preset": "llama3-8b", "model.dtype": "bfloat16", "train.seq_len": "4096",
+                             "train.global_batch_size": "8", "train.micro_batch_size": "1", "parallel.tp": str(tp),
+                             "parallel.reshard_after_forward": setting})
+    resolved = launch.resolve_reshard(cfg, 2, budget)
+    assert resolved.parallel.reshard_after_forward == want
+    note = capsys.readouterr().err
+    assert ("parallel.reshard_after_forward=auto -> " in note) == (setting == "auto" and want != "auto")

@@ -39,9 +39,11 @@ LAYOUTS = {
     "tp2-sp-lp": ({"parallel.tp": 2, "parallel.sequence_parallel": True, "parallel.loss_parallel": True}, 2,
                   VARIANTS + FAMILY_VARIANTS),
     "dp2xtp2-sp-lp": ({"parallel.dp_shard": 2, "parallel.tp": 2}, 4, VARIANTS + FAMILY_VARIANTS),
-    # Mixed 1D/2D parameters (norms stay FSDP-only without SP), with full activation checkpointing.
+    # Mixed 1D/2D parameters (norms stay FSDP-only without SP), with full activation checkpointing, and FSDP
+    # blocks kept gathered from forward to backward (what parallel.reshard_after_forward=auto picks where it fits).
     "dp2xtp2-nosp-ac": ({"parallel.dp_shard": 2, "parallel.tp": 2, "parallel.sequence_parallel": False,
-                         "train.activation_checkpointing": "full"}, 4, VARIANTS),
+                         "train.activation_checkpointing": "full", "parallel.reshard_after_forward": "false"}, 4,
+                        VARIANTS),
     "hsdp2xtp2-sac": ({"parallel.dp_replicate": 2, "parallel.dp_shard": 1, "parallel.tp": 2,
                        "train.activation_checkpointing": "selective"}, 4, VARIANTS),
     # More TP ranks than KV heads: each KV head computed by 2 (or 4) ranks.

@@ -232,7 +232,8 @@ def test_recommends_keeping_blocks_gathered_where_that_fits(capsys):
     instead of two) where that fits too, after the largest micro-batch; without FSDP it has nothing to choose."""
     args = ["--model.preset=llama3-8b", "--model.dtype=bfloat16", "--world-size=2", "--train.seq_len=4096",
             "--train.global_batch_size=8", "--train.micro_batch_size=1", "--train.activation_checkpointing=none"]
-    _, reshard = plan_json(capsys, *args, "--parallel.tp=1", "--device-memory-gib=80")
+    _, reshard = plan_json(capsys, *args, "--parallel.tp=1", "--parallel.reshard_after_forward=true",
+                           "--device-memory-gib=80")
     _, keep = plan_json(capsys, *args, "--parallel.tp=1", "--parallel.reshard_after_forward=false",
                         "--device-memory-gib=80")
     assert keep["memory_bytes"]["total"] > reshard["memory_bytes"]["total"]
@@ -249,6 +250,28 @@ def test_recommends_keeping_blocks_gathered_where_that_fits(capsys):
     assert tp_only["recommended"]["reshard_after_forward"] is None
     assert main(["plan", *args, "--parallel.tp=2", "--device-memory-gib=80"]) == 0
     assert "reshard_after_forward" not in capsys.readouterr().out
+
+
+def test_auto_keeps_blocks_gathered_where_that_fits(capsys):
+    """``parallel.reshard_after_forward=auto`` (the default) plans as ``false`` where keeping blocks gathered fits
+    within the recommendation's headroom of the device, else as ``true``; without a device, as ``true``."""
+    args = ["--model.preset=llama3-8b", "--model.dtype=bfloat16", "--world-size=2", "--train.seq_len=4096",
+            "--train.global_batch_size=8", "--train.micro_batch_size=1", "--parallel.tp=1"]
+    _, reshard = plan_json(capsys, *args, "--parallel.reshard_after_forward=true", "--device-memory-gib=80")
+    _, keep = plan_json(capsys, *args, "--parallel.reshard_after_forward=false", "--device-memory-gib=80")
+    _, auto = plan_json(capsys, *args, "--device-memory-gib=80")
+    assert (auto["reshard_after_forward"], auto["memory_bytes"], auto["comm_bytes"]) == (
+        False, keep["memory_bytes"], keep["comm_bytes"])
+    assert keep["memory_bytes"]["total"] > reshard["memory_bytes"]["total"]
+    just_under = keep["memory_bytes"]["total"] / RECOMMEND_HEADROOM / 2**30 * 0.999
+    _, tight = plan_json(capsys, *args, f"--device-memory-gib={just_under}")
+    assert (tight["reshard_after_forward"], tight["memory_bytes"]) == (True, reshard["memory_bytes"])
+    _, nowhere = plan_json(capsys, *args)
+    assert nowhere["reshard_after_forward"] is True
+    assert main(["plan", *args, "--device-memory-gib=80"]) == 0
+    assert ("FSDP blocks: kept gathered from forward to backward (parallel.reshard_after_forward=auto: keeping them "
+            "fits within 90% of 80 GiB)") in capsys.readouterr().out
+
 
 
 @pytest.mark.parametrize("master", ["float32", "bfloat16"])
@@ -310,6 +333,10 @@ SWEEP_ROWS = {
                                "tp2-async/sw-none-compile-mb4-asynctp"],
     "2026-11-26-h100x2-mb8": ["tp2-mb8-async/sw-none-compile-mb8", "8b-tp2-bf16-noac/sw-none-compile-mb2",
                               "8b-tp2-bf16-full/sw-full-compile"],
+    # 2xH100, 2026-11-26, session 14: dp_shard=2 with parallel.reshard_after_forward=auto (blocks kept gathered,
+    # each record says so) and =true, Qwen2-1.5B and Llama-3-8B (bf16 weights)
+    "2026-11-26-h100x2-reshard-auto": ["dp2-auto/sw-none-compile-mb4", "dp2-reshard/sw-none-compile-mb4",
+                                       "8b-dp2-auto/sw-none-compile", "8b-dp2-reshard/sw-none-compile"],
 }
 # bf16 master weights: rows named bf16 and those of these "folder:row-prefix"es (an empty prefix: the whole folder)
 BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h200x4-ring-cudagraphs:cp2-",
@@ -318,7 +345,8 @@ BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h
              "2026-11-26-h200x4-llama8b-noac:tp2-sw", "2026-11-26-h200x4-llama8b-noac:dp2-sw",
              "2026-11-26-h200x4-fsdp-units:dp2-main", "2026-11-26-h200x4-keep-gathered:dp2-sw",
              "2026-11-26-h200x4-eager-cache:dp2-", "2026-11-26-h200x4-eager-cache:tp2-prof",
-             "2026-11-26-h100x4-graphs-renewed:tp2-8b", "2026-11-26-h100x4-nccl-graphs-memory:graphs-8b")
+             "2026-11-26-h100x4-graphs-renewed:tp2-8b", "2026-11-26-h100x4-nccl-graphs-memory:graphs-8b",
+             "2026-11-26-h100x2-reshard-auto:8b-")
 SMOKE = RESULTS / "2026-11-25-h100x2-smoke-pass"
 LARGE_GIB, MAX_RATIO = 10, 1.35
 
@@ -329,7 +357,8 @@ def sweep_args(folder: str, key: str, r: dict) -> list[str]:
     run = key.split("/")[0]  # the run's folder name says its bf16 weights, ring and kept blocks
     master = "bfloat16" if "bf16" in run or f"{folder}:{key}".startswith(BF16_ROWS) else "float32"
     ring = ["--parallel.cp_exchange=ring", "--data.packing=false"] if "ring" in run else []
-    keep = ["--parallel.reshard_after_forward=false"] if "keep" in run else []
+    kept = "keep" in run or r.get("reshard_after_forward") is False  # records before auto name it in the folder
+    keep = [f"--parallel.reshard_after_forward={str(not kept).lower()}"]
     graphs = ["--train.cudagraphs=true"] if r.get("cudagraphs") else []
     return [f"--world-size={layout['world_size']}", f"--model.preset={r['preset']}", f"--model.dtype={master}",
             *(f"--parallel.{k}={layout[k]}" for k in ("dp_replicate", "dp_shard", "cp", "tp")),

@@ -113,6 +113,7 @@ def summarize(run: Run, times: list[float]) -> dict[str, Any]:
         "cudagraphs": cfg.train.cudagraphs,
         "sequence_parallel": layout.tp > 1 and cfg.parallel.sequence_parallel,  # in effect only with TP
         "loss_parallel": run.loss_parallel,
+        "reshard_after_forward": cfg.parallel.reshards() if layout.dp_cp > 1 else None,  # in effect only with FSDP
         "step_time_s_median": median,
         "step_times_s": times,
         "tokens_per_s": tps,

@@ -30,6 +30,7 @@ from shardwise.launch import (
     note_cp_exchange,
     preflight,
     refuse,
+    resolve_reshard,
     stopped,
     under_launcher,
     warn_memory,
@@ -67,6 +68,7 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], cfg: Config) -> 
             raise ConfigError("--max-restarts is for shardwise's own launch; under torchrun, pass torchrun "
                               "--max-restarts=N")
         preflight(cfg, int(os.environ["WORLD_SIZE"]), args.command)
+        cfg = resolve_reshard(cfg, int(os.environ["WORLD_SIZE"]))
         if args.command == "train":  # bench's synthetic rows are one document each: nothing to say
             note_cp_exchange(cfg)
         _body(args.command)(cfg)
@@ -74,6 +76,9 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], cfg: Config) -> 
         return 0
     nproc = local_world_size(cfg)
     preflight(cfg, nproc, args.command)
+    resolved = resolve_reshard(cfg, nproc)
+    if resolved is not cfg:  # the workers take the launcher's choice rather than each planning again
+        cfg, argv = resolved, [*argv, f"--parallel.reshard_after_forward={resolved.parallel.reshard_after_forward}"]
     warn_memory(cfg, nproc)
     if args.command != "train":
         return launch("shardwise.cli", argv, nproc)

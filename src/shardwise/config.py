@@ -39,9 +39,16 @@ class ParallelConfig:
     sequence_parallel: bool = True
     loss_parallel: bool = True
     async_tp: bool = False
-    reshard_after_forward: bool = True
+    # FSDP: free a block's gathered weights after its forward (true) or keep them for its backward (false: one
+    # all-gather per block per micro-batch instead of two); auto = false where shardwise plan says that fits the GPU
+    reshard_after_forward: str = "auto"
     defer_grad_reduce: bool = False  # true: keep unsharded gradients until the last micro-batch (less traffic, more memory)
     timeout_s: int = 600  # a step, save or evaluation longer than this ends the job (a rank hung)
+
+    def reshards(self) -> bool:
+        """Whether FSDP frees gathered blocks after forward: ``true``, or ``auto`` where nothing resolved it
+        (``launch.resolve_reshard`` does on GPUs), as that needs no memory estimate to be safe."""
+        return self.reshard_after_forward != "false"
 
 
 @dataclass
@@ -132,6 +139,7 @@ CHOICES = {
     "train.compile": ("auto", "true", "false"),
     "train.on_nonfinite": ("stop", "skip"),
     "parallel.cp_exchange": ("allgather", "ring"),
+    "parallel.reshard_after_forward": ("auto", "true", "false"),
 }
 
 

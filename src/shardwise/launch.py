@@ -7,6 +7,7 @@ neither imports the other.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -103,6 +104,32 @@ def warn_memory(cfg: Config, world_size: int) -> None:
         line = f"shardwise: note: no memory estimate before launch ({type(e).__name__}: {e}); see shardwise plan"
     if line:
         print(line, file=sys.stderr, flush=True)
+
+
+def resolve_reshard(cfg: Config, world_size: int, device_memory_gib: float | None = None) -> Config:
+    """``parallel.reshard_after_forward=auto`` made true or false for this machine's GPUs by ``shardwise plan``: FSDP
+    keeps each block gathered from its forward to its backward where the plan's estimate of that fits (1.02–1.05×
+    the step at dp_shard=2, BENCHMARKS.md), and frees it otherwise. Rank 0 (or the launching process) says which.
+    Explicit settings, CPU runs and layouts without FSDP stay as they are (auto frees blocks: ``reshards``).
+    ``device_memory_gib`` plans for that much memory instead of this machine's GPU."""
+    if cfg.parallel.reshard_after_forward != "auto" or (device_memory_gib is None and not torch.cuda.is_available()):
+        return cfg
+    from shardwise.plan import make_plan
+
+    try:
+        report = make_plan(cfg, world_size, device_memory_gib)
+    except Exception as e:  # noqa: BLE001 - without an estimate, the choice that needs none
+        reshard, why = True, f"no memory estimate ({type(e).__name__}: {e})"
+    else:
+        reshard, why = report.get("reshard_after_forward"), f"by shardwise plan for {report['device_memory_gib']:.1f} GiB"
+    if reshard is None:  # no FSDP
+        return cfg
+    value = str(reshard).lower()
+    if int(os.environ.get("RANK", "0")) == 0:
+        state = "freed after forward" if reshard else "kept gathered from forward to backward"
+        print(f"shardwise: note: FSDP blocks {state} (parallel.reshard_after_forward=auto -> {value}, {why})",
+              file=sys.stderr, flush=True)
+    return dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, reshard_after_forward=value))
 
 
 def _quiet_launcher_logs() -> None:

@@ -211,6 +211,6 @@ def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, pa
     if cfg.train.compiles(meshes.tp.device_type):
         apply_compile(model)
     if layout.dp_cp > 1:
-        apply_fsdp(model, meshes.fsdp, param_dtype, cfg.parallel.reshard_after_forward)
+        apply_fsdp(model, meshes.fsdp, param_dtype, cfg.parallel.reshards())
     else:  # FSDP over one rank would only add per-block all-gather/reduce-scatter copies and hooks
         apply_mixed_precision(model, param_dtype)

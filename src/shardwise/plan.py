@@ -124,8 +124,10 @@ def without_gpu_only(cfg: Config) -> Config:
 
 
 def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype, micro_batches: int,
-                    cuda: bool) -> dict:
-    """Placements, memory and communication from the real parallelization on meta tensors."""
+                    cuda: bool, budget_gib: float | None) -> dict:
+    """Placements, memory and communication from the real parallelization on meta tensors; with FSDP, whether its
+    blocks stay gathered from forward to backward (``parallel.reshard_after_forward=auto``: where that fits
+    within ``RECOMMEND_HEADROOM`` of ``budget_gib``, as a recommendation must)."""
     tp, sp = layout.tp, cfg.parallel.sequence_parallel and layout.tp > 1
     micro = micro_batch_size(cfg.train.global_batch_size, cfg.train.micro_batch_size, layout.dp)
     with fake_world(layout.world_size):
@@ -147,9 +149,9 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     per_rank = cfg.train.global_batch_size // layout.dp
     compiled = cfg.train.compiles("cuda" if cuda else "cpu")
 
-    fsdp, configured = layout.dp_cp > 1, cfg.parallel.reshard_after_forward
+    fsdp = layout.dp_cp > 1
 
-    def memory_for(mode: str, micro_batch: int, reshard: bool = configured) -> dict[str, float]:
+    def memory_for(mode: str, micro_batch: int, reshard: bool) -> dict[str, float]:
         shape = dataclasses.replace(dims, batch=micro_batch)
         acts = estimate.activation_bytes(shape, mode, e, tp, sp, lp, compiled)
         graph_buffers = estimate.graph_buffer_bytes(shape, e, tp, sp) if cfg.train.cudagraphs else None
@@ -157,19 +159,23 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
                                cuda, fsdp, getattr(torch, cfg.model.dtype).itemsize, mode,
                                layout.dp_shard * layout.cp, compiled, reshard, graph_buffers)
 
+    mode, reshard = cfg.train.activation_checkpointing, cfg.parallel.reshards()
+    if fsdp and cfg.parallel.reshard_after_forward == "auto" and budget_gib is not None:
+        reshard = memory_for(mode, dims.batch, False)["total"] > RECOMMEND_HEADROOM * budget_gib * GIB
     return {
         "num_params": num_params(model),
+        "reshard_after_forward": reshard if fsdp else None,
         "styles": styles,
         "heads": head_split(config, tp) if tp > 1 else None,
         "parameters": param_table(layout_rows),
-        "memory_bytes": memory_for(cfg.train.activation_checkpointing, dims.batch),
-        "memory_options": [{"activation_checkpointing": mode, "micro_batch_size": mb,
-                            "reshard_after_forward": reshard if fsdp else None,
-                            "total_bytes": memory_for(mode, mb, reshard)["total"]}
-                           for mode in RECOMMEND_ORDER for mb in _micro_batch_choices(per_rank)
-                           for reshard in ((True, False) if fsdp else (configured,))],
+        "memory_bytes": memory_for(mode, dims.batch, reshard),
+        "memory_options": [{"activation_checkpointing": option, "micro_batch_size": mb,
+                            "reshard_after_forward": frees if fsdp else None,
+                            "total_bytes": memory_for(option, mb, frees)["total"]}
+                           for option in RECOMMEND_ORDER for mb in _micro_batch_choices(per_rank)
+                           for frees in ((True, False) if fsdp else (True,))],
         "comm_bytes": {**comm, "fsdp": estimate.fsdp_comm(units, layout.dp_shard * layout.cp, layout.dp_replicate, e,
-                                                          micro_batches, cfg.parallel.defer_grad_reduce, configured)},
+                                                          micro_batches, cfg.parallel.defer_grad_reduce, reshard)},
     }
 
 
@@ -253,6 +259,7 @@ def _summary(cfg: Config, config: Any, world_size: int, layout: Layout | None, d
         "batch": {"micro_batch_size": micro, "seq_len": t.seq_len,
                   "micro_batches_per_step": max(1, t.global_batch_size // (layout.dp * micro)) if layout else None},
         "activation_checkpointing": t.activation_checkpointing,
+        "reshard_setting": cfg.parallel.reshard_after_forward,
     }
 
 
@@ -271,7 +278,8 @@ def make_plan(cfg: Config, world_size: int, device_memory_gib: float | None) -> 
     dtype = compute_dtype(cfg, torch.device("cuda" if gpu else "cpu"))
     report = _summary(cfg, config, world_size, layout, dtype)
     if all(c["ok"] for c in checks if c["check"] != "batch split"):
-        report |= _sharded_report(cfg, config, layout, dtype, report["batch"]["micro_batches_per_step"], gpu)
+        report |= _sharded_report(cfg, config, layout, dtype, report["batch"]["micro_batches_per_step"], gpu,
+                                  device_memory_gib)
         if device_memory_gib is not None:
             checks.append(_memory_check(report["memory_bytes"]["total"], device_memory_gib))
             report["recommended"] = recommend(report.pop("memory_options"), device_memory_gib)
@@ -373,6 +381,16 @@ def _recommendation(rec: dict[str, Any] | None, budget_gib: float, master_dtype:
     return f"  recommended for {budget_gib:g} GiB ({fill}): {_setting_flags(rec)} (about {_size(rec['total_bytes'])})"
 
 
+def _blocks_line(r: dict[str, Any]) -> str:
+    reshard, setting, budget = r["reshard_after_forward"], r["reshard_setting"], r.get("device_memory_gib")
+    state = "freed after forward, gathered again for backward" if reshard else "kept gathered from forward to backward"
+    why = ""
+    if setting == "auto":
+        why = (f": keeping them {'would not fit' if reshard else 'fits'} within {RECOMMEND_HEADROOM:.0%} "
+               f"of {budget:g} GiB" if budget is not None else ": no device memory to plan for")
+    return f"  FSDP blocks: {state} (parallel.reshard_after_forward={setting}{why})"
+
+
 def render(r: dict[str, Any]) -> str:
     """The report as text: model, mesh, styles, parameters, memory, communication, checks."""
     lines = _header(r)
@@ -384,6 +402,8 @@ def render(r: dict[str, Any]) -> str:
         peak = max(mem["phases"], key=mem["phases"].get)
         lines.append(f"  total (peak, at the {peak}): {_size(mem['total'])}; "
                      + ", ".join(f"{k} {_size(v)}" for k, v in mem["phases"].items()))
+        if r["reshard_after_forward"] is not None:
+            lines.append(_blocks_line(r))
         if "recommended" in r:
             lines.append(_recommendation(r["recommended"], r["device_memory_gib"], r["master_dtype"]))
         lines += ["", "communication per device (ring bytes sent):", *_comm_lines(r["comm_bytes"])]
