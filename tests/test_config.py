@@ -74,6 +74,19 @@ def test_compile_auto_means_on_gpus_only(tmp_path):
         load_config(None, {"train.compile": "yes"})
 
 
+def test_reshard_after_forward_auto_frees_blocks_until_resolved(tmp_path):
+    """``parallel.reshard_after_forward=auto`` (the default) frees blocks after forward until the launch resolves it
+    for a GPU (``launch.resolve_reshard``); TOML booleans are accepted, other words refused with the choices."""
+    assert load_config(None, {}).parallel.reshard_after_forward == "auto"
+    assert load_config(None, {}).parallel.reshards()
+    toml = tmp_path / "run.toml"
+    toml.write_text("[parallel]\nreshard_after_forward = false\n")
+    assert not load_config(str(toml), {}).parallel.reshards()
+    assert load_config(None, {"parallel.reshard_after_forward": "true"}).parallel.reshards()
+    with pytest.raises(ConfigError, match="parallel.reshard_after_forward='never' is not one of auto, true, false"):
+        load_config(None, {"parallel.reshard_after_forward": "never"})
+
+
 def test_signals_to_stop_on():
     assert parse_signals(load_config(None, {}).checkpoint.on_signal) == [signal.SIGTERM, signal.SIGUSR1]
     assert parse_signals(" sigusr2 ") == [signal.SIGUSR2] and parse_signals("") == []
