@@ -83,6 +83,8 @@ def test_reshard_after_forward_auto_frees_blocks_until_resolved(tmp_path):
     toml.write_text("[parallel]\nreshard_after_forward = false\n")
     assert not load_config(str(toml), {}).parallel.reshards()
     assert load_config(None, {"parallel.reshard_after_forward": "true"}).parallel.reshards()
+    # a run.json logged before auto holds a boolean, which plan_for passes on as "False"
+    assert load_config(None, {"parallel.reshard_after_forward": "False"}).parallel.reshard_after_forward == "false"
     with pytest.raises(ConfigError, match="parallel.reshard_after_forward='never' is not one of auto, true, false"):
         load_config(None, {"parallel.reshard_after_forward": "never"})
 

@@ -191,6 +191,8 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
     section, name = key.split(".")
     obj = getattr(cfg, section)
     value = _coerce(key, value, getattr(obj, name))
+    if key in CHOICES and isinstance(value, str) and value.lower() in CHOICES[key]:  # True, as Python writes it
+        value = value.lower()
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(CHOICES[key])}")
     setattr(obj, name, value)
