@@ -58,9 +58,12 @@ def test_a_failing_estimate_never_stops_the_launch(monkeypatch, capsys):
         raise RuntimeError("no plan for this")
 
     monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(shardwise.plan, "memory_warning", broken)
+    monkeypatch.setattr(shardwise.plan, "make_plan", broken)
     launch.warn_memory(None, 2)
     assert "no memory estimate before launch (RuntimeError: no plan for this)" in capsys.readouterr().err
+    # parallel.reshard_after_forward=auto then takes the choice that needs no estimate
+    assert launch.resolve_reshard(load_config(None, {"parallel.tp": "1"}), 2).parallel.reshard_after_forward == "true"
+    assert "auto -> true, no memory estimate (RuntimeError: no plan for this)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("rank,printed", [("0", True), ("1", False)])

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -90,36 +90,49 @@ def note_cp_exchange(cfg: Config) -> None:
         print(f"shardwise: note: {line}", file=sys.stderr, flush=True)
 
 
-def warn_memory(cfg: Config, world_size: int) -> None:
-    """On a GPU machine, before starting workers: say so when ``shardwise plan`` expects the run not to fit, rather
-    than let every rank load the model and then run out of memory. A warning, not a refusal: the estimate is an
-    upper bound (docs/plan-verify.md)."""
-    if not torch.cuda.is_available():
+def gpu_plan(cfg: Config, world_size: int, device_memory_gib: float | None = None) -> dict[str, Any] | None:
+    """``shardwise plan`` of this run for this machine's GPU (or ``device_memory_gib``), made once before the
+    workers start for both ``resolve_reshard`` and ``warn_memory``: None with neither; ``{"error": …}`` where the
+    plan itself failed, which they note and go on from (the estimate is advice, never a reason to stop)."""
+    if device_memory_gib is None and not torch.cuda.is_available():
+        return None
+    from shardwise.plan import make_plan
+
+    try:
+        return make_plan(cfg, world_size, device_memory_gib)
+    except Exception as e:  # noqa: BLE001 - a run that preflight accepted goes on without an estimate
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def warn_memory(cfg: Config, world_size: int, report: dict[str, Any] | None = None) -> None:
+    """On a GPU machine, before starting workers: say so when ``shardwise plan`` (``report``, else one made here)
+    expects the run not to fit, rather than let every rank load the model and then run out of memory. A warning,
+    not a refusal: the estimate is an upper bound (docs/plan-verify.md)."""
+    report = report if report is not None else gpu_plan(cfg, world_size)
+    if report is None:
         return
     from shardwise.plan import memory_warning
 
-    try:
-        line = memory_warning(cfg, world_size)
-    except Exception as e:  # noqa: BLE001 - a warning must never stop a run that preflight accepted
-        line = f"shardwise: note: no memory estimate before launch ({type(e).__name__}: {e}); see shardwise plan"
+    line = (f"shardwise: note: no memory estimate before launch ({report['error']}); see shardwise plan"
+            if "error" in report else memory_warning(report))
     if line:
         print(line, file=sys.stderr, flush=True)
 
 
-def resolve_reshard(cfg: Config, world_size: int, device_memory_gib: float | None = None) -> Config:
-    """``parallel.reshard_after_forward=auto`` made true or false for this machine's GPUs by ``shardwise plan``: FSDP
-    keeps each block gathered from its forward to its backward where the plan's estimate of that fits (1.02–1.05×
-    the step at dp_shard=2, BENCHMARKS.md), and frees it otherwise. Rank 0 (or the launching process) says which.
-    Explicit settings, CPU runs and layouts without FSDP stay as they are (auto frees blocks: ``reshards``).
-    ``device_memory_gib`` plans for that much memory instead of this machine's GPU."""
-    if cfg.parallel.reshard_after_forward != "auto" or (device_memory_gib is None and not torch.cuda.is_available()):
+def resolve_reshard(cfg: Config, world_size: int, device_memory_gib: float | None = None,
+                    report: dict[str, Any] | None = None) -> Config:
+    """``parallel.reshard_after_forward=auto`` made true or false for this machine's GPUs by ``shardwise plan``
+    (``report``, else one made here): FSDP keeps each block gathered from its forward to its backward where the
+    plan's estimate of that fits (1.02–1.05× the step at dp_shard=2, BENCHMARKS.md), and frees it otherwise. Rank 0
+    (or the launching process) says which. Explicit settings, CPU runs and layouts without FSDP stay as they are
+    (auto frees blocks: ``reshards``). ``device_memory_gib`` plans for that much memory instead of this GPU."""
+    if cfg.parallel.reshard_after_forward != "auto":
         return cfg
-    from shardwise.plan import make_plan
-
-    try:
-        report = make_plan(cfg, world_size, device_memory_gib)
-    except Exception as e:  # noqa: BLE001 - without an estimate, the choice that needs none
-        reshard, why = True, f"no memory estimate ({type(e).__name__}: {e})"
+    report = report if report is not None else gpu_plan(cfg, world_size, device_memory_gib)
+    if report is None:
+        return cfg
+    if "error" in report:  # without an estimate, the choice that needs none
+        reshard, why = True, f"no memory estimate ({report['error']})"
     else:
         reshard, why = report.get("reshard_after_forward"), f"by shardwise plan for {report['device_memory_gib']:.1f} GiB"
     if reshard is None:  # no FSDP

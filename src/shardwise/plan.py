@@ -161,7 +161,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
 
     mode, reshard = cfg.train.activation_checkpointing, cfg.parallel.reshards()
     if fsdp and cfg.parallel.reshard_after_forward == "auto" and budget_gib is not None:
-        reshard = memory_for(mode, dims.batch, False)["total"] > RECOMMEND_HEADROOM * budget_gib * GIB
+        reshard = not fits(memory_for(mode, dims.batch, False)["total"], budget_gib)
     return {
         "num_params": num_params(model),
         "reshard_after_forward": reshard if fsdp else None,
@@ -195,6 +195,11 @@ def _micro_batch_choices(per_rank: int) -> list[int]:
 RECOMMEND_HEADROOM = 0.9
 
 
+def fits(total_bytes: float, budget_gib: float, share: float = RECOMMEND_HEADROOM) -> bool:
+    """Whether a planned total fits ``share`` of the device: the rule of a recommendation and of ``auto``."""
+    return total_bytes <= share * budget_gib * GIB
+
+
 def recommend(options: list[dict[str, Any]], budget_gib: float) -> dict[str, Any] | None:
     """The fastest setting that fits with headroom (no checkpointing at the largest micro-batch that fits, else
     full; with FSDP, blocks kept gathered from forward to backward where that fits too: 1.05x for Llama-3-8B
@@ -202,10 +207,10 @@ def recommend(options: list[dict[str, Any]], budget_gib: float) -> dict[str, Any
     ``tight``."""
     for share in (RECOMMEND_HEADROOM, 1.0):
         for mode in RECOMMEND_ORDER:
-            fits = [o for o in options if o["activation_checkpointing"] == mode
-                    and o["total_bytes"] <= share * budget_gib * GIB]
-            if fits:
-                best = max(fits, key=lambda o: (o["micro_batch_size"], o["reshard_after_forward"] is False))
+            fitting = [o for o in options if o["activation_checkpointing"] == mode
+                       and fits(o["total_bytes"], budget_gib, share)]
+            if fitting:
+                best = max(fitting, key=lambda o: (o["micro_batch_size"], o["reshard_after_forward"] is False))
                 return {**best, "tight": share > RECOMMEND_HEADROOM}
     return None
 
@@ -413,10 +418,9 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def memory_warning(cfg: Config, world_size: int, device_memory_gib: float | None = None) -> str | None:
-    """One line when the plan's peak estimate for this run exceeds the device (this machine's GPU by default),
-    naming the setting the plan recommends instead; None when it fits, or with no device to plan for."""
-    report = make_plan(cfg, world_size, device_memory_gib)
+def memory_warning(report: dict[str, Any]) -> str | None:
+    """One line when a plan's (``make_plan``) peak estimate for its run exceeds the device, naming the setting the
+    plan recommends instead; None when it fits, or with no device to plan for."""
     memory = next((c for c in report["checks"] if c["check"] == "memory"), None)
     if memory is None or memory["ok"]:
         return None
