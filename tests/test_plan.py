@@ -337,6 +337,10 @@ SWEEP_ROWS = {
     # each record says so) and =true, Qwen2-1.5B and Llama-3-8B (bf16 weights)
     "2026-11-26-h100x2-reshard-auto": ["dp2-auto/sw-none-compile-mb4", "dp2-reshard/sw-none-compile-mb4",
                                        "8b-dp2-auto/sw-none-compile", "8b-dp2-reshard/sw-none-compile"],
+    # 2xH100, 2026-11-26, session 15: units kept gathered through the micro-batches (the same peaks as before), Llama-3-8B
+    # (bf16 weights) dp_shard=2 at 4 micro-batches per rank and tp=2; Qwen2-1.5B dp_shard=2 at 2 micro-batches of 4
+    "2026-11-26-h100x2-keep-through-accumulation": ["8b-new/sw-none-compile", "15b-gb16-new/sw-none-compile-mb4"],
+    "2026-11-26-h100x2-keep-through-accumulation-b": ["8b-new/sw-none-compile", "8b-tp2-new/sw-none-compile-mb2"],
 }
 # bf16 master weights: rows named bf16 and those of these "folder:row-prefix"es (an empty prefix: the whole folder)
 BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h200x4-ring-cudagraphs:cp2-",
@@ -346,7 +350,8 @@ BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h
              "2026-11-26-h200x4-fsdp-units:dp2-main", "2026-11-26-h200x4-keep-gathered:dp2-sw",
              "2026-11-26-h200x4-eager-cache:dp2-", "2026-11-26-h200x4-eager-cache:tp2-prof",
              "2026-11-26-h100x4-graphs-renewed:tp2-8b", "2026-11-26-h100x4-nccl-graphs-memory:graphs-8b",
-             "2026-11-26-h100x2-reshard-auto:8b-")
+             "2026-11-26-h100x2-reshard-auto:8b-", "2026-11-26-h100x2-keep-through-accumulation:8b-",
+             "2026-11-26-h100x2-keep-through-accumulation-b:8b-")
 SMOKE = RESULTS / "2026-11-25-h100x2-smoke-pass"
 LARGE_GIB, MAX_RATIO = 10, 1.35
 
@@ -398,3 +403,18 @@ def test_memory_bounds_the_measured_peaks(tmp_path, capsys):
         if peak > LARGE_GIB and estimate > MAX_RATIO * peak:
             loose.append(f"{label}: {estimate:.2f} GiB for {peak:.2f}")
     assert not loose
+
+
+def test_fsdp_traffic_gathers_kept_units_once_per_step():
+    """The plan's FSDP all-gathers are the run's (``test_kept_units_stay_gathered_through_the_micro_batches``): the
+    root, the last block and, with blocks kept gathered, every block once per step; the others for each micro-batch's
+    forward and again for its backward."""
+    from shardwise.estimate import fsdp_comm, ring_bytes
+
+    units = [10_000, 2_000, 2_000, 2_000]  # the root, then three blocks
+    gather = {n: ring_bytes("all_gather_into_tensor", n * 2 / 2, 2) for n in set(units)}
+    kept = fsdp_comm(units, shard=2, replicate=1, param_bytes=2, micro_batches=4, reshard_after_forward=False)
+    assert kept["all_gather"] == gather[10_000] + 3 * gather[2_000]
+    freed = fsdp_comm(units, shard=2, replicate=1, param_bytes=2, micro_batches=4)
+    assert freed["all_gather"] == gather[10_000] + gather[2_000] + 2 * 2 * 4 * gather[2_000]
+    assert freed["reduce_scatter"] == 4 * ring_bytes("reduce_scatter_tensor", sum(units) * 4, 2)

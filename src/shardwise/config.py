@@ -39,8 +39,9 @@ class ParallelConfig:
     sequence_parallel: bool = True
     loss_parallel: bool = True
     async_tp: bool = False
-    # FSDP: free a block's gathered weights after its forward (true) or keep them for its backward (false: one
-    # all-gather per block per micro-batch instead of two); auto = false where shardwise plan says that fits the GPU
+    # FSDP: free a block's gathered weights after its forward (true) or keep them for its backward and the step's
+    # next micro-batches (false: one all-gather per block per step instead of two per micro-batch); auto = false
+    # where shardwise plan says that fits the GPU
     reshard_after_forward: str = "auto"
     defer_grad_reduce: bool = False  # true: keep unsharded gradients until the last micro-batch (less traffic, more memory)
     timeout_s: int = 600  # a step, save or evaluation longer than this ends the job (a rank hung)

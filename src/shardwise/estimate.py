@@ -96,11 +96,11 @@ checkpointing) on meta tensors under a fake process group while every collective
 group; the difference is one layer. (CP: one all-gather of K and V per layer forward, again in a
 recomputation, and one reduce-scatter of their gradients; round a ring, ``cp-1`` shifts of K and V
 forward, as many in backward and ``cp`` of their fp32 gradients, all-to-alls that send the whole
-block.) FSDP is counted from the parameters: per micro-batch an all-gather of each unit in forward
-and again in backward (every block but the last, which stays gathered, and none with
-``parallel.reshard_after_forward=false``; not the root) over
-``dp_shard·cp`` ranks, and a reduce-scatter of fp32 gradients (once per step with
-``parallel.defer_grad_reduce``) and, with HSDP, an all-reduce of the shards over replicas.
+block.) FSDP is counted from the parameters, over ``dp_shard·cp`` ranks: per micro-batch an
+all-gather of each unit in forward and again in backward, except the units kept gathered (the root,
+the last block, every block with ``parallel.reshard_after_forward=false``), gathered once per step
+(``parallelize.prepare_micro_batch``); a reduce-scatter of fp32 gradients per micro-batch (once per
+step with ``parallel.defer_grad_reduce``) and, with HSDP, an all-reduce of the shards over replicas.
 """
 
 from __future__ import annotations
@@ -303,17 +303,18 @@ def fsdp_comm(unit_numels: list[int], shard: int, replicate: int, param_bytes: i
 
     ``unit_numels`` count the tensor-parallel shard each FSDP group gathers (global / tp when TP-sharded).
     Gradients are reduced after every micro-batch, or once per step with ``defer_grad_reduce``. Blocks are
-    gathered again for backward unless ``reshard_after_forward`` is off.
+    gathered for each micro-batch's forward and again for its backward, unless kept gathered (the root, the last
+    block, every block without ``reshard_after_forward``): those once per step.
     """
     reductions = 1 if defer_grad_reduce else micro_batches
     gathers = 0.0
     for i, n in enumerate(unit_numels):
-        # the root and the last block stay gathered for backward; every block does without resharding
-        passes = 1 if i in (0, len(unit_numels) - 1) or not reshard_after_forward else 2
-        gathers += passes * ring_bytes("all_gather_into_tensor", n * param_bytes / shard, shard)
+        kept = i in (0, len(unit_numels) - 1) or not reshard_after_forward
+        gathers += (1 if kept else 2 * micro_batches) * ring_bytes("all_gather_into_tensor", n * param_bytes / shard,
+                                                                   shard)
     total = sum(unit_numels)
     return {
-        "all_gather": micro_batches * gathers,
+        "all_gather": gathers,
         "reduce_scatter": reductions * ring_bytes("reduce_scatter_tensor", total * FP32, shard),
         "all_reduce_replicas": reductions * ring_bytes("all_reduce", total * FP32 / shard, replicate),
     }

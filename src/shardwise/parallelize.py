@@ -10,7 +10,7 @@ import warnings
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.utils.checkpoint import (
     CheckpointPolicy,
     checkpoint,
@@ -181,11 +181,32 @@ def apply_fsdp(model: CausalLM, mesh: DeviceMesh, param_dtype: torch.dtype, resh
     """
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(\w+\) returned a view tensor")
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    for i, layer in enumerate(model.layers):
-        # The last block's parameters are needed again at once by backward: keep them gathered.
-        last = i == len(model.layers) - 1
-        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward and not last)
-    fully_shard(model, mesh=mesh, mp_policy=mp)
+    kept = {id(unit) for unit in kept_gathered(model, reshard_after_forward)}
+    for layer in model.layers:
+        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=id(layer) not in kept)
+    fully_shard(model, mesh=mesh, mp_policy=mp)  # the root: FSDP itself keeps it gathered for backward
+
+
+def kept_gathered(model: CausalLM, reshard_after_forward: bool) -> list[nn.Module]:
+    """The FSDP units that stay gathered from their forward to their backward: the root (FSDP's own rule), the
+    last block (its parameters are needed again at once by backward) and, without ``reshard_after_forward``,
+    every block."""
+    last = len(model.layers) - 1
+    return [model, *(layer for i, layer in enumerate(model.layers) if i == last or not reshard_after_forward)]
+
+
+def prepare_micro_batch(model: FSDPModule, kept: list[nn.Module], last: bool, defer_grad_reduce: bool) -> None:
+    """Before each micro-batch of a step: gradients are reduced after its backward (or only after the last one,
+    with ``defer_grad_reduce``), and the ``kept`` units (``kept_gathered``) stay gathered from one micro-batch's
+    backward to the next one's forward, until the step's last backward reshards them for the optimizer.
+
+    Keeping them costs no memory: the step's peak, at the end of a forward, holds every kept unit anyway, and
+    no kept parameter changes before the optimizer step. It saves their all-gathers and copies for every
+    micro-batch after the first: with blocks kept gathered, the model is gathered once per step, not once per
+    micro-batch."""
+    model.set_requires_gradient_sync(last or not defer_grad_reduce)
+    for unit in kept:
+        unit.set_reshard_after_backward(last, recurse=False)
 
 
 def apply_mixed_precision(model: CausalLM, dtype: torch.dtype) -> None:

@@ -30,6 +30,7 @@ from shardwise.metrics import (
 )
 from shardwise.model import flop_params, num_params
 from shardwise.optim import clip_grad_norm_, step_if
+from shardwise.parallelize import prepare_micro_batch
 from shardwise.run import Run, build_run
 from shardwise.tp import sum_partial_grads
 
@@ -42,6 +43,8 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
     Megatron's distributed optimizer do), overlapped with the backward; ``parallel.defer_grad_reduce``
     instead keeps the unsharded fp32 gradients of the whole TP shard until the last micro-batch:
     one reduction per step for 4 bytes per parameter more, which an 8B model on 2 GPUs cannot afford.
+    Units gathered from forward to backward stay gathered until the last micro-batch
+    (``parallelize.prepare_micro_batch``).
     """
     micro_batches = [run.local_batch(b).to(run.device) for b in micro_batches]
     n_tokens = global_token_count([b.labels for b in micro_batches], run.meshes.dp_cp)
@@ -52,7 +55,7 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
         keep_grads(run.model)
     for i, batch in enumerate(micro_batches):
         if isinstance(run.model, FSDPModule):
-            run.model.set_requires_gradient_sync(i == len(micro_batches) - 1 or not run.cfg.parallel.defer_grad_reduce)
+            prepare_micro_batch(run.model, run.fsdp_kept, i == len(micro_batches) - 1, run.cfg.parallel.defer_grad_reduce)
         summed = run.loss_fn(run.logits(batch), batch.labels)
         (summed * scale.to(summed.dtype)).backward()
         loss_sum += summed.detach().double()

@@ -1,0 +1,36 @@
+"""Run under torchrun: two steps of an FSDP layout with several micro-batches per rank, counting FSDP's all-gathers
+(the profiler's ``FSDP::all_gather`` ranges), as the trainer runs them (units kept gathered through a step's
+micro-batches) and with every unit resharded after each backward; rank 0 saves both runs' counts, losses,
+gradients and weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _worker import run_worker, train_steps
+from torch.profiler import ProfilerActivity, profile
+
+from shardwise.config import load_config
+from shardwise.run import build_run
+
+
+def is_gather(name: str) -> bool:
+    return name == "FSDP::all_gather" or name.startswith("FSDP::all_gather (")
+
+
+def two_steps(overrides: dict[str, Any], keep: bool) -> dict[str, Any]:
+    run = build_run(load_config(None, overrides))
+    if not keep:
+        run.fsdp_kept = []  # every unit keeps FSDP's default: resharded after each backward
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = train_steps(run)
+    return {"units": 1 + len(run.model.layers), **out,
+            "gathers": sum(is_gather(e.name) for e in prof.events()) / 2}
+
+
+def compare(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {"kept": two_steps(overrides, True), "resharded": two_steps(overrides, False)}
+
+
+if __name__ == "__main__":
+    run_worker(compare)
