@@ -13,7 +13,7 @@ import json
 
 import pytest
 import torch
-from conftest import torchrun
+from conftest import assert_same_steps, torchrun
 
 from shardwise.config import ConfigError, load_config
 from shardwise.graphs import errors
@@ -45,12 +45,7 @@ def test_graphed_blocks_train_as_eager_blocks(tmp_path, case):
     torchrun(tp, "_graphs_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
     eager, graphed = (r := torch.load(out))["eager"], r["graphed"]
     assert r["captures"] == 1 and graphed["captures"] == 1  # one capture, replayed for 8 micro-batches
-    assert graphed["losses"] == eager["losses"]
-    for step, (got, want) in enumerate(zip(graphed["grads"], eager["grads"], strict=True)):
-        for name, grad in want.items():
-            assert torch.equal(got[name], grad), f"step {step + 1} gradient of {name}"
-    for name, weight in eager["weights"].items():
-        assert torch.equal(graphed["weights"][name], weight), name
+    assert_same_steps(graphed, eager)
 
 
 def test_refuses_what_graphs_cannot_replay():

@@ -24,7 +24,7 @@ from _parity_cases import (
     case_overrides,
     variant_presets,
 )
-from conftest import torchrun
+from conftest import assert_same_steps, torchrun
 
 from shardwise.config import load_config
 from shardwise.verify import compare, register_presets, run_reference, seq_len
@@ -150,9 +150,4 @@ def test_kept_units_stay_gathered_through_the_micro_batches(tmp_path, reshard):
     else:  # blocks but the last gathered for forward and again for backward
         each = 2 * (units - 2) * micro_batches
         assert (kept["gathers"], resharded["gathers"]) == (each + 2, each + 2 * micro_batches)
-    assert kept["losses"] == resharded["losses"]
-    for step, (got, want) in enumerate(zip(kept["grads"], resharded["grads"], strict=True)):
-        for name, grad in want.items():
-            assert torch.equal(got[name], grad), f"step {step + 1} gradient of {name}"
-    for name, weight in resharded["weights"].items():
-        assert torch.equal(kept["weights"][name], weight), name
+    assert_same_steps(kept, resharded)
