@@ -132,11 +132,11 @@ def test_async_tp_overlaps_before_it_splits(monkeypatch):
 
 
 @pytest.mark.parametrize("reshard", ["false", "true"])
-def test_kept_units_stay_gathered_through_the_micro_batches(tmp_path, reshard):
-    """dp_shard=2, 4 micro-batches per rank, bf16 compute on fp32 master weights: the units FSDP keeps gathered from
-    forward to backward (the root, the last block, every block with reshard_after_forward=false) are gathered once
-    per step instead of once per micro-batch; the losses, gradients and weights are bit for bit those of resharding
-    every unit after each backward, and the plan counts the gathers the run makes."""
+def test_kept_blocks_stay_gathered_through_the_micro_batches(tmp_path, reshard):
+    """dp_shard=2, 4 micro-batches per rank, bf16 compute on fp32 master weights: with blocks kept gathered from
+    forward to backward every unit is gathered once per step instead of once per micro-batch, and the losses,
+    gradients and weights are bit for bit those of resharding every unit after each backward; with blocks freed
+    after forward nothing changes (the root and the last block once per micro-batch, the others twice)."""
     out = tmp_path / "results.pt"
     overrides = {"model.preset": "tiny-qwen2", "model.dtype": "float32", "train.dtype": "bfloat16",
                  "parallel.dp_shard": 2, "parallel.tp": 1, "parallel.reshard_after_forward": reshard,
@@ -145,9 +145,9 @@ def test_kept_units_stay_gathered_through_the_micro_batches(tmp_path, reshard):
     torchrun(2, "_fsdp_gather_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
     kept, resharded = (r := torch.load(out))["kept"], r["resharded"]
     units, micro_batches = kept["units"], 4
-    if reshard == "false":  # every unit gathered once for each micro-batch's forward
+    if reshard == "false":
         assert (kept["gathers"], resharded["gathers"]) == (units, units * micro_batches)
-    else:  # blocks but the last gathered for forward and again for backward
-        each = 2 * (units - 2) * micro_batches
-        assert (kept["gathers"], resharded["gathers"]) == (each + 2, each + 2 * micro_batches)
+    else:
+        each = micro_batches * (2 + 2 * (units - 2))
+        assert (kept["gathers"], resharded["gathers"]) == (each, each)
     assert_same_steps(kept, resharded)

@@ -405,10 +405,10 @@ def test_memory_bounds_the_measured_peaks(tmp_path, capsys):
     assert not loose
 
 
-def test_fsdp_traffic_gathers_kept_units_once_per_step():
-    """The plan's FSDP all-gathers are the run's (``test_kept_units_stay_gathered_through_the_micro_batches``): the
-    root, the last block and, with blocks kept gathered, every block once per step; the others for each micro-batch's
-    forward and again for its backward."""
+def test_fsdp_traffic_gathers_kept_blocks_once_per_step():
+    """The plan's FSDP all-gathers are the run's (``test_kept_blocks_stay_gathered_through_the_micro_batches``): with
+    blocks kept gathered every unit once per step; else per micro-batch the root and the last block once (for
+    forward) and every other block twice."""
     from shardwise.estimate import fsdp_comm, ring_bytes
 
     units = [10_000, 2_000, 2_000, 2_000]  # the root, then three blocks
@@ -416,5 +416,5 @@ def test_fsdp_traffic_gathers_kept_units_once_per_step():
     kept = fsdp_comm(units, shard=2, replicate=1, param_bytes=2, micro_batches=4, reshard_after_forward=False)
     assert kept["all_gather"] == gather[10_000] + 3 * gather[2_000]
     freed = fsdp_comm(units, shard=2, replicate=1, param_bytes=2, micro_batches=4)
-    assert freed["all_gather"] == gather[10_000] + gather[2_000] + 2 * 2 * 4 * gather[2_000]
+    assert freed["all_gather"] == 4 * (gather[10_000] + gather[2_000] + 2 * 2 * gather[2_000])
     assert freed["reduce_scatter"] == 4 * ring_bytes("reduce_scatter_tensor", sum(units) * 4, 2)

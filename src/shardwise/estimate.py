@@ -97,8 +97,8 @@ group; the difference is one layer. (CP: one all-gather of K and V per layer for
 recomputation, and one reduce-scatter of their gradients; round a ring, ``cp-1`` shifts of K and V
 forward, as many in backward and ``cp`` of their fp32 gradients, all-to-alls that send the whole
 block.) FSDP is counted from the parameters, over ``dp_shard·cp`` ranks: per micro-batch an
-all-gather of each unit in forward and again in backward, except the units kept gathered (the root,
-the last block, every block with ``parallel.reshard_after_forward=false``), gathered once per step
+all-gather of each unit in forward and again in backward (not the root and the last block, which stay
+gathered), or with ``parallel.reshard_after_forward=false`` one of each unit per step
 (``parallelize.prepare_micro_batch``); a reduce-scatter of fp32 gradients per micro-batch (once per
 step with ``parallel.defer_grad_reduce``) and, with HSDP, an all-reduce of the shards over replicas.
 """
@@ -303,15 +303,14 @@ def fsdp_comm(unit_numels: list[int], shard: int, replicate: int, param_bytes: i
 
     ``unit_numels`` count the tensor-parallel shard each FSDP group gathers (global / tp when TP-sharded).
     Gradients are reduced after every micro-batch, or once per step with ``defer_grad_reduce``. Blocks are
-    gathered for each micro-batch's forward and again for its backward, unless kept gathered (the root, the last
-    block, every block without ``reshard_after_forward``): those once per step.
+    gathered for each micro-batch's forward and again for its backward (the root and the last block only for
+    forward); without ``reshard_after_forward`` every unit once per step.
     """
     reductions = 1 if defer_grad_reduce else micro_batches
-    gathers = 0.0
-    for i, n in enumerate(unit_numels):
-        kept = i in (0, len(unit_numels) - 1) or not reshard_after_forward
-        gathers += (1 if kept else 2 * micro_batches) * ring_bytes("all_gather_into_tensor", n * param_bytes / shard,
-                                                                   shard)
+    unit = [ring_bytes("all_gather_into_tensor", n * param_bytes / shard, shard) for n in unit_numels]
+    passes = [1 if i in (0, len(unit) - 1) else 2 for i in range(len(unit))]
+    per_micro_batch = sum(p * u for p, u in zip(passes, unit, strict=True))
+    gathers = micro_batches * per_micro_batch if reshard_after_forward else sum(unit)
     total = sum(unit_numels)
     return {
         "all_gather": gathers,

@@ -19,7 +19,7 @@ from shardwise.loss import LossFn, loss_fn
 from shardwise.mesh import Layout, Meshes, build_mesh, init_distributed, resolve_layout
 from shardwise.model import CausalLM, build_meta_model, hf_config, init_weights
 from shardwise.optim import build_optimizer, build_scheduler
-from shardwise.parallelize import kept_gathered, parallelize
+from shardwise.parallelize import parallelize
 from shardwise.tp import partial_grad_params
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,11 +53,6 @@ class Run:
     def partial_grads(self) -> list[torch.nn.Parameter]:
         """Parameters whose gradients each TP rank holds only a part of (``shardwise.tp``)."""
         return partial_grad_params(self.model)
-
-    @functools.cached_property
-    def fsdp_kept(self) -> list[torch.nn.Module]:
-        """The FSDP units kept gathered through a step's micro-batches (``parallelize.prepare_micro_batch``)."""
-        return kept_gathered(self.model, self.cfg.parallel.reshards())
 
     @functools.cached_property
     def loss_fn(self) -> LossFn:

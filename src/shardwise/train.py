@@ -43,7 +43,7 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
     Megatron's distributed optimizer do), overlapped with the backward; ``parallel.defer_grad_reduce``
     instead keeps the unsharded fp32 gradients of the whole TP shard until the last micro-batch:
     one reduction per step for 4 bytes per parameter more, which an 8B model on 2 GPUs cannot afford.
-    Units gathered from forward to backward stay gathered until the last micro-batch
+    Blocks kept gathered from forward to backward stay gathered until the last micro-batch
     (``parallelize.prepare_micro_batch``).
     """
     micro_batches = [run.local_batch(b).to(run.device) for b in micro_batches]
@@ -55,7 +55,8 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
         keep_grads(run.model)
     for i, batch in enumerate(micro_batches):
         if isinstance(run.model, FSDPModule):
-            prepare_micro_batch(run.model, run.fsdp_kept, i == len(micro_batches) - 1, run.cfg.parallel.defer_grad_reduce)
+            prepare_micro_batch(run.model, i == len(micro_batches) - 1, keep_gathered=not run.cfg.parallel.reshards(),
+                                defer_grad_reduce=run.cfg.parallel.defer_grad_reduce)
         summed = run.loss_fn(run.logits(batch), batch.labels)
         (summed * scale.to(summed.dtype)).backward()
         loss_sum += summed.detach().double()
