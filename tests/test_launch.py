@@ -37,13 +37,13 @@ def test_a_run_that_will_not_fit_is_warned_about_before_launch(monkeypatch, caps
 
     cfg = load_config(None, {"model.preset": "llama3-8b", "parallel.tp": "2", "train.seq_len": "4096",
                              "train.global_batch_size": "8", "train.micro_batch_size": "8"})
-    launch.warn_memory(cfg, 2)  # this machine: no GPU
+    launch.warn_memory(launch.gpu_plan(cfg, 2))  # this machine: no GPU
     assert capsys.readouterr().err == ""
     monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: True)
     for gib, warned in ((75, True), (2000, False)):
         monkeypatch.setattr(launch.torch.cuda, "get_device_properties",
                             lambda _, gib=gib: SimpleNamespace(total_memory=gib * 2**30))
-        launch.warn_memory(cfg, 2)
+        launch.warn_memory(launch.gpu_plan(cfg, 2))
         err = capsys.readouterr().err
         assert (f"more than the {gib:.1f} GiB there; shardwise plan recommends --train.activation_checkpointing="
                 in err) is warned, err
@@ -59,7 +59,7 @@ def test_a_failing_estimate_never_stops_the_launch(monkeypatch, capsys):
 
     monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(shardwise.plan, "make_plan", broken)
-    launch.warn_memory(None, 2)
+    launch.warn_memory(launch.gpu_plan(None, 2))
     assert "no memory estimate before launch (RuntimeError: no plan for this)" in capsys.readouterr().err
     # parallel.reshard_after_forward=auto then takes the choice that needs no estimate
     assert launch.resolve_reshard(load_config(None, {"parallel.tp": "1"}), 2).parallel.reshard_after_forward == "true"

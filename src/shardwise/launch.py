@@ -104,11 +104,10 @@ def gpu_plan(cfg: Config, world_size: int, device_memory_gib: float | None = Non
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def warn_memory(cfg: Config, world_size: int, report: dict[str, Any] | None = None) -> None:
-    """On a GPU machine, before starting workers: say so when ``shardwise plan`` (``report``, else one made here)
+def warn_memory(report: dict[str, Any] | None) -> None:
+    """On a GPU machine, before starting workers: say so when ``shardwise plan`` (``report``, from ``gpu_plan``)
     expects the run not to fit, rather than let every rank load the model and then run out of memory. A warning,
     not a refusal: the estimate is an upper bound (docs/plan-verify.md)."""
-    report = report if report is not None else gpu_plan(cfg, world_size)
     if report is None:
         return
     from shardwise.plan import memory_warning

@@ -197,7 +197,7 @@ def prepare_micro_batch(model: FSDPModule, last: bool, *, keep_gathered: bool, d
     That costs no memory: the step's peak, at the end of a forward, holds every unit gathered anyway, and no
     parameter changes before the optimizer step; it saves all but one all-gather of each unit per step (Llama-3-8B
     at dp_shard=2, 4 micro-batches: 1.05x on 2xH100, the same peak). With blocks freed after forward nothing is
-    kept: keeping the root and the last block through the backward measured 0.2 GiB more there for 1.006x, and
+    kept: keeping the root and the last block through the backward measured 0.2 GiB more there for 1.005x, and
     that setting is the one chosen where memory is tight (BENCHMARKS.md, session 15)."""
     model.set_requires_gradient_sync(last or not defer_grad_reduce)
     model.set_reshard_after_backward(last or not keep_gathered)
