@@ -32,6 +32,7 @@ declare -A ROWS=(
   [sw-none-compile-mb4-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4 --parallel.async_tp=true"
   [sw-full-compile-asynctp]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1 --parallel.async_tp=true"
 )
+TIMING="--warmup ${WARMUP:-2} --steps ${STEPS:-6}"  # the baselines' uncounted and timed steps, as the sw-* rows'
 TITAN="--shapes $PRESET --tp $TP --seq-len $SEQ --global-batch $GB --warmup ${WARMUP:-2} --steps ${STEPS:-6} ${TITAN_EXTRA:-}"
 declare -A TITAN_ROWS=(
   [titan-full-eager]="--ac full --local-batch 1"
@@ -50,13 +51,13 @@ for name in "${names[@]}"; do
   echo "=== $name"
   case $name in
     recipe-eager) torchrun --standalone --nproc-per-node=$NGPU benchmarks/recipe_baseline.py --preset $PRESET --tp $TP \
-        --seq-len $SEQ --accum $(( GB / DP )) --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
+        --seq-len $SEQ --accum $(( GB / DP )) $TIMING --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
     recipe-compile) torchrun --standalone --nproc-per-node=$NGPU benchmarks/recipe_baseline.py --preset $PRESET --tp $TP \
-        --seq-len $SEQ --accum $(( GB / DP )) --compile --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
+        --seq-len $SEQ --accum $(( GB / DP )) --compile $TIMING --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
     hf-tp-plan-ac) torchrun --standalone --nproc-per-node=$NGPU benchmarks/hf_tp_plan_baseline.py --preset $PRESET \
-        --seq-len $SEQ --accum $GB --ac --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
+        --seq-len $SEQ --accum $GB --ac $TIMING --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
     hf-tp-plan) torchrun --standalone --nproc-per-node=$NGPU benchmarks/hf_tp_plan_baseline.py --preset $PRESET \
-        --seq-len $SEQ --accum $GB --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
+        --seq-len $SEQ --accum $GB $TIMING --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1 ;;
     titan-*) python3 benchmarks/torchtitan_baseline.py $TITAN ${TITAN_ROWS[$name]} --out "$OUT/$name.json" \
         > "$OUT/$name.log" 2>&1 ;;
     *) python3 -m shardwise.cli bench $COMMON ${ROWS[$name]} --train.global_batch_size=$GB \

@@ -6,7 +6,8 @@ optional gradient checkpointing (``gradient_checkpointing_enable``), and AdamW w
 ``foreach=False`` (the norms stay plain tensors beside DTensor weights, which the foreach kernels
 refuse). Weights are bf16, as people load them for this path. The folder is a random-init
 checkpoint of a shardwise preset, written once by rank 0 (``--ckpt-dir``, reused when present).
-MFU uses the one formula in ``shardwise.metrics``.
+MFU uses the one formula in ``shardwise.metrics``. transformers needs ``accelerate`` for ``tp_plan``
+(not a shardwise dependency: install it beside this script).
 
 Run under torchrun:  torchrun --nproc-per-node=N benchmarks/hf_tp_plan_baseline.py --preset qwen2-1.5b
 """
