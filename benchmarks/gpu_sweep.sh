@@ -32,8 +32,8 @@ declare -A ROWS=(
   [sw-none-compile-mb4-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4 --parallel.async_tp=true"
   [sw-full-compile-asynctp]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1 --parallel.async_tp=true"
 )
-TIMING="--warmup ${WARMUP:-2} --steps ${STEPS:-6}"  # the baselines' uncounted and timed steps, as the sw-* rows'
-TITAN="--shapes $PRESET --tp $TP --seq-len $SEQ --global-batch $GB --warmup ${WARMUP:-2} --steps ${STEPS:-6} ${TITAN_EXTRA:-}"
+TIMING="--warmup ${WARMUP:-2} --steps ${STEPS:-6}"  # the baselines' uncounted and timed steps (recipe, transformers, TorchTitan), as the sw-* rows'
+TITAN="--shapes $PRESET --tp $TP --seq-len $SEQ --global-batch $GB $TIMING ${TITAN_EXTRA:-}"
 declare -A TITAN_ROWS=(
   [titan-full-eager]="--ac full --local-batch 1"
   [titan-full-compile]="--ac full --compile --local-batch 1"

@@ -30,7 +30,6 @@ def torchrun(nproc: int, target: str, *args: str, timeout: int = 600) -> subproc
     return proc
 
 
-
 def assert_same_steps(got: dict, want: dict) -> None:
     """Two ``_worker.train_steps`` results equal bit for bit: every step's loss and gradients, the final weights."""
     assert got["losses"] == want["losses"]
@@ -39,6 +38,7 @@ def assert_same_steps(got: dict, want: dict) -> None:
             assert torch.equal(mine[name], grad), f"step {step + 1} gradient of {name}"
     for name, weight in want["weights"].items():
         assert torch.equal(got["weights"][name], weight), name
+
 
 def shardwise(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``shardwise ARGS`` on CPU in a subprocess (it starts its own gloo processes); fail on error."""
