@@ -465,7 +465,7 @@ def measured_runs(smoke: Path, work: Path) -> Iterator[tuple[str, list[str], flo
     plan`` arguments of its logged command (model folders in ``work``, see ``write_configs``) and the peak in GiB."""
     runs = json.loads((smoke / "smoke.json").read_text())["runs"]
     commands = re.findall(r"^\$ python3 -m shardwise.cli train --output.dir=(\S+)/runs/(\S+) (.*)$",
-                          (smoke / "smoke.log").read_text(), re.M)
+                          (smoke / "smoke.log").read_text(), re.MULTILINE)
     for old_work, name, rest in commands:
         peak = runs.get(name, {}).get("peak_mem_gib")
         if peak is not None:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
+from typing_extensions import Self
 
 import shardwise.load
 from shardwise.config import load_config
@@ -46,7 +47,7 @@ class _CountingHandle:
     def __init__(self, *args: Any, **kwargs: Any):
         self.inner = _real_safe_open(*args, **kwargs)
 
-    def __enter__(self) -> _CountingHandle:
+    def __enter__(self) -> Self:
         self.inner.__enter__()
         return self
 

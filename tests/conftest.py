@@ -24,7 +24,7 @@ def torchrun(nproc: int, target: str, *args: str, timeout: int = 600) -> subproc
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "CUDA_VISIBLE_DEVICES": ""}
     entry = [str(TESTS / target)] if target.endswith(".py") else ["--module", target]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *entry, *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         pytest.fail(f"{target} failed on {nproc} processes:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -44,7 +44,7 @@ def shardwise(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``shardwise ARGS`` on CPU in a subprocess (it starts its own gloo processes); fail on error."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([sys.executable, "-m", "shardwise.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     if proc.returncode != 0:
         pytest.fail(f"shardwise {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc

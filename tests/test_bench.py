@@ -23,7 +23,7 @@ def test_bench_writes_record(tmp_path, cp):
            f"--parallel.cp={cp}", "--parallel.tp=2",
            "--train.seq_len=64", "--train.global_batch_size=4", "--train.micro_batch_size=2",
            "--bench.warmup=1", "--bench.steps=2", "--bench.profile=true", f"--output.dir={tmp_path}"]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tokens/s" in proc.stdout and f"dp_replicate=1 dp_shard=1 cp={cp} tp=2 on {2 * cp} x" in proc.stdout
     r = json.loads((tmp_path / "bench.json").read_text())

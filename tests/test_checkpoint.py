@@ -176,5 +176,5 @@ def test_unwritable_output_dir_fails_before_training(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["train", f"--output.dir={tmp_path / 'file' / 'out'}"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"shardwise: error: output.dir={tmp_path / 'file' / 'out'} is not writable ({tmp_path / 'file'} is not a "
-        "folder); choose another output.dir"]
+        (f"shardwise: error: output.dir={tmp_path / 'file' / 'out'} is not writable ({tmp_path / 'file'} is not a "
+         "folder); choose another output.dir")]

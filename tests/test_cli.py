@@ -28,7 +28,7 @@ def test_train_launches_processes_and_writes_outputs(tmp_path):
     """`shardwise train` alone starts 4 gloo processes (dp_shard=2 x tp=2) and logs every step."""
     cmd = [sys.executable, "-m", "shardwise.cli", "train", "--train.steps=3", "--train.seq_len=64",
            f"--output.dir={tmp_path}"]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["world_size"] == 4 and info["mesh"] == {"dp_replicate": 1, "dp_shard": 2, "cp": 1, "tp": 2}

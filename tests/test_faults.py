@@ -79,9 +79,9 @@ def test_nonfinite_loss_stops_with_the_step_and_the_check(tmp_path):
     proc = run_cli("train", *RUN, *TWO_PROCESSES, f"--output.dir={out}", env=fault("nan@2:1"))
     assert proc.returncode == NONFINITE_EXIT, proc.stderr[-3000:]
     assert errors(proc) == [
-        "shardwise: error: step 2: non-finite loss (nan) before the optimizer step; stopped without updating the "
-        "weights (train.on_nonfinite=stop); continue from the newest checkpoint with --checkpoint.resume=auto, or "
-        "set train.on_nonfinite=skip"]
+        ("shardwise: error: step 2: non-finite loss (nan) before the optimizer step; stopped without updating the "
+         "weights (train.on_nonfinite=stop); continue from the newest checkpoint with --checkpoint.resume=auto, or "
+         "set train.on_nonfinite=skip")]
     assert [r["step"] for r in metrics(out)] == [1]
 
 

@@ -21,7 +21,6 @@ from shardwise.mesh import Layout
 from shardwise.model import hf_config
 from shardwise.parallelize import check_cudagraphs
 
-
 CASES = {  # tp, preset, checkpointing, seq_len
     "tp2-qwen2-full": (2, "tiny-qwen2", "full", 32),
     "tp1-qwen2-full": (1, "tiny-qwen2", "full", 32),

@@ -101,7 +101,7 @@ class Batch:
     # this rank's queries may attend to; None while a batch holds whole rows.
     documents: torch.Tensor | None = None
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         packed = self.packed if self.packed is not None else has_restarts(self.position_ids)
         moved = (t if t is None else t.to(device, non_blocking=True)
                  for t in (self.input_ids, self.labels, self.position_ids, self.documents))

@@ -95,7 +95,7 @@ def init_distributed(timeout_s: int) -> torch.device:
     """
     if device_type() == "cuda":
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", CUDA_ALLOC_CONF)  # read when CUDA first allocates
-        local = int(os.environ.get("LOCAL_RANK", 0))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
         backend = "nccl"

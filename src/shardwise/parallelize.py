@@ -105,7 +105,7 @@ def apply_cp(model: CausalLM, cp_mesh: DeviceMesh, exchange: str) -> None:
     model.context = g
 
 
-def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: ANN001 - torch callback
+def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
     return CheckpointPolicy.MUST_SAVE if op in _SAVE_OPS else CheckpointPolicy.PREFER_RECOMPUTE
 
 
