@@ -144,7 +144,11 @@ def apply_async_tp(tp_mesh: DeviceMesh) -> None:
     torch._inductor.config.reorder_for_compute_comm_overlap = True
     torch._inductor.config.reorder_for_compute_comm_overlap_passes = [
         "reorder_compute_for_overlap", "sink_waits", "raise_comms"]
-    enable_symm_mem_for_group(tp_mesh.get_group().group_name)
+    # torch 2.11's micro-pipeline pass makes fx warn of erasing an erased node while it rewrites matmuls: noise.
+    warnings.filterwarnings("ignore", message=r"erase_node\(\w+\) on an already erased node")
+    with warnings.catch_warnings():  # torch 2.11 deprecates the call (a FutureWarning per rank); earlier ones need it
+        warnings.simplefilter("ignore", FutureWarning)
+        enable_symm_mem_for_group(tp_mesh.get_group().group_name)
 
 
 def apply_compile(model: CausalLM) -> None:
