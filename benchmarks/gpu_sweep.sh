@@ -13,8 +13,8 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 PRESET=$1 SEQ=$2; shift 2
 OUT=${OUT:-runs/sweep}; mkdir -p "$OUT"
 NGPU=$(python3 -c 'import torch; print(torch.cuda.device_count())')
-TP=${TP:-1}; DP=$(( NGPU / TP )); GB=${GB:-4}
-COMMON="--model.preset=$PRESET --parallel.tp=$TP --train.seq_len=$SEQ --bench.warmup=${WARMUP:-2} --bench.steps=${STEPS:-6}"
+TP=${TP:-1}; DP=$(( NGPU / TP )); GB=${GB:-4}; WARMUP=${WARMUP:-2}; STEPS=${STEPS:-6}
+COMMON="--model.preset=$PRESET --parallel.tp=$TP --train.seq_len=$SEQ --bench.warmup=$WARMUP --bench.steps=$STEPS"
 COMMON+=" --bench.profile=${PROFILE:-false} ${EXTRA:-}"  # PROFILE=true: one more step profiled (bench.profile)
 declare -A ROWS=(
   [sw-full-eager]="--train.activation_checkpointing=full --train.compile=false --train.micro_batch_size=1"
@@ -32,7 +32,7 @@ declare -A ROWS=(
   [sw-none-compile-mb4-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4 --parallel.async_tp=true"
   [sw-full-compile-asynctp]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1 --parallel.async_tp=true"
 )
-TIMING="--warmup ${WARMUP:-2} --steps ${STEPS:-6}"  # the baselines' uncounted and timed steps (recipe, transformers, TorchTitan), as the sw-* rows'
+TIMING="--warmup $WARMUP --steps $STEPS"  # the baselines' uncounted and timed steps (recipe, transformers, TorchTitan), as the sw-* rows'
 TITAN="--shapes $PRESET --tp $TP --seq-len $SEQ --global-batch $GB $TIMING ${TITAN_EXTRA:-}"
 declare -A TITAN_ROWS=(
   [titan-full-eager]="--ac full --local-batch 1"
