@@ -8,7 +8,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from shardwise.bench import document_lengths
+from shardwise.corpus import Documents
+from shardwise.data import TokenWindows
 from shardwise.model import PRESETS
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -22,7 +26,8 @@ def test_bench_writes_record(tmp_path, cp):
     cmd = [sys.executable, "-m", "shardwise.cli", "bench", "--model.preset=tiny-llama", "--parallel.dp_shard=1",
            f"--parallel.cp={cp}", "--parallel.tp=2",
            "--train.seq_len=64", "--train.global_batch_size=4", "--train.micro_batch_size=2",
-           "--bench.warmup=1", "--bench.steps=2", "--bench.profile=true", f"--output.dir={tmp_path}"]
+           "--bench.warmup=1", "--bench.steps=2", "--bench.profile=true", f"--output.dir={tmp_path}",
+           f"--bench.document_len={16 * (cp - 1)}"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tokens/s" in proc.stdout and f"dp_replicate=1 dp_shard=1 cp={cp} tp=2 on {2 * cp} x" in proc.stdout
@@ -38,6 +43,8 @@ def test_bench_writes_record(tmp_path, cp):
     assert r["step_time_s_median"] > 0 and r["tokens_per_s"] > 0
     assert abs(r["tokens_per_s_per_device"] * 2 * cp - r["tokens_per_s"]) < 1e-6 * r["tokens_per_s"]
     assert r["mfu"] is None and r["peak_mem_gib"] is None
+    assert r["document_len"] == 16 * (cp - 1) and r["packed_attention"] == "mask"  # flex trains on GPUs only
+    assert ("documents of ~16 (mask)" in proc.stdout) == (cp == 2)
     assert isinstance(r["device"], str) and r["device"]
     assert {"torch", "transformers", "python", "cuda", "nccl"} <= set(r["versions"])
     assert isinstance(r["versions"]["torch"], str) and isinstance(r["date"], str) and "T" in r["date"]
@@ -46,3 +53,15 @@ def test_bench_writes_record(tmp_path, cp):
         (tmp_path / "trace-rank0.json").read_text())
     assert profile["wall_ms"] > 0 and profile["cpu_ops_ms"] > 0 and "gpu_busy_ms" not in profile  # CPU: no kernels
     assert "profiled step" in proc.stdout
+
+
+def test_synthetic_documents_are_packed_like_data():
+    """``bench.document_len``: seeded lengths of that mean, packed by the trainer's own ``TokenWindows``, so rows
+    hold document boundaries (positions restart) and their first tokens are not targets."""
+    lengths = document_lengths(20, 4000, seed=3)
+    assert lengths.sum() >= 4000 and 18 < lengths.mean() < 22 and lengths.min() >= 1
+    assert (lengths == document_lengths(20, 4000, seed=3)).all() and document_lengths(0, 4000, 3) is None
+    windows = TokenWindows(Documents.from_tokens(torch.arange(4000), lengths), 64, 0)
+    _, labels, positions = windows.sample(0)
+    restarts = (positions[1:] == 0).nonzero().flatten() + 1
+    assert len(restarts) >= 1 and (labels[restarts - 1] == -100).all()

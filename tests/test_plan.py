@@ -418,3 +418,12 @@ def test_fsdp_traffic_gathers_kept_blocks_once_per_step():
     freed = fsdp_comm(units, shard=2, replicate=1, param_bytes=2, micro_batches=4)
     assert freed["all_gather"] == 4 * (gather[10_000] + gather[2_000] + 2 * 2 * gather[2_000])
     assert freed["reduce_scatter"] == 4 * ring_bytes("reduce_scatter_tensor", sum(units) * 4, 2)
+
+
+def test_gpu_only_settings_plan_on_cpu(capsys):
+    """A GPU run's settings that refuse CPU (flex attention, async TP, CUDA graphs) still plan here, with the same
+    estimate as without them where they change nothing plan counts (flex: no parameter, collective or mask)."""
+    common = ("--parallel.tp=2", "--world-size=2", "--train.seq_len=256", "--device-memory-gib=80")
+    code, flex = plan_json(capsys, *common, "--model.packed_attention=flex", "--parallel.async_tp=true")
+    _, mask = plan_json(capsys, *common, "--model.packed_attention=mask")
+    assert code == 0 and flex["ok"] and flex["memory_bytes"] == mask["memory_bytes"]

@@ -18,11 +18,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import transformers
 
 from shardwise.config import Config
+from shardwise.corpus import Documents
 from shardwise.data import Batch, StepBatches, TokenWindows
 from shardwise.metrics import device_peak_flops, flops_per_token, mfu, peak_mem_gib, peak_reserved_gib
 from shardwise.model import flop_params, num_params
@@ -36,13 +38,24 @@ def synthetic_batches(run: Run) -> list[Batch]:
 
     Random tokens go through the trainer's own ``StepBatches`` split, so every rank gets
     ``micro_batch x seq_len`` batches and a bad batch size fails with the trainer's message.
+    With ``bench.document_len`` they are cut into documents and packed as ``data.packing`` packs
+    them, so rows hold document boundaries and attention takes the packed path.
     """
     t = run.cfg.train
     gen = torch.Generator().manual_seed(t.seed)
     tokens = torch.randint(run.model.config.vocab_size, (t.global_batch_size * t.seq_len + 1,), generator=gen)
-    windows = TokenWindows(tokens, t.seq_len, t.seed)
+    windows = TokenWindows(Documents.from_tokens(tokens, document_lengths(run.cfg.bench.document_len, len(tokens),
+                                                                          t.seed)), t.seq_len, t.seed)
     split = StepBatches(windows, t.global_batch_size, t.micro_batch_size, run.meshes.dp.get_local_rank(), run.layout.dp)
     return split(0)
+
+
+def document_lengths(mean: int, tokens: int, seed: int) -> np.ndarray | None:
+    """Seeded document lengths, uniform in ``1..2·mean-1`` and enough to cover ``tokens``; None for ``mean`` 0
+    (the stream is one document)."""
+    if mean == 0:
+        return None
+    return np.random.default_rng(seed).integers(1, 2 * mean, size=tokens // mean * 2 + 1)
 
 
 def timed_step(run: Run, batches: list[Batch]) -> float:
@@ -114,6 +127,8 @@ def summarize(run: Run, times: list[float]) -> dict[str, Any]:
         "sequence_parallel": layout.tp > 1 and cfg.parallel.sequence_parallel,  # in effect only with TP
         "loss_parallel": run.loss_parallel,
         "reshard_after_forward": cfg.parallel.reshards() if layout.dp_cp > 1 else None,  # in effect only with FSDP
+        "document_len": cfg.bench.document_len,
+        "packed_attention": "flex" if run.model.block_masks else "mask",  # how rows with a boundary attend
         "step_time_s_median": median,
         "step_times_s": times,
         "tokens_per_s": tps,
@@ -138,7 +153,9 @@ def print_table(result: dict[str, Any], path: Path) -> None:
         ("model", f"{result['preset'] or result['model_type']} ({result['num_params']:,} params)"),
         ("layout", " ".join(f"{k}={v}" for k, v in layout.items() if k != "world_size")
                    + f" on {layout['world_size']} x {result['device']}"),
-        ("batch", f"{result['global_batch_size']} x {result['seq_len']} tokens, {result['dtype']}"),
+        ("batch", f"{result['global_batch_size']} x {result['seq_len']} tokens, {result['dtype']}"
+                  + (f", documents of ~{result['document_len']} ({result['packed_attention']})"
+                     if result["document_len"] else "")),
         ("step time (median)", f"{result['step_time_s_median']:.4f} s over {len(result['step_times_s'])} steps"),
         ("tokens/s", f"{result['tokens_per_s']:,.0f}"),
         ("tokens/s/device", f"{result['tokens_per_s_per_device']:,.0f}"),

@@ -26,6 +26,7 @@ class ModelConfig:
     path: str = ""
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
+    packed_attention: str = "auto"  # rows with a document boundary: flex block masks (compiled GPU runs), or a mask
     trust_remote_code: bool = False  # run Python code shipped in model.path / data.tokenizer folders
 
 
@@ -114,6 +115,7 @@ class BenchConfig:
     steps: int = 10
     out: str = ""  # JSON path; empty means output.dir/bench.json
     profile: bool = False  # one more step under torch.profiler: trace in output.dir, CPU/GPU/communication times
+    document_len: int = 0  # 0: one document a row; N: packed documents of 1..2N-1 tokens (N on average)
 
 
 @dataclass
@@ -138,6 +140,7 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "train.activation_checkpointing": ("none", "full", "selective"),
     "train.compile": ("auto", "true", "false"),
+    "model.packed_attention": ("auto", "flex", "mask"),
     "train.on_nonfinite": ("stop", "skip"),
     "parallel.cp_exchange": ("allgather", "ring"),
     "parallel.reshard_after_forward": ("auto", "true", "false"),
@@ -253,7 +256,8 @@ def validate(cfg: Config) -> None:
                        ("parallel.timeout_s", p.timeout_s)):
         if value < 1:
             raise ConfigError(f"{key}={value} must be >= 1")
-    for key, value in (("bench.warmup", cfg.bench.warmup), ("checkpoint.every", cfg.checkpoint.every),
+    for key, value in (("bench.warmup", cfg.bench.warmup), ("bench.document_len", cfg.bench.document_len),
+                       ("checkpoint.every", cfg.checkpoint.every),
                        ("checkpoint.shutdown_timeout_s", cfg.checkpoint.shutdown_timeout_s)):
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")

@@ -61,6 +61,7 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
     """Everything checkable without processes: layout, architecture, divisibility, lengths, weight files,
     resume, and for ``train`` whether ``output.dir`` is writable and has room for the checkpoints."""
     from shardwise.checkpoint import check_output_dir, resume_dir
+    from shardwise.flex import uses_flex
     from shardwise.load import checkpoint_files
     from shardwise.mesh import resolve_layout
     from shardwise.model import hf_config
@@ -71,7 +72,9 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
     config = hf_config(cfg.model)
     get_plan(config, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     check_divisibility(config, cfg, layout.tp)
-    check_cudagraphs(cfg, config, layout, "cuda" if torch.cuda.is_available() else "cpu")
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    check_cudagraphs(cfg, config, layout, device_type)
+    uses_flex(cfg, config, layout.cp, device_type)
     if cfg.model.path:
         checkpoint_files(cfg.model.path)
     if command == "train":

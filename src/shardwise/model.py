@@ -18,10 +18,12 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+from torch.nn.attention.flex_attention import BlockMask
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from shardwise.config import Config, ConfigError, ModelConfig
 from shardwise.cp import sequence_order
+from shardwise.flex import document_block_mask
 from shardwise.plans import model_forward
 from shardwise.tp import Group
 
@@ -95,6 +97,7 @@ class CausalLM(nn.Module):
         self.checkpoint_fn: Callable[..., torch.Tensor] | None = None
         self.context: Group | None = None  # the context-parallel group (``shardwise.cp``); None: whole rows
         self.graphs: Callable[..., torch.Tensor] | None = None  # the blocks as CUDA graphs (``shardwise.graphs``)
+        self.block_masks = False  # masks as flex ``BlockMask``s (``shardwise.flex``), not dense tensors
 
     @property
     def config(self) -> PretrainedConfig:
@@ -139,10 +142,10 @@ class CausalLM(nn.Module):
         return self.checkpoint_fn(layer, hidden, **kwargs) if self.checkpoint_fn else layer(hidden, **kwargs)
 
     def _mask(self, position_ids: torch.Tensor, dtype: torch.dtype, packed: bool | None,
-              documents: torch.Tensor | None, window: int | None) -> torch.Tensor | None:
+              documents: torch.Tensor | None, window: int | None) -> torch.Tensor | BlockMask | None:
         impl = self.config._attn_implementation
         if self.context is None:
-            return document_mask(position_ids, impl, dtype, packed, window)
+            return document_mask(position_ids, impl, dtype, packed, window, self.block_masks)
         if documents is None:
             raise ValueError("context parallelism needs the document ids of whole rows (Batch.documents)")
         return context_mask(documents, self.context, impl, dtype, packed, window)
@@ -192,7 +195,8 @@ def ring_note(cfg: Config) -> str | None:
 
 
 def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype,
-                  packed: bool | None = None, window: int | None = None) -> torch.Tensor | None:
+                  packed: bool | None = None, window: int | None = None,
+                  block_mask: bool = False) -> torch.Tensor | BlockMask | None:
     """The (batch, 1, seq, seq) mask of causal attention within packed documents, or None.
 
     A query sees a key iff both are in the same document (``document_ids``) and the key is not
@@ -201,7 +205,8 @@ def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: t
     Without a restart after the first token in any row and without a window shorter than the
     sequence, None keeps sdpa's plain causal path (and its fastest kernels); eager attention has
     none (it applies only the mask it gets), so it always gets one. ``packed`` is that restart test
-    done by the caller; None does it here.
+    done by the caller; None does it here. With ``block_mask`` the same rule as flex's ``BlockMask``
+    (``shardwise.flex``).
     """
     if packed is None:
         # meta tensors (``shardwise plan``) trace shapes and collectives, which no mask changes
@@ -210,6 +215,8 @@ def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: t
     if not needs_mask(attn_implementation, packed, window, seq):
         return None
     doc = document_ids(position_ids)
+    if block_mask:
+        return document_block_mask(doc, window)
     index = torch.arange(seq, device=doc.device)
     return document_causal_mask(doc, doc, index, index, attn_implementation, dtype, window)
 

@@ -1,5 +1,5 @@
-"""Apply tensor parallelism, context parallelism, activation checkpointing, compile and FSDP2 (with more than one
-data- or context-parallel rank), in that order."""
+"""Apply tensor parallelism, context parallelism, flex attention for packed rows, activation checkpointing, compile
+and FSDP2 (with more than one data- or context-parallel rank), in that order."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from torch.utils.checkpoint import (
 )
 from transformers import PretrainedConfig
 
-from shardwise import cp, graphs
+from shardwise import cp, flex, graphs
 from shardwise.config import Config, ConfigError
 from shardwise.mesh import Layout, Meshes
 from shardwise.model import CausalLM, tie_embeddings
@@ -151,6 +151,13 @@ def apply_async_tp(tp_mesh: DeviceMesh) -> None:
         enable_symm_mem_for_group(tp_mesh.get_group().group_name)
 
 
+def apply_flex(model: CausalLM) -> None:
+    """Rows with a document boundary (or a sliding window shorter than the rows) attend through FlexAttention's
+    block-sparse kernels instead of sdpa's dense mask (``shardwise.flex``)."""
+    model.block_masks = True
+    flex.attend_with_flex([layer.self_attn for layer in model.layers], model.config)
+
+
 def apply_compile(model: CausalLM) -> None:
     """Compile each block's ``forward`` as one graph (``fullgraph``: a graph break is an error, not a slow
     path), TP collectives included. FSDP's and checkpointing's hooks stay outside, in eager, around it.
@@ -221,6 +228,8 @@ def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, pa
         apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     if layout.cp > 1:
         apply_cp(model, meshes.cp, cfg.parallel.cp_exchange)
+    if flex.uses_flex(cfg, model.config, layout.cp, meshes.tp.device_type):
+        apply_flex(model)
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing, keep_rng=not cfg.train.cudagraphs)
     if cfg.train.cudagraphs:
         check_cudagraphs(cfg, model.config, layout, meshes.tp.device_type)

@@ -117,10 +117,11 @@ def fsdp_units(model: CausalLM) -> list[int]:
 
 def without_gpu_only(cfg: Config) -> Config:
     """``cfg`` as plan parallelizes its CPU meta model: without async TP, which reschedules the same collectives on
-    GPUs (nothing to count), and without CUDA graphs, which replay them (``estimate.memory`` counts what their
-    graphs hold); both refuse CPU."""
+    GPUs (nothing to count), without CUDA graphs, which replay them (``estimate.memory`` counts what their
+    graphs hold), and without flex attention, which moves no parameter or collective; all three refuse CPU."""
     return dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, async_tp=False),
-                               train=dataclasses.replace(cfg.train, cudagraphs=False))
+                               train=dataclasses.replace(cfg.train, cudagraphs=False),
+                               model=dataclasses.replace(cfg.model, packed_attention="mask"))
 
 
 def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype, micro_batches: int,

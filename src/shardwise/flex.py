@@ -1,0 +1,111 @@
+"""Attention over packed rows through FlexAttention's block-sparse kernels, on GPUs.
+
+With ``data.packing`` nearly every row holds a document boundary, and sdpa takes such rows only
+with a dense ``(batch, 1, seq, seq)`` mask (``model.document_mask``): it leaves cuDNN and flash
+for the memory-efficient kernel, transformers repeats K/V to every query head first (its
+grouped-query path takes no mask), and every tile of the square is computed, those across
+documents too. A ``BlockMask`` tells FlexAttention which tiles hold a pair a query may see: it
+skips the others, and applies the rule (same document, not later, inside the window) only on
+tiles that a boundary crosses. Qwen2-1.5B, seq 4096, documents of ~1024 tokens, compiled, on
+2xH100: 1.29x the dense mask's step at dp_shard=2 and 1.24x at tp=2, 5.7 and 7.1 GiB less
+(one layer's attention, forward and backward: 5.1 ms masked, 1.6 ms flex; BENCHMARKS.md, session 18).
+
+The attention modules get a copy of the config naming ``FLEX_ATTENTION``, registered with
+transformers' ``AttentionInterface`` (as ``shardwise.cp`` does): a ``BlockMask`` goes to flex,
+anything else (None, for rows without a boundary) to sdpa as before. The model's own config,
+which masks, checkpoints and export read, still names sdpa.
+
+``model.packed_attention=auto`` takes flex where it can train (``refusals``) and the blocks are
+compiled; ``flex`` asks for it (uncompiled runs compile flex alone) and is refused with the reason
+where it cannot; ``mask`` keeps the dense mask.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+from transformers import AttentionInterface, PretrainedConfig
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from shardwise.config import Config, ConfigError
+
+FLEX_ATTENTION = "shardwise_flex"
+
+
+def refusals(cfg: Config, config: PretrainedConfig, cp: int, device_type: str) -> list[str]:
+    """Why flex cannot train this run, one reason each (none if it can)."""
+    out = []
+    if device_type != "cuda":
+        out.append("needs CUDA GPUs (FlexAttention has no backward on CPU)")
+    if cfg.model.attn_implementation != "sdpa":
+        out.append(f"replaces sdpa's masked path, not model.attn_implementation={cfg.model.attn_implementation}")
+    if cp > 1:
+        out.append("cannot take context parallelism's masks of local queries x gathered keys")
+    if cfg.train.cudagraphs:
+        out.append("cannot run in CUDA graphs of the blocks (a replay keeps the mask it was captured with)")
+    if getattr(config, "attention_dropout", 0.0):
+        out.append("has no attention dropout")
+    return out
+
+
+def uses_flex(cfg: Config, config: PretrainedConfig, cp: int, device_type: str) -> bool:
+    """Whether packed rows attend through flex: ``auto`` where it can train and the blocks are compiled (an
+    uncompiled run compiles nothing, and flex outside a compiled block is compiled on its own, ~20 s on 2xH100);
+    ``flex`` wherever it can train, else a one-line error."""
+    mode = cfg.model.packed_attention
+    if mode == "mask":
+        return False
+    reasons = refusals(cfg, config, cp, device_type)
+    if mode == "flex" and reasons:
+        raise ConfigError(f"model.packed_attention=flex {reasons[0]}; set model.packed_attention=auto or mask")
+    return not reasons and (mode == "flex" or cfg.train.compiles(device_type))
+
+
+def document_block_mask(documents: torch.Tensor, window: int | None) -> BlockMask:
+    """The ``BlockMask`` of causal attention within each document of every row (``documents``: ``(batch, seq)``
+    document ids, ``model.document_ids``) and, with a sliding ``window``, to fewer than ``window`` tokens back:
+    the rule of ``model.document_causal_mask``. Built compiled on GPUs (once per step, for every layer)."""
+
+    def allowed(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        near = q >= kv if window is None else (q >= kv) & (q - kv < window)
+        return (documents[b, q] == documents[b, kv]) & near
+
+    batch, seq = documents.shape
+    return create_block_mask(allowed, batch, None, seq, seq, device=documents.device, _compile=documents.is_cuda)
+
+
+@cache
+def _compiled_flex() -> Any:
+    """Flex for calls outside a compiled block: uncompiled it would materialize the scores."""
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_or_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                           attention_mask: BlockMask | torch.Tensor | None, dropout: float = 0.0,
+                           scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """The function registered as ``FLEX_ATTENTION``: a ``BlockMask`` attends through flex (grouped K/V heads
+    read in place), anything else through transformers' sdpa. Returns ``(batch, seq, heads, head_dim)``."""
+    if not isinstance(attention_mask, BlockMask):
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, dropout=dropout,
+                                              scaling=scaling, **kwargs)
+    compiled = torch.compiler.is_compiling() or not query.is_cuda  # CPU: forward only, uncompiled (tests)
+    attend = flex_attention if compiled else _compiled_flex()
+    out = attend(query, key, value, block_mask=attention_mask, scale=scaling,
+                 enable_gqa=query.shape[1] != key.shape[1])
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(FLEX_ATTENTION, flex_or_sdpa_attention)
+
+
+def attend_with_flex(attention: list[nn.Module], config: PretrainedConfig) -> None:
+    """Make each attention module look up ``FLEX_ATTENTION`` (a shallow copy of ``config`` names it)."""
+    flex_config = copy.copy(config)
+    flex_config._attn_implementation = FLEX_ATTENTION
+    for module in attention:
+        module.config = flex_config
