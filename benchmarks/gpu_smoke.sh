@@ -12,7 +12,8 @@
 #   3 ft-b, started from a copy of ft-a's step-10 checkpoint with --checkpoint.resume=auto, repeats ft-a's steps 11..20
 #   4 ft-a's last checkpoint, exported and loaded with from_pretrained, gives ft-a's val_loss
 #   5 the same 50 bf16 steps on 1 GPU vs dp_shard=2, tp=2, tp=2 without SP (4 GPUs: dp_shard=2 x tp=2, tp=4;
-#     8 GPUs: dp_shard=4 x tp=2, tp=8); SKIP with 1 GPU
+#     8 GPUs: dp_shard=4 x tp=2, tp=8), and on 1 GPU with packed rows through flex block masks instead of sdpa's
+#     dense mask (model.packed_attention=flex, GPU only); SKIP with 1 GPU
 #   6 shardwise plan's memory total per device >= each run's measured peak (peak_mem_gib)
 set -uo pipefail
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -55,9 +56,9 @@ step() {  # NAME GPUS CMD...: run CMD seeing only GPUS (a comma list; CPU mode s
   printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >> "$WORK/steps.tsv"
   return $rc
 }
-train() {  # NAME NDEV ARGS...: shardwise train on the first NDEV GPUs (CPU: the processes ARGS' layout asks for)
+train() {  # NAME NDEV ARGS...: shardwise train on the first NDEV GPUs, or on $GPUS (CPU: the processes ARGS ask for)
   local name=$1 ndev=$2; shift 2
-  step "$name" "$(seq -s, 0 $((ndev - 1)))" python3 -m shardwise.cli train --output.dir="$WORK/runs/$name" \
+  step "$name" "${GPUS:-$(seq -s, 0 $((ndev - 1)))}" python3 -m shardwise.cli train --output.dir="$WORK/runs/$name" \
     --output.progress=false "$@"
 }
 parity() {  # NAME DP_SHARD TP ARGS...: the parity run on dp_shard x tp devices
@@ -78,7 +79,10 @@ train ft-a $FT_TP "${FT[@]}"
 mkdir -p "$WORK/runs/ft-b/checkpoints" && cp -r "$WORK/runs/ft-a/checkpoints/step-10" "$WORK/runs/ft-b/checkpoints/" \
   && train ft-b $FT_TP "${FT[@]}" --checkpoint.resume=auto
 if [ "$NDEV" -ge 2 ]; then
-  export_check $((NDEV - 1)) &  # on the last GPU, while parity-1 has the first
+  {  # on the last GPU, while parity-1 has the first
+    export_check $((NDEV - 1))
+    [ "$CPU" = 1 ] || GPUS=$((NDEV - 1)) parity 1-flex 1 1 --model.packed_attention=flex
+  } &
   parity 1 1 1
   wait
   parity dp2 2 1
