@@ -93,8 +93,8 @@ def flex_or_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Te
     if not isinstance(attention_mask, BlockMask):
         return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, dropout=dropout,
                                               scaling=scaling, **kwargs)
-    compiled = torch.compiler.is_compiling() or not query.is_cuda  # CPU: forward only, uncompiled (tests)
-    attend = flex_attention if compiled else _compiled_flex()
+    as_is = torch.compiler.is_compiling() or not query.is_cuda  # inside a compiled block; CPU: forward only (tests)
+    attend = flex_attention if as_is else _compiled_flex()
     out = attend(query, key, value, block_mask=attention_mask, scale=scaling,
                  enable_gqa=query.shape[1] != key.shape[1])
     return out.transpose(1, 2).contiguous(), None
