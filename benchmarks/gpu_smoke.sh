@@ -79,10 +79,9 @@ train ft-a $FT_TP "${FT[@]}"
 mkdir -p "$WORK/runs/ft-b/checkpoints" && cp -r "$WORK/runs/ft-a/checkpoints/step-10" "$WORK/runs/ft-b/checkpoints/" \
   && train ft-b $FT_TP "${FT[@]}" --checkpoint.resume=auto
 if [ "$NDEV" -ge 2 ]; then
-  {  # on the last GPU, while parity-1 has the first
-    export_check $((NDEV - 1))
-    [ "$CPU" = 1 ] || GPUS=$((NDEV - 1)) parity 1-flex 1 1 --model.packed_attention=flex
-  } &
+  # on the last GPU, while parity-1 has the first: the flex run, and the export check's small model beside it
+  export_check $((NDEV - 1)) &
+  [ "$CPU" = 1 ] || GPUS=$((NDEV - 1)) parity 1-flex 1 1 --model.packed_attention=flex &
   parity 1 1 1
   wait
   parity dp2 2 1
