@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import torchrun
 from torch.nn.attention.flex_attention import flex_attention
 from transformers import AutoModelForCausalLM
 
@@ -11,7 +14,7 @@ from shardwise import flex
 from shardwise.config import ConfigError, ModelConfig, load_config
 from shardwise.flex import uses_flex
 from shardwise.launch import preflight
-from shardwise.model import SHIPPED_PRESETS, CausalLM, document_mask, hf_config, init_weights
+from shardwise.model import SHIPPED_PRESETS, CausalLM, context_mask, document_ids, document_mask, hf_config, init_weights
 from shardwise.parallelize import apply_flex
 from shardwise.plans import model_forward
 
@@ -60,6 +63,39 @@ def test_block_mask_holds_the_dense_rule():
     assert document_mask(torch.arange(16).expand(2, 16), "sdpa", torch.float32, block_mask=True) is None
 
 
+@pytest.mark.parametrize("cp", [2, 4])
+def test_context_block_mask_holds_the_dense_rule(cp):
+    """Under context parallelism each rank's ``BlockMask`` (its queries x every rank's keys in the all-gather's
+    order) is its dense mask entry by entry, documents crossing the ranks' chunks, with and without a window."""
+    documents = document_ids(torch.stack([torch.cat([torch.arange(n) for n in (5, 19, 8)]), torch.arange(32)]))
+    for rank in range(cp):
+        g = SimpleNamespace(size=cp, rank=rank)
+        for window in (None, 6):
+            dense = context_mask(documents, g, "sdpa", torch.float32, packed=True, window=window)
+            block = context_mask(documents, g, "sdpa", torch.float32, packed=True, window=window, block_mask=True)
+            assert (block.seq_lengths, dense.shape[2:]) == ((32 // cp, 32), (32 // cp, 32))
+            q, kv = torch.meshgrid(torch.arange(32 // cp), torch.arange(32), indexing="ij")
+            for b in range(2):
+                assert torch.equal(block.mask_mod(torch.tensor(b), torch.tensor(0), q, kv), dense[b, 0]), (rank, window)
+
+
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-gemma3"])
+def test_context_parallel_flex_attends_as_its_dense_masks(preset, tmp_path):
+    """cp=2 over packed rows: the model's logits through flex ``BlockMask``s (flex called after the K/V
+    all-gather, in every block) are those of the dense masks of local queries x gathered keys, which the parity
+    suite proves equal to one process; grouped K/V heads, and Gemma 3's sliding windows (64) shorter than the
+    rows. Forward only, as on every CPU flex test."""
+    out = tmp_path / "out.pt"
+    overrides = {"model.preset": preset, "parallel.cp": 2, "parallel.tp": 1, "parallel.dp_shard": 1,
+                 "train.seq_len": 256, "train.global_batch_size": 2, "train.micro_batch_size": 2,
+                 "train.dtype": "float32", "train.compile": "false", "data.max_bytes": 100_000,
+                 "output.progress": False}
+    torchrun(2, "_flex_cp_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
+    r = torch.load(out)
+    assert r["packed"] and r["calls"] == hf_config(ModelConfig(preset=preset)).num_hidden_layers
+    torch.testing.assert_close(r["flex"], r["dense"], rtol=1e-4, atol=1e-4)
+
+
 def _cfg(**overrides: str):
     return load_config(None, {"parallel.tp": "1", **overrides})
 
@@ -74,26 +110,24 @@ def _cfg(**overrides: str):
     ({"train.compile": "false", "model.packed_attention": "flex"}, "cuda", True),
 ])
 def test_auto_takes_flex_where_it_can_train(overrides, device, expect):
-    assert uses_flex(_cfg(**overrides), hf_config(ModelConfig()), 1, device) is expect
+    assert uses_flex(_cfg(**overrides), hf_config(ModelConfig()), device) is expect
 
 
-def test_auto_leaves_context_parallelism_and_dropout_to_the_mask():
+def test_auto_leaves_attention_dropout_to_the_mask():
     config = hf_config(ModelConfig())
-    assert not uses_flex(_cfg(), config, 2, "cuda")
     config.attention_dropout = 0.1
-    assert not uses_flex(_cfg(), config, 1, "cuda")
+    assert not uses_flex(_cfg(), config, "cuda")
 
 
-@pytest.mark.parametrize("overrides,cp,device,reason", [
-    ({}, 1, "cpu", "needs CUDA GPUs"),
-    ({}, 2, "cuda", "context parallelism"),
-    ({"model.attn_implementation": "eager"}, 1, "cuda", "not model.attn_implementation=eager"),
-    ({"train.cudagraphs": "true"}, 1, "cuda", "CUDA graphs"),
+@pytest.mark.parametrize("overrides,device,reason", [
+    ({}, "cpu", "needs CUDA GPUs"),
+    ({"model.attn_implementation": "eager"}, "cuda", "not model.attn_implementation=eager"),
+    ({"train.cudagraphs": "true"}, "cuda", "CUDA graphs"),
 ])
-def test_flex_asked_for_where_it_cannot_train_is_one_line(overrides, cp, device, reason):
+def test_flex_asked_for_where_it_cannot_train_is_one_line(overrides, device, reason):
     cfg = _cfg(**{"model.packed_attention": "flex", **overrides})
     with pytest.raises(ConfigError, match=reason) as err:
-        uses_flex(cfg, hf_config(ModelConfig()), cp, device)
+        uses_flex(cfg, hf_config(ModelConfig()), device)
     assert "\n" not in str(err.value) and "model.packed_attention=auto or mask" in str(err.value)
 
 

@@ -15,6 +15,11 @@ transformers' ``AttentionInterface`` (as ``shardwise.cp`` does): a ``BlockMask``
 anything else (None, for rows without a boundary) to sdpa as before. The model's own config,
 which masks, checkpoints and export read, still names sdpa.
 
+Under context parallelism the mask covers this rank's queries and every rank's keys
+(``model.context_mask``) and flex is the function ``shardwise.cp`` calls after its K/V all-gather; the
+key tiles follow the gather's order, whose chunks are whole runs of tokens, so tiles still fall inside
+or outside documents.
+
 ``model.packed_attention=auto`` takes flex where it can train (``refusals``) and the blocks are
 compiled; ``flex`` asks for it (uncompiled runs compile flex alone) and is refused with the reason
 where it cannot; ``mask`` keeps the dense mask.
@@ -37,15 +42,13 @@ from shardwise.config import Config, ConfigError
 FLEX_ATTENTION = "shardwise_flex"
 
 
-def refusals(cfg: Config, config: PretrainedConfig, cp: int, device_type: str) -> list[str]:
+def refusals(cfg: Config, config: PretrainedConfig, device_type: str) -> list[str]:
     """Why flex cannot train this run, one reason each (none if it can)."""
     out = []
     if device_type != "cuda":
         out.append("needs CUDA GPUs (FlexAttention has no backward on CPU)")
     if cfg.model.attn_implementation != "sdpa":
         out.append(f"replaces sdpa's masked path, not model.attn_implementation={cfg.model.attn_implementation}")
-    if cp > 1:
-        out.append("cannot take context parallelism's masks of local queries x gathered keys")
     if cfg.train.cudagraphs:
         out.append("cannot run in CUDA graphs of the blocks (a replay keeps the mask it was captured with)")
     if getattr(config, "attention_dropout", 0.0):
@@ -53,30 +56,36 @@ def refusals(cfg: Config, config: PretrainedConfig, cp: int, device_type: str) -
     return out
 
 
-def uses_flex(cfg: Config, config: PretrainedConfig, cp: int, device_type: str) -> bool:
+def uses_flex(cfg: Config, config: PretrainedConfig, device_type: str) -> bool:
     """Whether packed rows attend through flex: ``auto`` where it can train and the blocks are compiled (an
     uncompiled run compiles nothing, and flex outside a compiled block is compiled on its own, ~20 s on 2xH100);
     ``flex`` wherever it can train, else a one-line error."""
     mode = cfg.model.packed_attention
     if mode == "mask":
         return False
-    reasons = refusals(cfg, config, cp, device_type)
+    reasons = refusals(cfg, config, device_type)
     if mode == "flex" and reasons:
         raise ConfigError(f"model.packed_attention=flex {reasons[0]}; set model.packed_attention=auto or mask")
     return not reasons and (mode == "flex" or cfg.train.compiles(device_type))
 
 
-def document_block_mask(documents: torch.Tensor, window: int | None) -> BlockMask:
-    """The ``BlockMask`` of causal attention within each document of every row (``documents``: ``(batch, seq)``
-    document ids, ``model.document_ids``) and, with a sliding ``window``, to fewer than ``window`` tokens back:
-    the rule of ``model.document_causal_mask``. Built compiled on GPUs (once per step, for every layer)."""
+def document_block_mask(query_docs: torch.Tensor, key_docs: torch.Tensor, window: int | None,
+                        index: tuple[torch.Tensor, torch.Tensor] | None = None) -> BlockMask:
+    """The ``BlockMask`` of ``model.document_causal_mask``'s rule: a query sees a key of its own document that is
+    not later and, with a sliding ``window``, fewer than ``window`` tokens earlier. ``query_docs`` and
+    ``key_docs`` are ``(batch, queries)`` and ``(batch, keys)`` document ids (``model.document_ids``); ``index``
+    the queries' and keys' token indices where they are not ``0..n-1`` (context parallelism: this rank's
+    queries, the gathered keys in ``cp.sequence_order``). Built compiled on GPUs (once per step, for every
+    layer)."""
 
     def allowed(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        near = q >= kv if window is None else (q >= kv) & (q - kv < window)
-        return (documents[b, q] == documents[b, kv]) & near
+        behind = q - kv if index is None else index[0][q] - index[1][kv]
+        near = behind >= 0 if window is None else (behind >= 0) & (behind < window)
+        return (query_docs[b, q] == key_docs[b, kv]) & near
 
-    batch, seq = documents.shape
-    return create_block_mask(allowed, batch, None, seq, seq, device=documents.device, _compile=documents.is_cuda)
+    (batch, queries), keys = query_docs.shape, key_docs.shape[1]
+    return create_block_mask(allowed, batch, None, queries, keys, device=query_docs.device,
+                             _compile=query_docs.is_cuda)
 
 
 @cache
@@ -103,9 +112,14 @@ def flex_or_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Te
 AttentionInterface.register(FLEX_ATTENTION, flex_or_sdpa_attention)
 
 
-def attend_with_flex(attention: list[nn.Module], config: PretrainedConfig) -> None:
-    """Make each attention module look up ``FLEX_ATTENTION`` (a shallow copy of ``config`` names it)."""
+def attend_with_flex(attention: list[nn.Module], config: PretrainedConfig, context: bool) -> None:
+    """Make each attention module attend through ``flex_or_sdpa_attention``: by the name a shallow copy of
+    ``config`` gives it, or under context parallelism (``context``) as the function ``shardwise.cp`` calls
+    once it has gathered K/V."""
     flex_config = copy.copy(config)
     flex_config._attn_implementation = FLEX_ATTENTION
     for module in attention:
-        module.config = flex_config
+        if context:
+            module._cp_attention = flex_or_sdpa_attention
+        else:
+            module.config = flex_config

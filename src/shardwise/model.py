@@ -148,7 +148,7 @@ class CausalLM(nn.Module):
             return document_mask(position_ids, impl, dtype, packed, window, self.block_masks)
         if documents is None:
             raise ValueError("context parallelism needs the document ids of whole rows (Batch.documents)")
-        return context_mask(documents, self.context, impl, dtype, packed, window)
+        return context_mask(documents, self.context, impl, dtype, packed, window, self.block_masks)
 
 
 def has_restarts(position_ids: torch.Tensor) -> bool:
@@ -216,20 +216,22 @@ def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: t
         return None
     doc = document_ids(position_ids)
     if block_mask:
-        return document_block_mask(doc, window)
+        return document_block_mask(doc, doc, window)
     index = torch.arange(seq, device=doc.device)
     return document_causal_mask(doc, doc, index, index, attn_implementation, dtype, window)
 
 
 def context_mask(documents: torch.Tensor, g: Group, attn_implementation: str, dtype: torch.dtype,
-                 packed: bool | None = None, window: int | None = None) -> torch.Tensor | None:
+                 packed: bool | None = None, window: int | None = None,
+                 block_mask: bool = False) -> torch.Tensor | BlockMask | None:
     """The (batch, 1, local_seq, seq) mask of this context-parallel rank's queries over the keys of every rank,
     whose columns are in the order the K/V all-gather delivers them (``cp.sequence_order``), or None.
 
     The same rule as ``document_mask``, on global token indices and the document ids of whole rows
     (``documents``), and as there None for sdpa when no row holds a document boundary (``packed``; None:
     looked up in ``documents``) and no window is shorter than the rows: ``cp.chunk_pair_attention``
-    then attends causally with flash kernels and no mask.
+    then attends causally with flash kernels and no mask. With ``block_mask`` the same rule as flex's
+    ``BlockMask`` (``shardwise.flex``).
     """
     seq = documents.shape[1]
     if packed is None:  # meta tensors (``shardwise plan``) trace shapes and collectives, which no mask changes
@@ -238,6 +240,8 @@ def context_mask(documents: torch.Tensor, g: Group, attn_implementation: str, dt
         return None
     order = sequence_order(seq, g.size).to(documents.device)
     local = order.view(g.size, -1)[g.rank]
+    if block_mask:
+        return document_block_mask(documents[:, local], documents[:, order], window, (local, order))
     return document_causal_mask(documents[:, local], documents[:, order], local, order, attn_implementation, dtype,
                                 window)
 

@@ -155,7 +155,7 @@ def apply_flex(model: CausalLM) -> None:
     """Rows with a document boundary (or a sliding window shorter than the rows) attend through FlexAttention's
     block-sparse kernels instead of sdpa's dense mask (``shardwise.flex``)."""
     model.block_masks = True
-    flex.attend_with_flex([layer.self_attn for layer in model.layers], model.config)
+    flex.attend_with_flex([layer.self_attn for layer in model.layers], model.config, model.context is not None)
 
 
 def apply_compile(model: CausalLM) -> None:
@@ -228,7 +228,7 @@ def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, pa
         apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     if layout.cp > 1:
         apply_cp(model, meshes.cp, cfg.parallel.cp_exchange)
-    if flex.uses_flex(cfg, model.config, layout.cp, meshes.tp.device_type):
+    if flex.uses_flex(cfg, model.config, meshes.tp.device_type):
         apply_flex(model)
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing, keep_rng=not cfg.train.cudagraphs)
     if cfg.train.cudagraphs:
