@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.attention.flex_attention as flex_api
 from conftest import torchrun
 from torch.nn.attention.flex_attention import flex_attention
 from transformers import AutoModelForCausalLM
@@ -14,7 +15,15 @@ from shardwise import flex
 from shardwise.config import ConfigError, ModelConfig, load_config
 from shardwise.flex import uses_flex
 from shardwise.launch import preflight
-from shardwise.model import SHIPPED_PRESETS, CausalLM, context_mask, document_ids, document_mask, hf_config, init_weights
+from shardwise.model import (
+    SHIPPED_PRESETS,
+    CausalLM,
+    context_mask,
+    document_ids,
+    document_mask,
+    hf_config,
+    init_weights,
+)
 from shardwise.parallelize import apply_flex
 from shardwise.plans import model_forward
 
@@ -24,12 +33,22 @@ def _sdpa_presets() -> list[str]:
             and not model_forward(hf_config(ModelConfig(preset=p))).errors()]
 
 
+def _logits_and_grads(model: CausalLM, ids: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    logits = model(ids, positions)
+    logits.square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    return logits.detach(), grads
+
+
 @pytest.mark.parametrize("preset", _sdpa_presets())
-def test_block_masks_attend_as_the_dense_mask(preset, monkeypatch):
-    """The same model answers the same with flex ``BlockMask``s as with sdpa's dense masks: packed documents
-    shorter and longer than a 128-token tile and than the presets' sliding windows (64), and a row without a
-    boundary, which keeps sdpa's unmasked causal path. Forward only: flex has no backward on CPU; on GPUs
-    ``benchmarks/gpu_smoke.sh`` trains both ways and compares the losses."""
+def test_block_masks_train_as_the_dense_mask(preset, monkeypatch):
+    """The same model computes the same logits and gradients with flex ``BlockMask``s as with sdpa's dense
+    masks: packed documents shorter and longer than a 128-token tile and than the presets' sliding windows (64),
+    and a row without a boundary, which keeps sdpa's unmasked causal path. The backward runs flex's eager
+    reference implementation (``_flex_cp_worker`` says how); on GPUs ``benchmarks/gpu_smoke.sh`` trains both
+    ways with flex's compiled kernels and compares the losses."""
+    monkeypatch.setattr(flex_api, "_validate_device", lambda *tensors: None)
     config = hf_config(ModelConfig(preset=preset))
     model = CausalLM(AutoModelForCausalLM.from_config(config, dtype=torch.float32))
     init_weights(model, torch.device("cpu"), seed=1)
@@ -38,15 +57,16 @@ def test_block_masks_attend_as_the_dense_mask(preset, monkeypatch):
                              torch.cat([torch.arange(20, 200), torch.arange(120)]), torch.arange(300)])
     calls = []
     monkeypatch.setattr(flex, "flex_attention", lambda *a, **k: calls.append(1) or flex_attention(*a, **k))
-    with torch.no_grad():
-        dense = model(ids, positions)
-        assert not calls
-        apply_flex(model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # flex warns that uncompiled it materializes the scores
-            flexed = model(ids, positions)
+    dense, dense_grads = _logits_and_grads(model, ids, positions)
+    assert not calls
+    apply_flex(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # flex warns that uncompiled it materializes the scores
+        flexed, flex_grads = _logits_and_grads(model, ids, positions)
     assert len(calls) == config.num_hidden_layers  # each block's attention went through flex
     torch.testing.assert_close(flexed, dense, rtol=1e-4, atol=1e-4)  # fp32, other summation orders
+    for name, grad in dense_grads.items():  # relative to the largest value
+        assert (flex_grads[name] - grad).abs().max() <= 1e-4 * grad.abs().max(), name
 
 
 def test_block_mask_holds_the_dense_rule():
@@ -80,11 +100,12 @@ def test_context_block_mask_holds_the_dense_rule(cp):
 
 
 @pytest.mark.parametrize("preset", ["tiny-llama", "tiny-gemma3"])
-def test_context_parallel_flex_attends_as_its_dense_masks(preset, tmp_path):
-    """cp=2 over packed rows: the model's logits through flex ``BlockMask``s (flex called after the K/V
-    all-gather, in every block) are those of the dense masks of local queries x gathered keys, which the parity
-    suite proves equal to one process; grouped K/V heads, and Gemma 3's sliding windows (64) shorter than the
-    rows. Forward only, as on every CPU flex test."""
+def test_context_parallel_flex_trains_as_its_dense_masks(preset, tmp_path):
+    """cp=2 over packed rows, one step on the same weights: through flex ``BlockMask``s (flex called after the
+    K/V all-gather, in every block) the logits, the loss and every gradient are those of the dense masks of local
+    queries x gathered keys, which the parity suite proves equal to one process; grouped K/V heads, and Gemma 3's
+    sliding windows (64) shorter than the rows. The backward runs flex's eager reference implementation (the
+    worker's docstring says how); on GPUs its compiled kernels train (``benchmarks/results``, session 19)."""
     out = tmp_path / "out.pt"
     overrides = {"model.preset": preset, "parallel.cp": 2, "parallel.tp": 1, "parallel.dp_shard": 1,
                  "train.seq_len": 256, "train.global_batch_size": 2, "train.micro_batch_size": 2,
@@ -92,8 +113,14 @@ def test_context_parallel_flex_attends_as_its_dense_masks(preset, tmp_path):
                  "output.progress": False}
     torchrun(2, "_flex_cp_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
     r = torch.load(out)
-    assert r["packed"] and r["calls"] == hf_config(ModelConfig(preset=preset)).num_hidden_layers
-    torch.testing.assert_close(r["flex"], r["dense"], rtol=1e-4, atol=1e-4)
+    layers = hf_config(ModelConfig(preset=preset)).num_hidden_layers
+    assert r["packed"] and r["calls"] == 2 * layers  # every block of the probe and of the step
+    dense, flexed = r["dense"], r["flex"]
+    torch.testing.assert_close(flexed["logits"], dense["logits"], rtol=1e-4, atol=1e-4)
+    assert flexed["loss"] == pytest.approx(dense["loss"], rel=1e-6)
+    assert flexed["grads"].keys() == dense["grads"].keys()
+    for name, grad in dense["grads"].items():  # fp32, other summation orders: relative to the largest value
+        assert (flexed["grads"][name] - grad).abs().max() <= 1e-4 * grad.abs().max(), name
 
 
 def _cfg(**overrides: str):

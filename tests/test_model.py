@@ -107,6 +107,17 @@ def test_init_depends_on_seed_only():
     assert abs(wa.std().item() - a.config.initializer_range) < 2e-3
 
 
+@pytest.mark.parametrize("preset", ["tiny-qwen2", "tiny-gemma3"])
+def test_a_tied_model_initialized_in_one_process_stays_tied(preset):
+    """``to_empty`` gives tied plain parameters separate storage (DTensors of FSDP or TP stay tied): a tied model
+    initialized without them (one process, ``train.seed``) must still hold one embedding matrix, which the head
+    reads, as HF ties it and as every multi-process layout has it."""
+    model = build_meta_model(hf_config(ModelConfig(preset=preset)))
+    init_weights(model, torch.device("cpu"), seed=0)
+    assert model.hf.lm_head.weight is model.hf.model.embed_tokens.weight
+    assert "hf.lm_head.weight" not in dict(model.named_parameters())
+
+
 def test_param_counts_tied_and_untied():
     tied = build_meta_model(hf_config(ModelConfig(preset="tiny-qwen2")))
     untied = build_meta_model(hf_config(ModelConfig(preset="tiny-llama")))

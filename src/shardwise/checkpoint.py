@@ -37,7 +37,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 from shardwise import manifest, safeload
 from shardwise.config import Config, ConfigError
 from shardwise.faults import SAVE_FAILED_EXIT, Stop
-from shardwise.model import build_meta_model, hf_config, num_params
+from shardwise.model import build_meta_model, hf_config, materialize, num_params
 from shardwise.run import Run
 
 MARKER = "shardwise.json"  # written last: its presence makes a step-N folder a complete checkpoint
@@ -386,8 +386,8 @@ def export(checkpoint: Path, out: Path) -> None:
         raise ConfigError(f"{checkpoint} is damaged ({problem}); export another checkpoint")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} is not empty; give a new or empty output folder")
-    model = build_meta_model(AutoConfig.from_pretrained(checkpoint, trust_remote_code=False)).to_empty(device="cpu")
-    model.hf.tie_weights()  # to_empty gives tied parameters separate storage; save_pretrained must see one
+    model = build_meta_model(AutoConfig.from_pretrained(checkpoint, trust_remote_code=False))
+    materialize(model, torch.device("cpu"))  # tied embeddings as one tensor, which save_pretrained stores once
     state = {"model": model.state_dict()}
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.simplefilter("ignore", UserWarning)

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from torch.distributed.tensor import DTensor
 
 from shardwise.config import ConfigError
-from shardwise.model import CausalLM, local_slices, reset_buffers, tie_embeddings
+from shardwise.model import CausalLM, local_slices, materialize, reset_buffers
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -112,8 +112,7 @@ def load_weights(model: CausalLM, folder: str | Path, device: torch.device) -> i
     """
     ckpt = open_checkpoint(folder)
     plan = match_tensors(model, ckpt)
-    model.to_empty(device=device)
-    tie_embeddings(model)  # to_empty unties plain (unsharded) parameters; DTensors stay tied
+    materialize(model, device)
     read = 0
     for name, param in model.named_parameters():
         stored = plan[name]

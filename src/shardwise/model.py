@@ -302,6 +302,14 @@ def tie_embeddings(model: CausalLM) -> None:
         model.hf.lm_head.register_parameter("weight", model.hf.model.embed_tokens._parameters["weight"])
 
 
+def materialize(model: CausalLM, device: torch.device) -> None:
+    """Give a meta model's parameters (uninitialized) memory on ``device``, tied ones still tied: ``to_empty``
+    gives tied plain parameters separate storage (DTensors of FSDP or TP stay tied), which would leave a one-process
+    run training a head of its own beside the embedding."""
+    model.to_empty(device=device)
+    tie_embeddings(model)
+
+
 def local_slices(param: torch.Tensor) -> tuple[slice, ...]:
     """Which part of the full tensor this rank holds (works for plain tensors and any DTensor)."""
     if not isinstance(param, DTensor):
@@ -328,7 +336,7 @@ def init_weights(model: CausalLM, device: torch.device, seed: int) -> None:
     then only the local slice is kept, so weights depend on ``train.seed`` alone, never on the
     layout, and no rank holds more than one full tensor at a time.
     """
-    model.to_empty(device=device)
+    materialize(model, device)
     std = model.config.initializer_range
     for name, param in model.named_parameters():
         full = _full_init(name, param.shape, std, seed, device)
