@@ -17,7 +17,9 @@ bottom right, which flash attention computes without a mask and skipping the blo
 diagonal. Other rows get a mask that ``CausalLM`` builds from global token indices and document
 ids (``shardwise.model.context_mask``): causal, inside each packed document, inside the layer's
 sliding window; the gathered keys arrive rank by rank, i.e. in ``sequence_order``, and the mask's
-columns follow that order, so nothing is permuted. With ``parallel.cp_exchange=ring``, rows that
+columns follow that order, so nothing is permuted (with ``model.packed_attention=flex`` the mask is a flex
+``BlockMask`` of the same rule, attended through ``shardwise.flex`` after the all-gather). With
+``parallel.cp_exchange=ring``, rows that
 need no mask pass K/V round the ring instead (``shardwise.ring``), keeping only this rank's K/V
 for backward.
 

@@ -20,8 +20,8 @@ Under context parallelism the mask covers this rank's queries and every rank's k
 key tiles follow the gather's order, whose chunks are whole runs of tokens, so tiles still fall inside
 or outside documents.
 
-``model.packed_attention=auto`` takes flex where it can train (``refusals``) and the blocks are
-compiled; ``flex`` asks for it (uncompiled runs compile flex alone) and is refused with the reason
+``model.packed_attention=auto`` takes flex where it can train (``refusals``), the blocks are
+compiled and rows are whole on each rank (no CP); ``flex`` asks for it (uncompiled runs compile flex alone) and is refused with the reason
 where it cannot; ``mask`` keeps the dense mask.
 """
 
@@ -56,17 +56,18 @@ def refusals(cfg: Config, config: PretrainedConfig, device_type: str) -> list[st
     return out
 
 
-def uses_flex(cfg: Config, config: PretrainedConfig, device_type: str) -> bool:
-    """Whether packed rows attend through flex: ``auto`` where it can train and the blocks are compiled (an
-    uncompiled run compiles nothing, and flex outside a compiled block is compiled on its own, ~20 s on 2xH100);
-    ``flex`` wherever it can train, else a one-line error."""
+def uses_flex(cfg: Config, config: PretrainedConfig, cp: int, device_type: str) -> bool:
+    """Whether packed rows attend through flex: ``auto`` where it can train, the blocks are compiled (an uncompiled
+    run compiles nothing, and flex outside a compiled block is compiled on its own, ~20 s on 2xH100) and there is
+    no context parallelism (its flex masks are proven on CPU, not yet on GPUs); ``flex`` wherever it can train,
+    else a one-line error."""
     mode = cfg.model.packed_attention
     if mode == "mask":
         return False
     reasons = refusals(cfg, config, device_type)
     if mode == "flex" and reasons:
         raise ConfigError(f"model.packed_attention=flex {reasons[0]}; set model.packed_attention=auto or mask")
-    return not reasons and (mode == "flex" or cfg.train.compiles(device_type))
+    return not reasons and (mode == "flex" or (cp == 1 and cfg.train.compiles(device_type)))
 
 
 def document_block_mask(query_docs: torch.Tensor, key_docs: torch.Tensor, window: int | None,
