@@ -21,8 +21,9 @@ key tiles follow the gather's order, whose chunks are whole runs of tokens, so t
 or outside documents.
 
 ``model.packed_attention=auto`` takes flex where it can train (``refusals``), the blocks are
-compiled and rows are whole on each rank (no CP); ``flex`` asks for it (uncompiled runs compile flex alone) and is refused with the reason
-where it cannot; ``mask`` keeps the dense mask.
+compiled and each rank holds whole rows (no CP, whose flex masks are not yet proven on GPUs);
+``flex`` asks for it (uncompiled runs compile flex alone) and is refused with the reason where it
+cannot; ``mask`` keeps the dense mask.
 """
 
 from __future__ import annotations
