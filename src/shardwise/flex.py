@@ -16,7 +16,7 @@ anything else (None, for rows without a boundary) to sdpa as before. The model's
 which masks, checkpoints and export read, still names sdpa.
 
 Under context parallelism the mask covers this rank's queries and every rank's keys
-(``model.context_mask``) and flex is the function ``shardwise.cp`` calls after its K/V all-gather; the
+(``model.context_mask``, built by ``model.document_block_mask``) and flex is the function ``shardwise.cp`` calls after its K/V all-gather; the
 key tiles follow the gather's order, whose chunks are whole runs of tokens, so tiles still fall inside
 or outside documents.
 
@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from transformers import AttentionInterface, PretrainedConfig
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -69,25 +69,6 @@ def uses_flex(cfg: Config, config: PretrainedConfig, cp: int, device_type: str) 
     if mode == "flex" and reasons:
         raise ConfigError(f"model.packed_attention=flex {reasons[0]}; set model.packed_attention=auto or mask")
     return not reasons and (mode == "flex" or (cp == 1 and cfg.train.compiles(device_type)))
-
-
-def document_block_mask(query_docs: torch.Tensor, key_docs: torch.Tensor, window: int | None,
-                        index: tuple[torch.Tensor, torch.Tensor] | None = None) -> BlockMask:
-    """The ``BlockMask`` of ``model.document_causal_mask``'s rule: a query sees a key of its own document that is
-    not later and, with a sliding ``window``, fewer than ``window`` tokens earlier. ``query_docs`` and
-    ``key_docs`` are ``(batch, queries)`` and ``(batch, keys)`` document ids (``model.document_ids``); ``index``
-    the queries' and keys' token indices where they are not ``0..n-1`` (context parallelism: this rank's
-    queries, the gathered keys in ``cp.sequence_order``). Built compiled on GPUs (once per step, for every
-    layer)."""
-
-    def allowed(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        behind = q - kv if index is None else index[0][q] - index[1][kv]
-        near = behind >= 0 if window is None else (behind >= 0) & (behind < window)
-        return (query_docs[b, q] == key_docs[b, kv]) & near
-
-    (batch, queries), keys = query_docs.shape, key_docs.shape[1]
-    return create_block_mask(allowed, batch, None, queries, keys, device=query_docs.device,
-                             _compile=query_docs.is_cuda)
 
 
 @cache

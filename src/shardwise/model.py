@@ -18,12 +18,11 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-from torch.nn.attention.flex_attention import BlockMask
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from shardwise.config import Config, ConfigError, ModelConfig
 from shardwise.cp import sequence_order
-from shardwise.flex import document_block_mask
 from shardwise.plans import model_forward
 from shardwise.tp import Group
 
@@ -151,6 +150,22 @@ class CausalLM(nn.Module):
         return context_mask(documents, self.context, impl, dtype, packed, window, self.block_masks)
 
 
+def document_block_mask(query_docs: torch.Tensor, key_docs: torch.Tensor, window: int | None,
+                        index: tuple[torch.Tensor, torch.Tensor] | None = None) -> BlockMask:
+    """The flex ``BlockMask`` (``shardwise.flex``) of ``visible``: ``query_docs`` and ``key_docs`` are ``(batch,
+    queries)`` and ``(batch, keys)`` document ids (``document_ids``); ``index`` the queries' and keys' token
+    indices where they are not ``0..n-1`` (context parallelism: this rank's queries, the gathered keys in
+    ``cp.sequence_order``). Built compiled on GPUs (once per step, for every layer)."""
+
+    def allowed(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        behind = q - kv if index is None else index[0][q] - index[1][kv]
+        return visible(query_docs[b, q] == key_docs[b, kv], behind, window)
+
+    (batch, queries), keys = query_docs.shape, key_docs.shape[1]
+    return create_block_mask(allowed, batch, None, queries, keys, device=query_docs.device,
+                             _compile=query_docs.is_cuda)
+
+
 def has_restarts(position_ids: torch.Tensor) -> bool:
     """Whether some row's positions restart at 0 after its first token: a packed document boundary."""
     return bool((position_ids[:, 1:] == 0).any())
@@ -246,15 +261,20 @@ def context_mask(documents: torch.Tensor, g: Group, attn_implementation: str, dt
                                 window)
 
 
+def visible(same_document: torch.Tensor, behind: torch.Tensor, window: int | None) -> torch.Tensor:
+    """The packed-document rule: a query sees a key of its own document that is not later (``behind``: query
+    index minus key index) and, with a sliding ``window``, less than ``window`` tokens earlier (as HF's
+    ``sliding_window_overlay``). One rule for the dense masks and flex's ``BlockMask``s."""
+    near = (behind >= 0) if window is None else (behind >= 0) & (behind < window)
+    return same_document & near
+
+
 def document_causal_mask(query_docs: torch.Tensor, key_docs: torch.Tensor, query_index: torch.Tensor,
                          key_index: torch.Tensor, attn_implementation: str, dtype: torch.dtype,
                          window: int | None) -> torch.Tensor:
-    """(batch, 1, queries, keys): a query sees a key of its own document that is not later and, with a sliding
-    ``window``, less than ``window`` tokens earlier (as HF's ``sliding_window_overlay``); boolean for sdpa,
-    additive for eager."""
+    """(batch, 1, queries, keys) of ``visible``: boolean for sdpa, additive for eager."""
     behind = query_index[:, None] - key_index[None, :]
-    near = (behind >= 0) if window is None else (behind >= 0) & (behind < window)
-    allowed = ((query_docs[:, :, None] == key_docs[:, None, :]) & near)[:, None]
+    allowed = visible(query_docs[:, :, None] == key_docs[:, None, :], behind, window)[:, None]
     if attn_implementation == "sdpa":
         return allowed
     if attn_implementation == "eager":  # eager attention adds the mask to its scores
