@@ -65,3 +65,12 @@ def test_synthetic_documents_are_packed_like_data():
     _, labels, positions = windows.sample(0)
     restarts = (positions[1:] == 0).nonzero().flatten() + 1
     assert len(restarts) >= 1 and (labels[restarts - 1] == -100).all()
+
+
+def test_bench_plans_its_rows_as_they_are():
+    """bench's rows hold document boundaries only with ``bench.document_len``; its config says so to the plan made
+    before launch (masks, sdpa's copies of them, the ring), whatever ``data.packing`` was."""
+    from shardwise.config import bench_config, load_config
+
+    assert not bench_config(load_config(None, {})).data.packing
+    assert bench_config(load_config(None, {"data.packing": "false", "bench.document_len": "512"})).data.packing

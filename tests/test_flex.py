@@ -137,16 +137,13 @@ def _cfg(**overrides: str):
     ({"train.compile": "false", "model.packed_attention": "flex"}, "cuda", True),
 ])
 def test_auto_takes_flex_where_it_can_train(overrides, device, expect):
-    assert uses_flex(_cfg(**overrides), hf_config(ModelConfig()), 1, device) is expect
+    assert uses_flex(_cfg(**overrides), hf_config(ModelConfig()), device) is expect
 
 
-def test_auto_leaves_context_parallelism_and_dropout_to_the_mask():
-    """Under CP flex runs where asked for (``model.packed_attention=flex``), not by default."""
+def test_auto_leaves_attention_dropout_to_the_mask():
     config = hf_config(ModelConfig())
-    assert not uses_flex(_cfg(), config, 2, "cuda")
-    assert uses_flex(_cfg(**{"model.packed_attention": "flex"}), config, 2, "cuda")
     config.attention_dropout = 0.1
-    assert not uses_flex(_cfg(), config, 1, "cuda")
+    assert not uses_flex(_cfg(), config, "cuda")
 
 
 @pytest.mark.parametrize("overrides,device,reason", [
@@ -157,7 +154,7 @@ def test_auto_leaves_context_parallelism_and_dropout_to_the_mask():
 def test_flex_asked_for_where_it_cannot_train_is_one_line(overrides, device, reason):
     cfg = _cfg(**{"model.packed_attention": "flex", **overrides})
     with pytest.raises(ConfigError, match=reason) as err:
-        uses_flex(cfg, hf_config(ModelConfig()), 1, device)
+        uses_flex(cfg, hf_config(ModelConfig()), device)
     assert "\n" not in str(err.value) and "model.packed_attention=auto or mask" in str(err.value)
 
 

@@ -183,6 +183,26 @@ def test_cp_ring_passes_kv_blocks_and_keeps_only_its_own(capsys, cp, checkpointi
         assert fewer == 4 * (batch * seq // cp) * (2 * cp * 128 - 2 * 64) * 2  # 4 layers, hq=128, hkv=64, bf16
 
 
+@pytest.mark.parametrize("checkpointing", ["none", "full"])
+def test_flex_under_cp_keeps_grouped_kv_and_no_dense_masks(capsys, checkpointing):
+    """Packed rows under cp=2 through dense masks hold the mask (1 byte per local query and key) and, in each layer
+    kept for backward, sdpa's additive copy of it (``e`` bytes), and every rank's K/V repeated to the query heads;
+    through flex none of the masks, and K/V as gathered: ``2·cp·(hq - hkv)·e`` bytes per token and layer fewer."""
+    seq, batch, cp = 64, 2, 2
+    args = ["--model.preset=tiny-llama", f"--parallel.cp={cp}", "--parallel.tp=1", f"--world-size={cp}",
+            f"--train.seq_len={seq}", f"--train.micro_batch_size={batch}", f"--train.global_batch_size={batch}",
+            f"--train.activation_checkpointing={checkpointing}", "--train.dtype=bfloat16", "--train.compile=false"]
+    _, mask = plan_json(capsys, *args, "--model.packed_attention=mask")
+    _, flex = plan_json(capsys, *args, "--model.packed_attention=flex")
+    tokens, kept = batch * seq // cp, 4 if checkpointing == "none" else 0  # tiny-llama: 4 layers, hq=128, hkv=64
+    bias = tokens * seq * 2
+    assert mask["memory_bytes"]["attention_masks"] == tokens * seq and flex["memory_bytes"]["attention_masks"] == 0
+    kv = kept * tokens * 2 * cp * (128 - 64) * 2
+    assert mask["memory_bytes"]["activations"] - flex["memory_bytes"]["activations"] == kv + kept * bias
+    recompute = mask["memory_bytes"]["recompute"] - flex["memory_bytes"]["recompute"]
+    assert recompute == (0 if kept else tokens * 2 * cp * (128 - 64) * 2 + bias)
+
+
 def test_cp_divides_activations_and_adds_masks(capsys):
     """cp=2 holds half of each row's tokens (half the logits); its attention mask is local queries x all keys."""
     args = ["--model.preset=tiny-llama", "--parallel.tp=1", "--train.seq_len=64", "--train.global_batch_size=4",
@@ -341,6 +361,9 @@ SWEEP_ROWS = {
     # (bf16 weights) dp_shard=2 at 4 micro-batches per rank and tp=2; Qwen2-1.5B dp_shard=2 at 2 micro-batches of 4
     "2026-11-26-h100x2-keep-through-accumulation": ["8b-new/sw-none-compile", "15b-gb16-new/sw-none-compile-mb4"],
     "2026-11-26-h100x2-keep-through-accumulation-b": ["8b-new/sw-none-compile", "8b-tp2-new/sw-none-compile-mb2"],
+    # 2xH200, 2026-11-27, session 20: Qwen2-1.5B cp=2 at 16k on packed rows, through dense masks (each layer's sdpa
+    # keeps an additive copy) and through flex (grouped K/V kept as gathered)
+    "2026-11-27-h200x2-cp-flex": ["cp2-mask/sw-none-compile", "cp2-flex/sw-none-compile"],
 }
 # bf16 master weights: rows named bf16 and those of these "folder:row-prefix"es (an empty prefix: the whole folder)
 BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h200x4-ring-cudagraphs:cp2-",
@@ -361,17 +384,19 @@ def sweep_args(folder: str, key: str, r: dict) -> list[str]:
     layout = {"cp": 1, **r["layout"]}  # records from before context parallelism have no cp
     run = key.split("/")[0]  # the run's folder name says its bf16 weights, ring and kept blocks
     master = "bfloat16" if "bf16" in run or f"{folder}:{key}".startswith(BF16_ROWS) else "float32"
-    ring = ["--parallel.cp_exchange=ring", "--data.packing=false"] if "ring" in run else []
+    ring = ["--parallel.cp_exchange=ring"] if "ring" in run else []
+    packed = [f"--data.packing={bool(r.get('document_len'))}"]  # bench's rows: one document each, or packed
     kept = "keep" in run or r.get("reshard_after_forward") is False  # records before auto name it in the folder
     keep = [f"--parallel.reshard_after_forward={str(not kept).lower()}"]
     graphs = ["--train.cudagraphs=true"] if r.get("cudagraphs") else []
+    graphs += [f"--model.packed_attention={r['packed_attention']}"] if r.get("packed_attention") else []
     return [f"--world-size={layout['world_size']}", f"--model.preset={r['preset']}", f"--model.dtype={master}",
             *(f"--parallel.{k}={layout[k]}" for k in ("dp_replicate", "dp_shard", "cp", "tp")),
             f"--parallel.sequence_parallel={r['sequence_parallel'] or layout['tp'] == 1}",
             f"--parallel.loss_parallel={r['loss_parallel'] or layout['tp'] == 1}", f"--train.dtype={r['dtype']}",
             f"--train.compile={str(r['compile']).lower()}",
             *(f"--train.{k}={r[k]}" for k in ("seq_len", "global_batch_size", "micro_batch_size",
-                                              "activation_checkpointing")), *ring, *keep, *graphs]
+                                              "activation_checkpointing")), *ring, *packed, *keep, *graphs]
 
 
 def peak(record: dict) -> float:
@@ -422,8 +447,15 @@ def test_fsdp_traffic_gathers_kept_blocks_once_per_step():
 
 def test_gpu_only_settings_plan_on_cpu(capsys):
     """A GPU run's settings that refuse CPU (flex attention, async TP, CUDA graphs) still plan here, with the same
-    estimate as without them where they change nothing plan counts (flex: no parameter, collective or mask)."""
-    common = ("--parallel.tp=2", "--world-size=2", "--train.seq_len=256", "--device-memory-gib=80")
+    estimate as without them where they change nothing plan counts: flex moves no parameter or collective, and
+    only spares each layer's additive copy of the dense mask that sdpa keeps for backward."""
+    common = ("--parallel.tp=2", "--world-size=2", "--train.seq_len=256", "--device-memory-gib=80",
+              "--train.global_batch_size=2", "--train.micro_batch_size=1")
     code, flex = plan_json(capsys, *common, "--model.packed_attention=flex", "--parallel.async_tp=true")
     _, mask = plan_json(capsys, *common, "--model.packed_attention=mask")
-    assert code == 0 and flex["ok"] and flex["memory_bytes"] == mask["memory_bytes"]
+    assert code == 0 and flex["ok"]
+    bias = 4 * 256 * 256 * 2  # tiny-qwen2's 4 layers, one row of 256 tokens by 256 keys, bf16 (planned for GPUs)
+    assert mask["memory_bytes"].pop("activations") - flex["memory_bytes"].pop("activations") == bias
+    drop = ("total", "phases")
+    assert {k: v for k, v in mask["memory_bytes"].items() if k not in drop} == \
+        {k: v for k, v in flex["memory_bytes"].items() if k not in drop}

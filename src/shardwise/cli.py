@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from shardwise.config import Config, ConfigError, load_config, parse_overrides, parse_signals
+from shardwise.config import Config, ConfigError, bench_config, load_config, parse_overrides, parse_signals
 from shardwise.faults import Stop
 from shardwise.launch import (
     cpu_world_size,
@@ -94,6 +94,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.config is None and torch.cuda.is_available():
         overrides.setdefault("parallel.tp", str(min(2, torch.cuda.device_count())))
     cfg = load_config(args.config, overrides)
+    if args.command == "bench":
+        cfg = bench_config(cfg)
     if args.command == "plan":
         from shardwise.plan import run_plan
 

@@ -218,6 +218,13 @@ def parse_overrides(args: list[str]) -> dict[str, str]:
     return out
 
 
+def bench_config(cfg: Config) -> Config:
+    """``cfg`` as ``shardwise bench`` runs it: its synthetic rows hold document boundaries only with
+    ``bench.document_len`` (else one document each), and ``data.packing`` says so to the plan made before launch
+    (masks, the ring) as to the run."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, packing=cfg.bench.document_len > 0))
+
+
 def load_config(path: str | None, overrides: dict[str, Any]) -> Config:
     """Defaults < DEFAULT_JOB (only without a file) < TOML file < overrides."""
     cfg = Config()

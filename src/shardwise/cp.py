@@ -17,7 +17,7 @@ bottom right, which flash attention computes without a mask and skipping the blo
 diagonal. Other rows get a mask that ``CausalLM`` builds from global token indices and document
 ids (``shardwise.model.context_mask``): causal, inside each packed document, inside the layer's
 sliding window; the gathered keys arrive rank by rank, i.e. in ``sequence_order``, and the mask's
-columns follow that order, so nothing is permuted (with ``model.packed_attention=flex`` the mask is a flex
+columns follow that order, so nothing is permuted (where blocks are compiled on GPUs the mask is a flex
 ``BlockMask`` of the same rule, attended through ``shardwise.flex`` after the all-gather). With
 ``parallel.cp_exchange=ring``, rows that
 need no mask pass K/V round the ring instead (``shardwise.ring``), keeping only this rank's K/V
@@ -55,8 +55,15 @@ IMPLEMENTATIONS = ("sdpa", "eager")  # those that take an explicit mask of local
 def sequence_order(seq: int, cp: int) -> torch.Tensor:
     """The global indices of a row's tokens as the CP ranks hold them, rank after rank: rank ``c`` holds
     chunks ``c`` and ``2cp-1-c`` of ``2cp`` equal chunks. ``seq`` must be a multiple of ``2cp``."""
-    chunks = torch.arange(seq).view(2 * cp, -1)
-    return torch.cat([torch.cat([chunks[c], chunks[2 * cp - 1 - c]]) for c in range(cp)])
+    return ordered_token(torch.arange(seq), seq, cp)
+
+
+def ordered_token(position: torch.Tensor, seq: int, cp: int) -> torch.Tensor:
+    """The global index of the token at ``position`` of ``sequence_order(seq, cp)``, by arithmetic (a flex
+    ``mask_mod`` computes it per tile, where an index tensor would be one more buffer for it to read)."""
+    chunk = seq // (2 * cp)
+    rank, offset = position // (2 * chunk), position % (2 * chunk)
+    return torch.where(offset < chunk, rank * chunk + offset, (2 * cp - 1 - rank) * chunk + offset - chunk)
 
 
 def local_indices(seq: int, cp: int, rank: int) -> torch.Tensor:

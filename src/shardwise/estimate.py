@@ -15,7 +15,8 @@ counted per token a device holds (``b·s/cp`` of them under context parallelism)
             ``+ e(3hq + kv) / t`` (q, k, v into attention; its output, kept by SDPA and o_proj), where
             ``kv = 2hkv``, and under context parallelism ``2·cp·hq``: every rank's K/V, repeated to
             the query heads (by ``cp.chunk_pair_attention``, or for the mask, which rules out sdpa's
-            grouped-query path); round a ring (``shardwise.ring``) only the rank's own, ``2hkv``, and
+            grouped-query path), ``2·cp·hkv`` where every layer attends through flex (``shardwise.flex``,
+            which reads grouped heads in place); round a ring (``shardwise.ring``) only the rank's own, ``2hkv``, and
             ``4hkv`` compiled (the first block received too, whose shift forward and backward
             share; ``tests/test_cp.py`` measures both), counted where no layer needs a mask, in 16-bit
             compute (fp32 on GPUs falls back to the all-gather; plan counts the all-gather for fp32 on
@@ -40,8 +41,11 @@ and layer for its activations, which ``4e·I`` would put at 94 kB and ``3e·I`` 
 rows and, with eager attention or ``data.packing`` (whose rows plan takes to hold document
 boundaries), one for whole rows: ``b·(s/cp)·s`` elements, 1 byte each for sdpa, ``e`` for eager
 (sdpa over rows without a boundary needs none, ``cp.chunk_pair_attention``; without CP, masks of
-packed rows are not counted). Outside the blocks (never compiled): the final norm and the gathered
-``lm_head`` input.
+packed rows are not counted; flex's ``BlockMask``s, a few integers per tile, neither). Every layer
+whose sdpa takes such a dense mask keeps an additive copy of it for backward, ``e`` bytes per
+element (``attention_bias``; with checkpointing only the recomputed layer's; 2.0 bytes per element
+in bf16, eager and compiled, 2xH200, ``2026-11-27-h200x2-flex-compile``). Outside the blocks (never
+compiled): the final norm and the gathered ``lm_head`` input.
 
 **Logits** (``b·s·V/t`` elements, ``V/t`` only under loss parallelism) peak when the loss's backward
 starts, with ``3·4 + 2e`` bytes each in eager mode: the logits and their gradient in compute dtype, and
@@ -139,19 +143,26 @@ class Dims:
     batch: int
     seq: int  # padded to ``Layout.seq_multiple``
     cp: int
-    masks: int  # distinct attention masks of a forward under CP (see the module docstring)
+    masks: int  # distinct dense attention masks of a forward under CP (see the module docstring)
     ring: bool = False  # CP's K/V pass round a ring: no layer needs a mask and parallel.cp_exchange=ring
+    biased: int = 0  # layers whose sdpa keeps an additive copy of a dense mask for backward
+    grouped: bool = False  # every layer attends through flex, which keeps CP's gathered K/V heads as they are
 
     @classmethod
-    def of(cls, config: PretrainedConfig, cfg: Config, layout: Layout, qk_norm: bool, micro_batch: int) -> Dims:
+    def of(cls, config: PretrainedConfig, cfg: Config, layout: Layout, qk_norm: bool, micro_batch: int,
+           flex: bool = False) -> Dims:
+        """``flex``: rows that need a mask attend through flex's ``BlockMask``s (``flex.uses_flex``)."""
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         seq = -(-cfg.train.seq_len // layout.seq_multiple) * layout.seq_multiple
         impl = cfg.model.attn_implementation
-        masked = {w for w in model_forward(config).windows() if needs_mask(impl, cfg.data.packing, w, seq)}
+        windows = model_forward(config).windows()
+        masked = [w for w in windows if needs_mask(impl, cfg.data.packing, w, seq)]
+        dense = [] if flex else masked
         return cls(config.hidden_size, config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim,
                    config.intermediate_size, config.num_attention_heads, config.vocab_size,
-                   config.num_hidden_layers, qk_norm, impl == "eager", micro_batch, seq, layout.cp, len(masked),
-                   layout.cp > 1 and cfg.parallel.cp_exchange == "ring" and not masked)
+                   config.num_hidden_layers, qk_norm, impl == "eager", micro_batch, seq, layout.cp, len(set(dense)),
+                   layout.cp > 1 and cfg.parallel.cp_exchange == "ring" and not masked,
+                   len(dense) if impl == "sdpa" else 0, flex and len(masked) == len(windows))
 
     def rings(self, e: int) -> bool:
         """Whether CP's K/V go round the ring at ``e`` bytes per activation: fp32 on GPUs has no kernel for it and
@@ -173,7 +184,7 @@ def graph_buffer_bytes(d: Dims, e: int, tp: int, sp: bool) -> float:
 def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool, compiled: bool = False) -> float:
     """Activation bytes one decoder layer keeps per token until backward (see the module docstring)."""
     t_sp = tp if sp else 1
-    kv = 2 * d.kv_dim if d.cp == 1 else 2 * d.cp * d.q_dim
+    kv = 2 * d.kv_dim if d.cp == 1 else 2 * d.cp * (d.kv_dim if d.grouped else d.q_dim)
     if d.rings(e):
         kv = (4 if compiled else 2) * d.kv_dim
     norm = e if compiled else FP32 + e  # per element of a norm's input: compiled, the fp32 upcast is recomputed
@@ -210,6 +221,10 @@ def activation_bytes(d: Dims, mode: str, e: int, tp: int, sp: bool, loss_paralle
            "logits": d.tokens * vocab * logit_bytes(e, compiled, loss_parallel and tp > 1)}
     if d.cp > 1:
         out["attention_masks"] = d.masks * d.tokens * d.seq * (e if d.eager else 1)
+    if d.biased:  # one layer's additive copy of its dense mask, in every layer kept without checkpointing
+        bias = d.tokens * d.seq * e
+        out["activations"] += d.biased * bias if mode == "none" else 0.0
+        out["recompute"] += bias if mode != "none" else 0.0
     return out
 
 

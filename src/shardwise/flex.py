@@ -16,14 +16,15 @@ anything else (None, for rows without a boundary) to sdpa as before. The model's
 which masks, checkpoints and export read, still names sdpa.
 
 Under context parallelism the mask covers this rank's queries and every rank's keys
-(``model.context_mask``, built by ``model.document_block_mask``) and flex is the function ``shardwise.cp`` calls after its K/V all-gather; the
-key tiles follow the gather's order, whose chunks are whole runs of tokens, so tiles still fall inside
-or outside documents.
+(``model.context_mask``, built by ``model.document_block_mask``) and flex is the function ``shardwise.cp``
+calls after its K/V all-gather; the key tiles follow the gather's order, whose chunks are whole runs of
+tokens, so tiles still fall inside or outside documents. Qwen2-1.5B, seq 16,384, documents of ~2048,
+cp=2, compiled, on 2xH200: 1.89x and 2.08x the dense mask's step in two calls, 9.2 GiB less, its first step
+~3 minutes longer (flex's kernels compiling; BENCHMARKS.md, session 20).
 
-``model.packed_attention=auto`` takes flex where it can train (``refusals``), the blocks are
-compiled and each rank holds whole rows (no CP, whose flex masks are not yet proven on GPUs);
-``flex`` asks for it (uncompiled runs compile flex alone) and is refused with the reason where it
-cannot; ``mask`` keeps the dense mask.
+``model.packed_attention=auto`` takes flex where it can train (``refusals``) and the blocks are
+compiled; ``flex`` asks for it (uncompiled runs compile flex alone) and is refused with the reason
+where it cannot; ``mask`` keeps the dense mask.
 """
 
 from __future__ import annotations
@@ -57,18 +58,17 @@ def refusals(cfg: Config, config: PretrainedConfig, device_type: str) -> list[st
     return out
 
 
-def uses_flex(cfg: Config, config: PretrainedConfig, cp: int, device_type: str) -> bool:
-    """Whether packed rows attend through flex: ``auto`` where it can train, the blocks are compiled (an uncompiled
-    run compiles nothing, and flex outside a compiled block is compiled on its own, ~20 s on 2xH100) and there is
-    no context parallelism (its flex masks are proven on CPU, not yet on GPUs); ``flex`` wherever it can train,
-    else a one-line error."""
+def uses_flex(cfg: Config, config: PretrainedConfig, device_type: str) -> bool:
+    """Whether packed rows attend through flex: ``auto`` where it can train and the blocks are compiled (an
+    uncompiled run compiles nothing, and flex outside a compiled block is compiled on its own, ~20 s on 2xH100),
+    with or without context parallelism; ``flex`` wherever it can train, else a one-line error."""
     mode = cfg.model.packed_attention
     if mode == "mask":
         return False
     reasons = refusals(cfg, config, device_type)
     if mode == "flex" and reasons:
         raise ConfigError(f"model.packed_attention=flex {reasons[0]}; set model.packed_attention=auto or mask")
-    return not reasons and (mode == "flex" or (cp == 1 and cfg.train.compiles(device_type)))
+    return not reasons and (mode == "flex" or cfg.train.compiles(device_type))
 
 
 @cache

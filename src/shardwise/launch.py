@@ -74,7 +74,7 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
     check_divisibility(config, cfg, layout.tp)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     check_cudagraphs(cfg, config, layout, device_type)
-    uses_flex(cfg, config, layout.cp, device_type)
+    uses_flex(cfg, config, device_type)
     if cfg.model.path:
         checkpoint_files(cfg.model.path)
     if command == "train":

@@ -22,7 +22,7 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from shardwise.config import Config, ConfigError, ModelConfig
-from shardwise.cp import sequence_order
+from shardwise.cp import ordered_token, sequence_order
 from shardwise.plans import model_forward
 from shardwise.tp import Group
 
@@ -150,20 +150,20 @@ class CausalLM(nn.Module):
         return context_mask(documents, self.context, impl, dtype, packed, window, self.block_masks)
 
 
-def document_block_mask(query_docs: torch.Tensor, key_docs: torch.Tensor, window: int | None,
-                        index: tuple[torch.Tensor, torch.Tensor] | None = None) -> BlockMask:
-    """The flex ``BlockMask`` (``shardwise.flex``) of ``visible``: ``query_docs`` and ``key_docs`` are ``(batch,
-    queries)`` and ``(batch, keys)`` document ids (``document_ids``); ``index`` the queries' and keys' token
-    indices where they are not ``0..n-1`` (context parallelism: this rank's queries, the gathered keys in
-    ``cp.sequence_order``). Built compiled on GPUs (once per step, for every layer)."""
+def document_block_mask(documents: torch.Tensor, window: int | None, cp: int = 1, rank: int = 0) -> BlockMask:
+    """The flex ``BlockMask`` (``shardwise.flex``) of ``visible`` over rows of ``documents`` (``(batch, seq)``
+    document ids, ``document_ids``): every query by every key, or under context parallelism (``cp`` ranks) rank
+    ``rank``'s queries by the gathered keys, both in ``cp.sequence_order`` (``cp.ordered_token``). Built
+    compiled on GPUs (once per step, for every layer)."""
+    batch, seq = documents.shape
 
     def allowed(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        behind = q - kv if index is None else index[0][q] - index[1][kv]
-        return visible(query_docs[b, q] == key_docs[b, kv], behind, window)
+        if cp > 1:
+            q, kv = ordered_token(q + rank * (seq // cp), seq, cp), ordered_token(kv, seq, cp)
+        return visible(documents[b, q] == documents[b, kv], q - kv, window)
 
-    (batch, queries), keys = query_docs.shape, key_docs.shape[1]
-    return create_block_mask(allowed, batch, None, queries, keys, device=query_docs.device,
-                             _compile=query_docs.is_cuda)
+    return create_block_mask(allowed, batch, None, seq // cp, seq, device=documents.device,
+                             _compile=documents.is_cuda)
 
 
 def has_restarts(position_ids: torch.Tensor) -> bool:
@@ -231,7 +231,7 @@ def document_mask(position_ids: torch.Tensor, attn_implementation: str, dtype: t
         return None
     doc = document_ids(position_ids)
     if block_mask:
-        return document_block_mask(doc, doc, window)
+        return document_block_mask(doc, window)
     index = torch.arange(seq, device=doc.device)
     return document_causal_mask(doc, doc, index, index, attn_implementation, dtype, window)
 
@@ -253,10 +253,10 @@ def context_mask(documents: torch.Tensor, g: Group, attn_implementation: str, dt
         packed = not documents.is_meta and bool((documents[:, -1] != documents[:, 0]).any())
     if not needs_mask(attn_implementation, packed, window, seq):  # CP attention is sdpa or eager (cp.errors)
         return None
+    if block_mask:
+        return document_block_mask(documents, window, g.size, g.rank)
     order = sequence_order(seq, g.size).to(documents.device)
     local = order.view(g.size, -1)[g.rank]
-    if block_mask:
-        return document_block_mask(documents[:, local], documents[:, order], window, (local, order))
     return document_causal_mask(documents[:, local], documents[:, order], local, order, attn_implementation, dtype,
                                 window)
 

@@ -228,7 +228,7 @@ def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, pa
         apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
     if layout.cp > 1:
         apply_cp(model, meshes.cp, cfg.parallel.cp_exchange)
-    if flex.uses_flex(cfg, model.config, layout.cp, meshes.tp.device_type):
+    if flex.uses_flex(cfg, model.config, meshes.tp.device_type):
         apply_flex(model)
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing, keep_rng=not cfg.train.cudagraphs)
     if cfg.train.cudagraphs:

@@ -24,6 +24,7 @@ from torch.distributed.tensor import DTensor
 from shardwise import estimate, graphs
 from shardwise.config import Config, ConfigError
 from shardwise.data import StepBatches, micro_batch_size
+from shardwise.flex import uses_flex
 from shardwise.mesh import Layout, build_mesh, resolve_layout
 from shardwise.model import CausalLM, build_meta_model, hf_config, num_params
 from shardwise.parallelize import divisibility_errors, parallelize
@@ -124,6 +125,12 @@ def without_gpu_only(cfg: Config) -> Config:
                                model=dataclasses.replace(cfg.model, packed_attention="mask"))
 
 
+def attends_with_flex(cfg: Config, config: Any, cuda: bool) -> bool:
+    """Whether the run attends through flex (``flex.uses_flex``), which plan takes as asked for where it plans on a
+    CPU for GPUs (``model.packed_attention=flex``)."""
+    return cfg.model.packed_attention == "flex" or uses_flex(cfg, config, "cuda" if cuda else "cpu")
+
+
 def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype, micro_batches: int,
                     cuda: bool, budget_gib: float | None) -> dict:
     """Placements, memory and communication from the real parallelization on meta tensors; with FSDP, whether its
@@ -141,7 +148,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         units = fsdp_units(model)
         local = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
                     for p in {id(p): p for p in model.parameters()}.values())
-        dims = estimate.Dims.of(config, cfg, layout, qk_norm, micro)
+        dims = estimate.Dims.of(config, cfg, layout, qk_norm, micro, attends_with_flex(cfg, config, cuda))
         comm = {"tp": None, "cp": None}
         if tp > 1 or layout.cp > 1:
             comm = estimate.parallel_comm(config, cfg, layout, meshes, dtype, dims, micro_batches)
