@@ -6,8 +6,9 @@ metrics of steps 1-4 (the last line cut short) and a ``.step-4.tmp`` folder whos
 finished, marker included. Resumed with ``--checkpoint.resume=auto`` it must log the same losses
 and end with the same weights and optimizer state; resumed on another layout (context parallel,
 without TP), the same losses to float rounding. In this process, as the only rank: damaged
-checkpoints are set aside for older ones, a save that fails keeps the older checkpoints, and
-``output.dir`` is checked before training.
+checkpoints are set aside for older ones, a save that fails keeps the older checkpoints, a tied
+model's checkpoint whose head trained apart is refused (and exported untied), and ``output.dir`` is
+checked before training.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ import pytest
 import torch
 import torch.distributed as dist
 from conftest import LAYOUT_2X2, RUN, assert_same_training_state, full_state, metrics, shardwise
+from transformers import AutoModelForCausalLM
 
 from shardwise import checkpoint
+from shardwise import model as model_module
+from shardwise.bench import synthetic_batches
 from shardwise.checkpoint import checkpoints_root, complete_checkpoints
 from shardwise.cli import main
 from shardwise.config import ConfigError, load_config
 from shardwise.data import byte_tokenizer
 from shardwise.faults import SAVE_FAILED_EXIT, Stop
 from shardwise.run import Run, build_run
+from shardwise.train import forward_backward, optimizer_step
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -110,19 +115,52 @@ def test_refusals_are_one_line_and_delete_nothing(uninterrupted, extra, message,
     assert sorted(p.name for p in ckpts.iterdir()) == before
 
 
-@pytest.fixture
-def one_rank(tmp_path, monkeypatch) -> Iterator[Run]:
-    """This process as the only rank (gloo), with a tiny model: for what checkpoints do inside a run."""
+def only_rank_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    """This process as the only rank (gloo), with a tiny tied model (tiny-qwen2)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     for key, value in {"RANK": 0, "LOCAL_RANK": 0, "WORLD_SIZE": 1, "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": port}.items():
         monkeypatch.setenv(key, str(value))
-    run = build_run(load_config(None, {"parallel.tp": 1, "parallel.dp_shard": 1, "checkpoint.resume": "auto",
-                                       "output.dir": str(tmp_path / "out")}))
+    return build_run(load_config(None, {"parallel.tp": 1, "parallel.dp_shard": 1, "checkpoint.resume": "auto",
+                                        "output.dir": str(tmp_path / "out")}))
+
+
+@pytest.fixture
+def one_rank(tmp_path, monkeypatch) -> Iterator[Run]:
+    """For what checkpoints do inside a run."""
+    yield only_rank_run(tmp_path, monkeypatch)
+    dist.destroy_process_group()
+
+
+@pytest.fixture
+def own_head(tmp_path, monkeypatch) -> Iterator[Run]:
+    """A one-process run as they were before ``model.materialize`` re-tied the head (2026-11-27): its tied model
+    trains ``lm_head`` as a matrix of its own, one step of it here, then saved as step-1."""
+    monkeypatch.setattr(model_module, "tie_embeddings", lambda model: None)
+    run = only_rank_run(tmp_path, monkeypatch)
+    assert run.model.hf.lm_head.weight is not run.model.hf.model.embed_tokens.weight
+    optimizer_step(run, forward_backward(run, synthetic_batches(run)))
+    checkpoint.save(run, 1, byte_tokenizer(), skipped=0)
     yield run
     dist.destroy_process_group()
+
+
+def test_a_tied_head_trained_apart_is_refused_on_resume_and_exported_untied(own_head, tmp_path, capfd):
+    """Resuming would keep one of its two matrices: one line naming the way on (export, then ``model.path``). The
+    export keeps both, untied, as they were trained."""
+    step = checkpoints_root(own_head.cfg) / "step-1"
+    with pytest.raises(ConfigError, match=r"trained lm_head apart from the tied embedding .*--model.path=OUT$") as err:
+        checkpoint.resume(own_head)
+    assert "\n" not in str(err.value)
+    checkpoint.export(step, tmp_path / "hf")
+    assert "exported untied, with both" in capfd.readouterr().err
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert not hf.config.tie_word_embeddings
+    for name in ("lm_head.weight", "model.embed_tokens.weight"):
+        assert torch.equal(hf.get_parameter(name), own_head.model.hf.get_parameter(name).detach()), name
+    assert not torch.equal(hf.lm_head.weight, hf.model.embed_tokens.weight)
 
 
 def test_damaged_checkpoints_fall_back_with_a_warning(one_rank, capfd):

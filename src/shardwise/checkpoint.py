@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from shardwise import manifest, safeload
 from shardwise.config import Config, ConfigError
@@ -153,13 +153,30 @@ def resume_dir(cfg: Config) -> Path | None:
 
 
 def _check_same_model(path: Path, cfg: Config) -> None:
-    """Name the first shape that differs; DCP itself would only report mismatched tensor sizes."""
-    saved = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code).to_dict()
-    current = hf_config(cfg.model).to_dict()
+    """Name the first shape that differs; DCP itself would only report mismatched tensor sizes. A tied model whose
+    head trained apart (``trained_own_head``) is another model too: loading would keep one of its two matrices."""
+    saved_config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    saved, current = saved_config.to_dict(), hf_config(cfg.model).to_dict()
     for key in _SHAPE_KEYS:
         if saved.get(key) != current.get(key):
             raise ConfigError(f"checkpoint {path} holds another model ({key} {saved.get(key)!r}, not "
                               f"{current.get(key)!r}); resume with the model.preset or model.path it was trained with")
+    if trained_own_head(path, saved_config):
+        raise ConfigError(f"checkpoint {path} trained lm_head apart from the tied embedding (as one-process runs from "
+                          f"a preset did before 2026-11-27); `shardwise export {path} OUT` keeps both, untied: "
+                          "train on from it with --model.path=OUT")
+
+
+# AdamW's state under the head's own name: a tied head shares the embedding's parameter, and its state, by that name
+_OWN_HEAD_STATE = "optim.state.hf.lm_head.weight."
+
+
+def trained_own_head(path: Path, config: PretrainedConfig) -> bool:
+    """Whether a checkpoint of a tied model trained ``lm_head`` as a matrix of its own beside the embedding, as
+    one-process runs initialized from a preset did before ``model.materialize`` re-tied them (2026-11-27): its
+    optimizer then holds state under the head's name."""
+    return bool(config.tie_word_embeddings) and any(
+        key.startswith(_OWN_HEAD_STATE) for key in safeload.metadata(path).state_dict_metadata)
 
 
 def _train_state(run: Run) -> dict:
@@ -386,7 +403,12 @@ def export(checkpoint: Path, out: Path) -> None:
         raise ConfigError(f"{checkpoint} is damaged ({problem}); export another checkpoint")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} is not empty; give a new or empty output folder")
-    model = build_meta_model(AutoConfig.from_pretrained(checkpoint, trust_remote_code=False))
+    config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=False)
+    if trained_own_head(checkpoint, config):  # both matrices trained: export what was trained, untied
+        config.tie_word_embeddings = False
+        print(f"shardwise: note: {checkpoint} trained lm_head apart from the tied embedding; exported untied, "
+              "with both", file=sys.stderr, flush=True)
+    model = build_meta_model(config)
     materialize(model, torch.device("cpu"))  # tied embeddings as one tensor, which save_pretrained stores once
     state = {"model": model.state_dict()}
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import CheckpointException, DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import ReadItem
 
 from shardwise.config import ConfigError
@@ -53,13 +54,18 @@ class _PlainDataPlanner(DefaultLoadPlanner):
         super().load_bytes(read_item, value)
 
 
-def load(state: dict[str, Any], path: Path, **kwargs: Any) -> None:
-    """``dcp.load(state, checkpoint_id=path, **kwargs)`` after checking that ``path`` holds only plain data."""
+def metadata(path: Path) -> Metadata:
+    """The checkpoint's DCP metadata (what it holds, under which names), read by the restricted unpickler."""
     try:
         with (path / ".metadata").open("rb") as f:
-            _MetadataUnpickler(f).load()
+            return _MetadataUnpickler(f).load()
     except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as err:
         raise ConfigError(f"{path}: its .metadata is not DCP checkpoint metadata ({err}); refusing to load it") from None
+
+
+def load(state: dict[str, Any], path: Path, **kwargs: Any) -> None:
+    """``dcp.load(state, checkpoint_id=path, **kwargs)`` after checking that ``path`` holds only plain data."""
+    metadata(path)
     try:
         dcp.load(state, checkpoint_id=path, planner=_PlainDataPlanner(), **kwargs)
     except CheckpointException as err:  # DCP gathers every rank's failure
