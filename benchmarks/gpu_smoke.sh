@@ -11,7 +11,7 @@
 #     and the saved tokenizer round-trips through AutoTokenizer
 #   3 ft-b, started from a copy of ft-a's step-10 checkpoint with --checkpoint.resume=auto, repeats ft-a's steps 11..20
 #   4 ft-a's last checkpoint, exported and loaded with from_pretrained, gives ft-a's val_loss
-#   5 the same 50 bf16 steps on 1 GPU vs dp_shard=2, tp=2, tp=2 without SP (4 GPUs: dp_shard=2 x tp=2, tp=4;
+#   5 the same 50 bf16 steps on 1 GPU vs dp_shard=2, tp=2, tp=2 without SP, cp=2 (4 GPUs: dp_shard=2 x tp=2, tp=4;
 #     8 GPUs: dp_shard=4 x tp=2, tp=8), and on 1 GPU with packed rows through flex block masks instead of sdpa's
 #     dense mask (model.packed_attention=flex, GPU only); SKIP with 1 GPU
 #   6 shardwise plan's memory total per device >= each run's measured peak (peak_mem_gib)
@@ -61,11 +61,11 @@ train() {  # NAME NDEV ARGS...: shardwise train on the first NDEV GPUs, or on $G
   step "$name" "${GPUS:-$(seq -s, 0 $((ndev - 1)))}" python3 -m shardwise.cli train --output.dir="$WORK/runs/$name" \
     --output.progress=false "$@"
 }
-parity() {  # NAME DP_SHARD TP ARGS...: the parity run on dp_shard x tp devices
-  local name=$1 dp=$2 tp=$3; shift 3
+parity() {  # NAME DP_SHARD TP CP ARGS...: the parity run on dp_shard x tp x cp devices
+  local name=$1 dp=$2 tp=$3 cp=$4; shift 4
   local mb=$(( PARITY_BATCH / dp < 4 ? PARITY_BATCH / dp : 4 ))  # the split changes no math (token-mean loss)
-  train "parity-$name" $((dp * tp)) "${PARITY[@]}" --parallel.dp_shard=$dp --parallel.tp=$tp \
-    --train.micro_batch_size=$mb "$@"
+  train "parity-$name" $((dp * tp * cp)) "${PARITY[@]}" --parallel.dp_shard=$dp --parallel.tp=$tp \
+    --parallel.cp=$cp --train.micro_batch_size=$mb "$@"
   rm -rf "$WORK/runs/parity-$name/checkpoints"  # the always-saved final checkpoint (6 GB on GPU); nothing reads it
 }
 export_check() {  # GPU: export ft-a's last checkpoint (one CPU process), then load it on GPU and evaluate
@@ -81,14 +81,15 @@ mkdir -p "$WORK/runs/ft-b/checkpoints" && cp -r "$WORK/runs/ft-a/checkpoints/ste
 if [ "$NDEV" -ge 2 ]; then
   # on the last GPU, while parity-1 has the first: the flex run, and the export check's small model beside it
   export_check $((NDEV - 1)) &
-  [ "$CPU" = 1 ] || GPUS=$((NDEV - 1)) parity 1-flex 1 1 --model.packed_attention=flex &
-  parity 1 1 1
+  [ "$CPU" = 1 ] || GPUS=$((NDEV - 1)) parity 1-flex 1 1 1 --model.packed_attention=flex &
+  parity 1 1 1 1
   wait
-  parity dp2 2 1
-  parity tp2 1 2
-  parity tp2-nosp 1 2 --parallel.sequence_parallel=false
-  if [ "$NDEV" -ge 4 ]; then parity dp2xtp2 2 2; parity tp4 1 4; fi
-  if [ "$NDEV" -ge 8 ]; then parity dp4xtp2 4 2; parity tp8 1 8; fi
+  parity dp2 2 1 1
+  parity tp2 1 2 1
+  parity tp2-nosp 1 2 1 --parallel.sequence_parallel=false
+  parity cp2 1 1 2  # each row split over 2 ranks, K/V all-gathered, packed documents' masks on global indices
+  if [ "$NDEV" -ge 4 ]; then parity dp2xtp2 2 2 1; parity tp4 1 4 1; fi
+  if [ "$NDEV" -ge 8 ]; then parity dp4xtp2 4 2 1; parity tp8 1 8 1; fi
 else
   export_check 0
 fi
