@@ -19,6 +19,7 @@ from shardwise.model import (
     SHIPPED_PRESETS,
     CausalLM,
     context_mask,
+    document_block_mask,
     document_ids,
     document_mask,
     hf_config,
@@ -103,6 +104,21 @@ def test_context_block_mask_holds_the_dense_rule(cp):
             q, kv = torch.meshgrid(torch.arange(32 // cp), torch.arange(32), indexing="ij")
             for b in range(2):
                 assert torch.equal(block.mask_mod(torch.tensor(b), torch.tensor(0), q, kv), dense[b, 0]), (rank, window)
+
+
+def test_compiled_block_mask_is_the_eager_one():
+    """The builder GPUs use (``create_block_mask`` compiled with aten's sort) gives the eager builder's block
+    indices exactly, on inductor's CPU backend: a ``cp=2`` rank's mask over rows of 1024 tokens (4 x 8 tiles),
+    documents and a window, then a second shape (one rank's), which compiles anew (under automatic dynamic shapes
+    the second shape failed to compile)."""
+    documents = torch.stack([torch.arange(1024) // 200, torch.arange(1024) // 300])
+    for cp, rank in ((2, 1), (1, 0)):
+        eager = document_block_mask(documents, 100, cp, rank)
+        compiled = flex._compiled_block_mask()(eager.mask_mod, 2, None, *eager.seq_lengths, device="cpu")
+        for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+                     "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):
+            assert torch.equal(getattr(compiled, name), getattr(eager, name)), (cp, name)
+        assert 0 < int(eager.kv_num_blocks.sum()) < eager.kv_indices.numel()  # some tiles partial, some skipped
 
 
 @pytest.mark.parametrize("preset", ["tiny-llama", "tiny-gemma3"])

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.attention.flex_attention import BlockMask, flex_attention
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 from transformers import AttentionInterface, PretrainedConfig
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -69,6 +69,24 @@ def uses_flex(cfg: Config, config: PretrainedConfig, device_type: str) -> bool:
     if mode == "flex" and reasons:
         raise ConfigError(f"model.packed_attention=flex {reasons[0]}; set model.packed_attention=auto or mask")
     return not reasons and (mode == "flex" or cfg.train.compiles(device_type))
+
+
+def block_mask(mask_mod: Any, batch: int, queries: int, keys: int, device: torch.device) -> BlockMask:
+    """``create_block_mask`` over every head, compiled on GPUs (``_compiled_block_mask``) so that the
+    ``(queries, keys)`` grid of ``mask_mod`` is never materialized; eagerly on CPU (tests)."""
+    build = _compiled_block_mask() if device.type == "cuda" else create_block_mask
+    return build(mask_mod, batch, None, queries, keys, device=device)
+
+
+@cache
+def _compiled_block_mask() -> Any:
+    """``torch.compile(create_block_mask)`` with aten's sort and static shapes. The mask's block indices come from an
+    argsort along the key blocks, which inductor in torch < 2.13 writes as a Triton sort kernel for up to 512
+    blocks, and that kernel compiled for 197 s at 128 blocks (16k keys) on 2xH200, against 6 s with aten's sort
+    (BENCHMARKS.md, session 21; pytorch#182060; torch 2.13 sends the sort to aten itself). Without persistent
+    reductions inductor leaves sorts to aten. A second shape (an evaluation batch) compiles its own graph: under
+    automatic dynamic shapes it failed to compile."""
+    return torch.compile(create_block_mask, dynamic=False, options={"triton.persistent_reductions": False})
 
 
 @cache

@@ -18,11 +18,12 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-from torch.nn.attention.flex_attention import BlockMask, create_block_mask
+from torch.nn.attention.flex_attention import BlockMask
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from shardwise.config import Config, ConfigError, ModelConfig
 from shardwise.cp import ordered_token, sequence_order
+from shardwise.flex import block_mask
 from shardwise.plans import model_forward
 from shardwise.tp import Group
 
@@ -154,7 +155,7 @@ def document_block_mask(documents: torch.Tensor, window: int | None, cp: int = 1
     """The flex ``BlockMask`` (``shardwise.flex``) of ``visible`` over rows of ``documents`` (``(batch, seq)``
     document ids, ``document_ids``): every query by every key, or under context parallelism (``cp`` ranks) rank
     ``rank``'s queries by the gathered keys, both in ``cp.sequence_order`` (``cp.ordered_token``). Built
-    compiled on GPUs (once per step, for every layer)."""
+    compiled on GPUs (once per step, for every layer; ``flex.block_mask``)."""
     batch, seq = documents.shape
 
     def allowed(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
@@ -162,8 +163,7 @@ def document_block_mask(documents: torch.Tensor, window: int | None, cp: int = 1
             q, kv = ordered_token(q + rank * (seq // cp), seq, cp), ordered_token(kv, seq, cp)
         return visible(documents[b, q] == documents[b, kv], q - kv, window)
 
-    return create_block_mask(allowed, batch, None, seq // cp, seq, device=documents.device,
-                             _compile=documents.is_cuda)
+    return block_mask(allowed, batch, seq // cp, seq, documents.device)
 
 
 def has_restarts(position_ids: torch.Tensor) -> bool:
