@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke test of shardwise on the GPUs of this machine; prints a PASS/FAIL table last, exits 1 on any FAIL.
-#   bash benchmarks/gpu_smoke.sh                # from the repository root; about 9 minutes on 2xH100
+#   bash benchmarks/gpu_smoke.sh                # from the repository root; about 10 minutes on 2 GPUs
 #   SMOKE_CPU=1 bash benchmarks/gpu_smoke.sh    # the same checks on CPU gloo processes, tiny shapes
 #                                               # (SMOKE_NDEV=4 acts as 4 GPUs: adds the 4-device layouts)
 # $OUT (default runs/smoke) receives only smoke.json (every number) and smoke.log (every log, with headers),

@@ -19,8 +19,8 @@ Under context parallelism the mask covers this rank's queries and every rank's k
 (``model.context_mask``, built by ``model.document_block_mask``) and flex is the function ``shardwise.cp``
 calls after its K/V all-gather; the key tiles follow the gather's order, whose chunks are whole runs of
 tokens, so tiles still fall inside or outside documents. Qwen2-1.5B, seq 16,384, documents of ~2048,
-cp=2, compiled, on 2xH200: 1.89x and 2.08x the dense mask's step in two calls, 9.2 GiB less, its first step
-~3 minutes longer (flex's kernels compiling; BENCHMARKS.md, session 20).
+cp=2, compiled, on 2xH200: 1.89x and 2.08x the dense mask's step in two calls, 9.2 GiB less (BENCHMARKS.md,
+session 20); from launch to the first record in 73 s once ``block_mask`` sorted with aten (session 21).
 
 ``model.packed_attention=auto`` takes flex where it can train (``refusals``) and the blocks are
 compiled; ``flex`` asks for it (uncompiled runs compile flex alone) and is refused with the reason
