@@ -88,3 +88,12 @@ def test_launch_resolves_auto_for_the_gpu(capsys, setting, tp, budget, want):
     assert resolved.parallel.reshard_after_forward == want
     note = capsys.readouterr().err
     assert ("parallel.reshard_after_forward=auto -> " in note) == (setting == "auto" and want != "auto")
+
+
+@pytest.mark.parametrize("flags,gpus,want", [
+    ({}, 2, 2), ({}, 8, 2), ({}, 1, 1), ({"parallel.cp": "2"}, 2, 1), ({"parallel.cp": "2"}, 8, 2),
+    ({"parallel.dp_replicate": "2", "parallel.cp": "2"}, 4, 1), ({"parallel.cp": "x"}, 2, 2)])
+def test_default_tp_leaves_room_for_the_flags(flags, gpus, want):
+    """Without a config file the GPUs get the default job's tp=2 only where the user's cp and dp_replicate leave
+    room for it: ``--parallel.cp=2`` on 2 GPUs was refused for a tp=2 nobody asked for (session 21, call 88)."""
+    assert launch.default_tp(flags, gpus) == want

@@ -23,6 +23,7 @@ from shardwise.config import Config, ConfigError, bench_config, load_config, par
 from shardwise.faults import Stop
 from shardwise.launch import (
     cpu_world_size,
+    default_tp,
     exit_finished_worker,
     gpu_plan,
     launch,
@@ -92,7 +93,7 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], cfg: Config) -> 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     overrides = parse_overrides(_split_flags(args))
     if args.config is None and torch.cuda.is_available():
-        overrides.setdefault("parallel.tp", str(min(2, torch.cuda.device_count())))
+        overrides.setdefault("parallel.tp", str(default_tp(overrides, torch.cuda.device_count())))
     cfg = load_config(args.config, overrides)
     if args.command == "bench":
         cfg = bench_config(cfg)

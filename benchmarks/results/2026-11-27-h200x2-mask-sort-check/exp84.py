@@ -1,4 +1,4 @@
-"""Device calls 84 and 86 (argv: builder [seq]): where flex's cold compile at 16k goes (argv: builder = torch | aten). Each builder in a fresh
+"""Device calls 84 and 87 (argv: builder [seq]): where flex's cold compile at 16k goes (argv: builder = torch | aten). Each builder in a fresh
 process with its own empty inductor and Triton caches: the BlockMask of square rows of 16,384 tokens, documents of
 2048 (128 x 128 tiles), built by torch.compile(create_block_mask) as torch 2.11 does (`torch`, what `_compile=True`
 does) or by shardwise.flex's builder (`aten`: the same without persistent reductions, so the argsort of the block
@@ -12,7 +12,7 @@ from shardwise import flex
 from shardwise.model import document_block_mask
 
 dev, H, KVH, D, DOC = "cuda", 12, 2, 128, 2048
-SEQ = int(sys.argv[2]) if len(sys.argv) > 2 else 16384  # call 86: 16384 and 32768
+SEQ = int(sys.argv[2]) if len(sys.argv) > 2 else 16384  # call 87: 16384 and 32768
 NAMES = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
          "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices")
 

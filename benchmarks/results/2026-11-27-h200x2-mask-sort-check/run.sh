@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device call 86 (2 GPUs): exp84.py's `aten` builder on 8acfc12 (static shapes) at rows of 16,384 (GPU 0) and 32,768
+# Device call 87 (2 GPUs): exp84.py's `aten` builder on 8acfc12 (static shapes) at rows of 16,384 (GPU 0) and 32,768
 # tokens (GPU 1), fresh caches: first and steady build, the square mask and cp=2 ranks 0 and 1 against the eager
 # builder index tensor by index tensor, flex forward + backward compile and step.
 set -uo pipefail
