@@ -6,7 +6,7 @@ import pytest
 import torch.distributed.run
 
 from shardwise import launch
-from shardwise.config import load_config
+from shardwise.config import ParallelConfig, load_config
 
 
 @pytest.mark.parametrize("has_flag", [True, False])
@@ -91,9 +91,8 @@ def test_launch_resolves_auto_for_the_gpu(capsys, setting, tp, budget, want):
 
 
 @pytest.mark.parametrize("flags,gpus,want", [
-    ({}, 2, 2), ({}, 8, 2), ({}, 1, 1), ({"parallel.cp": "2"}, 2, 1), ({"parallel.cp": "2"}, 8, 2),
-    ({"parallel.dp_replicate": "2", "parallel.cp": "2"}, 4, 1), ({"parallel.cp": "x"}, 2, 2)])
+    ({}, 2, 2), ({}, 8, 2), ({}, 1, 1), ({"cp": 2}, 2, 1), ({"cp": 2}, 8, 2), ({"dp_replicate": 2, "cp": 2}, 4, 1)])
 def test_default_tp_leaves_room_for_the_flags(flags, gpus, want):
     """Without a config file the GPUs get the default job's tp=2 only where the user's cp and dp_replicate leave
     room for it: ``--parallel.cp=2`` on 2 GPUs was refused for a tp=2 nobody asked for (session 21, call 88)."""
-    assert launch.default_tp(flags, gpus) == want
+    assert launch.default_tp(ParallelConfig(**flags), gpus) == want

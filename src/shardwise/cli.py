@@ -92,9 +92,9 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], cfg: Config) -> 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     overrides = parse_overrides(_split_flags(args))
-    if args.config is None and torch.cuda.is_available():
-        overrides.setdefault("parallel.tp", str(default_tp(overrides, torch.cuda.device_count())))
     cfg = load_config(args.config, overrides)
+    if args.config is None and torch.cuda.is_available() and "parallel.tp" not in overrides:
+        cfg = load_config(None, {**overrides, "parallel.tp": str(default_tp(cfg.parallel, torch.cuda.device_count()))})
     if args.command == "bench":
         cfg = bench_config(cfg)
     if args.command == "plan":

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import torch
 import torch.distributed as dist
 
-from shardwise.config import Config, ConfigError
+from shardwise.config import Config, ConfigError, ParallelConfig
 from shardwise.faults import HUNG_EXIT, NONFINITE_EXIT, PREEMPTED_EXIT, SAVE_FAILED_EXIT, Stop
 
 CPU_DP_SHARD = 2  # what dp_shard=-1 means when shardwise starts CPU processes itself
@@ -52,15 +52,11 @@ def cpu_world_size(cfg: Config) -> int:
     return p.dp_replicate * p.cp * p.tp * (CPU_DP_SHARD if p.dp_shard == -1 else p.dp_shard)
 
 
-def default_tp(overrides: dict[str, str], gpus: int) -> int:
-    """``parallel.tp`` for a run without a config file on ``gpus`` GPUs: the default job's 2 where the flags' ``cp``
-    and ``dp_replicate`` leave room for it, else 1, so that ``--parallel.cp=2`` on 2 GPUs runs instead of being
-    refused for a ``tp`` its user never set. A flag that is not a number counts as 1 (``load_config`` refuses it)."""
-    others = 1
-    for key in ("parallel.cp", "parallel.dp_replicate"):
-        value = overrides.get(key, "1")
-        others *= int(value) if value.isdigit() and int(value) > 0 else 1
-    return 2 if gpus % (2 * others) == 0 else 1
+def default_tp(p: ParallelConfig, gpus: int) -> int:
+    """``parallel.tp`` for a run without a config file on ``gpus`` GPUs: the default job's 2 where ``cp`` and
+    ``dp_replicate`` leave room for it, else 1, so that ``--parallel.cp=2`` on 2 GPUs runs instead of being
+    refused for a ``tp`` its user never set."""
+    return 2 if gpus % (2 * p.cp * p.dp_replicate) == 0 else 1
 
 
 def local_world_size(cfg: Config) -> int:
