@@ -70,9 +70,25 @@ def test_a_failing_estimate_never_stops_the_launch(monkeypatch, capsys):
 def test_the_ring_note_comes_once_from_rank_0(monkeypatch, capsys, rank, printed):
     """``parallel.cp_exchange=ring`` over packed rows: one note from rank 0 that most attention all-gathers."""
     monkeypatch.setenv("RANK", rank)
-    launch.note_cp_exchange(load_config(None, {"parallel.cp": "2", "parallel.cp_exchange": "ring"}))
+    launch.note_choices(load_config(None, {"parallel.cp": "2", "parallel.cp_exchange": "ring"}), "train")
     err = capsys.readouterr().err
     assert err.startswith("shardwise: note: parallel.cp_exchange=ring") == printed and err.count("\n") == printed
+
+
+@pytest.mark.parametrize("command,flags,notes", [
+    ("bench", {"parallel.cp": "2", "parallel.cp_exchange": "ring"}, []),  # bench's rows hold one document each
+    ("bench", {"parallel.async_tp": "true", "train.activation_checkpointing": "full"}, ["parallel.async_tp=true"]),
+    ("train", {"parallel.async_tp": "true", "train.activation_checkpointing": "selective"}, []),
+    ("train", {"parallel.async_tp": "true"}, []),
+    ("train", {"parallel.async_tp": "true", "train.activation_checkpointing": "full"},
+     ["parallel.async_tp=true"])])
+def test_notes_name_the_settings_measured_slower(monkeypatch, capsys, command, flags, notes):
+    """Async TP under full checkpointing (0.83x of plain TP on 2xH100) gets a note; without it, or with selective
+    checkpointing (no collective recomputed), none."""
+    monkeypatch.setenv("RANK", "0")
+    launch.note_choices(load_config(None, flags), command)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.removeprefix("shardwise: note: ").split(" ")[0] for line in lines] == notes
 
 
 @pytest.mark.parametrize("setting,tp,budget,want", [

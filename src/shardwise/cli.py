@@ -29,7 +29,7 @@ from shardwise.launch import (
     launch,
     leave_group,
     local_world_size,
-    note_cp_exchange,
+    note_choices,
     preflight,
     refuse,
     resolve_reshard,
@@ -71,8 +71,7 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], cfg: Config) -> 
                               "--max-restarts=N")
         preflight(cfg, int(os.environ["WORLD_SIZE"]), args.command)
         cfg = resolve_reshard(cfg, int(os.environ["WORLD_SIZE"]))
-        if args.command == "train":  # bench's synthetic rows are one document each: nothing to say
-            note_cp_exchange(cfg)
+        note_choices(cfg, args.command)
         _body(args.command)(cfg)
         leave_group()
         return 0

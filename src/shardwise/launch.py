@@ -88,16 +88,25 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
         check_output_dir(cfg, resume_dir(cfg))
 
 
-def note_cp_exchange(cfg: Config) -> None:
-    """From rank 0 (of shardwise's own launch too): one line when ``parallel.cp_exchange=ring`` cannot carry some
-    of the attention (``model.ring_note``), which would otherwise all-gather without a word."""
+def note_choices(cfg: Config, command: str) -> None:
+    """From rank 0 (of shardwise's own launch too): one line for each setting that would otherwise cost speed
+    without a word: ``parallel.cp_exchange=ring`` where it cannot carry some of the attention (``model.ring_note``;
+    training only, as bench's rows are one document each) and async TP under full checkpointing."""
     from shardwise.model import ring_note
 
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    line = ring_note(cfg)
-    if line:
+    for line in filter(None, (ring_note(cfg) if command == "train" else None, async_tp_note(cfg))):
         print(f"shardwise: note: {line}", file=sys.stderr, flush=True)
+
+
+def async_tp_note(cfg: Config) -> str | None:
+    """Async TP with every block recomputed ran 0.83x of plain TP (Llama-3-8B shapes, 2xH100, BENCHMARKS.md session
+    22), where without checkpointing it ran 1.01-1.04x."""
+    if cfg.parallel.async_tp and cfg.train.activation_checkpointing == "full":
+        return ("parallel.async_tp=true with train.activation_checkpointing=full ran 0.83x of plain tensor "
+                "parallelism on 2xH100 (Llama-3-8B shapes, BENCHMARKS.md); consider parallel.async_tp=false")
+    return None
 
 
 def gpu_plan(cfg: Config, world_size: int, device_memory_gib: float | None = None) -> dict[str, Any] | None:
