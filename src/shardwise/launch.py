@@ -52,6 +52,11 @@ def cpu_world_size(cfg: Config) -> int:
     return p.dp_replicate * p.cp * p.tp * (CPU_DP_SHARD if p.dp_shard == -1 else p.dp_shard)
 
 
+def rank_zero() -> bool:
+    """Whether this process speaks for the job: rank 0 under a launcher, or the launcher (the only process) itself."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def default_tp(p: ParallelConfig, gpus: int) -> int:
     """``parallel.tp`` for a run without a config file on ``gpus`` GPUs: the default job's 2 where ``cp`` and
     ``dp_replicate`` leave room for it, else 1, so that ``--parallel.cp=2`` on 2 GPUs runs instead of being
@@ -94,7 +99,7 @@ def note_choices(cfg: Config, command: str) -> None:
     training only, as bench's rows are one document each) and async TP under full checkpointing."""
     from shardwise.model import ring_note
 
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not rank_zero():
         return
     for line in filter(None, (ring_note(cfg) if command == "train" else None, async_tp_note(cfg))):
         print(f"shardwise: note: {line}", file=sys.stderr, flush=True)
@@ -156,7 +161,7 @@ def resolve_reshard(cfg: Config, world_size: int, device_memory_gib: float | Non
     if reshard is None:  # no FSDP
         return cfg
     value = str(reshard).lower()
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank_zero():
         state = "freed after forward" if reshard else "kept gathered from forward to backward"
         print(f"shardwise: note: FSDP blocks {state} (parallel.reshard_after_forward=auto -> {value}, {why})",
               file=sys.stderr, flush=True)
@@ -249,7 +254,7 @@ def exit_finished_worker(code: int = 0) -> NoReturn:
 
 def refuse(err: ConfigError) -> int:
     """One line from rank 0 (or the only process), then ``CONFIG_ERROR_EXIT`` on every rank."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank_zero():
         print(f"shardwise: error: {err}", file=sys.stderr, flush=True)
     else:
         time.sleep(QUIET_RANK_GRACE_S)
@@ -259,7 +264,7 @@ def refuse(err: ConfigError) -> int:
 
 def stopped(stop: Stop) -> int:
     """A run that every rank ended together, on purpose: rank 0 says why, then all leave the group at once."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank_zero():
         print(f"shardwise: {stop}", file=sys.stderr, flush=True)
     if dist.is_initialized():
         dist.barrier()
