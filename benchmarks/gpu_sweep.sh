@@ -6,7 +6,8 @@
 # included: its fp32 weights, gradients and AdamW moments take about 60 GiB per GPU on two GPUs, so on 80 GB cards
 # run its full-AC, micro-batch-1 rows (sw-full-*, titan-full-*).
 # TP (default 1) and GB (sequences per optimizer step, default 4) apply to every row; WARMUP and STEPS too. EXTRA adds
-# arguments to the sw-* rows, TITAN_EXTRA to the titan-* rows (e.g. EXTRA=--model.dtype=bfloat16 TITAN_EXTRA="--dtype bfloat16").
+# arguments to the sw-* rows, after the row's own (so they override them), TITAN_EXTRA to the titan-* rows
+# (e.g. EXTRA=--model.dtype=bfloat16 TITAN_EXTRA="--dtype bfloat16").
 set -uo pipefail
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
@@ -15,11 +16,12 @@ OUT=${OUT:-runs/sweep}; mkdir -p "$OUT"
 NGPU=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 TP=${TP:-1}; DP=$(( NGPU / TP )); GB=${GB:-4}; WARMUP=${WARMUP:-2}; STEPS=${STEPS:-6}
 COMMON="--model.preset=$PRESET --parallel.tp=$TP --train.seq_len=$SEQ --bench.warmup=$WARMUP --bench.steps=$STEPS"
-COMMON+=" --bench.profile=${PROFILE:-false} ${EXTRA:-}"  # PROFILE=true: one more step profiled (bench.profile)
+COMMON+=" --bench.profile=${PROFILE:-false}"  # PROFILE=true: one more step profiled (bench.profile)
 declare -A ROWS=(
   [sw-full-eager]="--train.activation_checkpointing=full --train.compile=false --train.micro_batch_size=1"
   [sw-full-eager-graphs]="--train.activation_checkpointing=full --train.compile=false --train.micro_batch_size=1 --train.cudagraphs=true"
   [sw-full-compile]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1"
+  [sw-full-compile-mb8]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=8"
   [sw-sel-compile]="--train.activation_checkpointing=selective --train.compile=true --train.micro_batch_size=1"
   [sw-none-eager]="--train.activation_checkpointing=none --train.compile=false --train.micro_batch_size=1"
   [sw-none-compile]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=1"
@@ -61,7 +63,7 @@ for name in "${names[@]}"; do
     titan-*) python3 benchmarks/torchtitan_baseline.py $TITAN ${TITAN_ROWS[$name]} --out "$OUT/$name.json" \
         > "$OUT/$name.log" 2>&1 ;;
     *) python3 -m shardwise.cli bench $COMMON ${ROWS[$name]} --train.global_batch_size=$GB \
-        --bench.out="$OUT/$name.json" --output.dir="$OUT/$name" > "$OUT/$name.log" 2>&1 ;;
+        --bench.out="$OUT/$name.json" --output.dir="$OUT/$name" ${EXTRA:-} > "$OUT/$name.log" 2>&1 ;;
   esac
   echo "exit $?"; [ -f "$OUT/$name.json" ] || tail -n 5 "$OUT/$name.log"
 done
