@@ -96,7 +96,7 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
 def note_choices(cfg: Config, command: str) -> None:
     """From rank 0 (of shardwise's own launch too): one line for each setting that would otherwise cost speed
     without a word: ``parallel.cp_exchange=ring`` where it cannot carry some of the attention (``model.ring_note``;
-    training only, as bench's rows are one document each) and async TP under full checkpointing."""
+    training only, as bench's rows are one document each) and async TP at micro-batch 1."""
     from shardwise.model import ring_note
 
     if not rank_zero():
@@ -106,11 +106,13 @@ def note_choices(cfg: Config, command: str) -> None:
 
 
 def async_tp_note(cfg: Config) -> str | None:
-    """Async TP with every block recomputed ran 0.83x of plain TP (Llama-3-8B shapes, 2xH100, BENCHMARKS.md session
-    22), where without checkpointing it ran 1.01-1.04x."""
-    if cfg.parallel.async_tp and cfg.train.activation_checkpointing == "full":
-        return ("parallel.async_tp=true with train.activation_checkpointing=full ran 0.83x of plain tensor "
-                "parallelism on 2xH100 (Llama-3-8B shapes, BENCHMARKS.md); consider parallel.async_tp=false")
+    """Async TP adds host work to every block (2.0 -> 3.3 ms per compiled block call, Llama-3-8B shapes on 2xH100),
+    which is free where the GPU sets the pace and not where the host does: at micro-batch 1 it ran 0.83x of plain
+    TP, at micro-batch 8 1.01x, both with full checkpointing (BENCHMARKS.md, session 23)."""
+    if cfg.parallel.async_tp and cfg.train.micro_batch_size == 1:
+        return ("parallel.async_tp=true at train.micro_batch_size=1 ran 0.83x of plain tensor parallelism on 2xH100 "
+                "(Llama-3-8B shapes: the step waits on the host, BENCHMARKS.md); raise train.micro_batch_size as far "
+                "as shardwise plan says fits, or set parallel.async_tp=false")
     return None
 
 
