@@ -77,15 +77,18 @@ def test_the_ring_note_comes_once_from_rank_0(monkeypatch, capsys, rank, printed
 
 @pytest.mark.parametrize("command,flags,notes", [
     ("bench", {"parallel.cp": "2", "parallel.cp_exchange": "ring"}, []),  # bench's rows hold one document each
-    ("bench", {"parallel.async_tp": "true", "train.micro_batch_size": "1"}, ["parallel.async_tp=true"]),
+    ("bench", {"parallel.async_tp": "true", "train.micro_batch_size": "1", "train.seq_len": "4096"},
+     ["parallel.async_tp=true"]),
     ("train", {"parallel.async_tp": "true", "train.micro_batch_size": "1", "train.activation_checkpointing": "full"},
      ["parallel.async_tp=true"]),
-    ("train", {"parallel.async_tp": "true", "train.activation_checkpointing": "full"}, []),  # micro-batch 8: 1.01x
-    ("train", {"parallel.async_tp": "true", "train.micro_batch_size": "2"}, []),
+    ("train", {"parallel.async_tp": "true", "train.micro_batch_size": "2", "train.seq_len": "4096"}, []),  # 1.01x
+    ("train", {"parallel.async_tp": "true", "train.micro_batch_size": "1", "train.seq_len": "32768"}, []),
+    ("train", {"parallel.async_tp": "true", "train.micro_batch_size": "1", "train.seq_len": "8192",
+               "parallel.cp": "2"}, ["parallel.async_tp=true"]),  # each CP rank holds 4096 of them
     ("train", {"train.micro_batch_size": "1"}, [])])
 def test_notes_name_the_settings_measured_slower(monkeypatch, capsys, command, flags, notes):
-    """Async TP at micro-batch 1 (0.83x of plain TP on 2xH100, the step waiting on the host) gets a note; at larger
-    micro-batches (1.01x at 8 with full checkpointing), or plain TP at micro-batch 1, none."""
+    """Async TP at 4,096 tokens per micro-batch and CP rank or fewer (0.83x of plain TP on 2xH100, the step waiting
+    on the host) gets a note; at more (1.01x at 8,192 and 32,768), or plain TP at any size, none."""
     monkeypatch.setenv("RANK", "0")
     launch.note_choices(load_config(None, flags), command)
     lines = capsys.readouterr().err.splitlines()

@@ -31,6 +31,8 @@ SELF_EXPLAINED = (CONFIG_ERROR_EXIT, NONFINITE_EXIT, HUNG_EXIT, SAVE_FAILED_EXIT
 QUIET_RANK_GRACE_S = 3.0
 # What torchrun's agent forwards to its workers by default (--signals-to-handle).
 TORCHRUN_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+# Tokens per micro-batch (and CP rank) at which async TP was measured slower than plain TP: the host set the pace.
+HOST_BOUND_TOKENS = 4096
 
 
 def under_launcher() -> bool:
@@ -96,7 +98,7 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
 def note_choices(cfg: Config, command: str) -> None:
     """From rank 0 (of shardwise's own launch too): one line for each setting that would otherwise cost speed
     without a word: ``parallel.cp_exchange=ring`` where it cannot carry some of the attention (``model.ring_note``;
-    training only, as bench's rows are one document each) and async TP at micro-batch 1."""
+    training only, as bench's rows are one document each) and async TP at small micro-batches."""
     from shardwise.model import ring_note
 
     if not rank_zero():
@@ -107,12 +109,13 @@ def note_choices(cfg: Config, command: str) -> None:
 
 def async_tp_note(cfg: Config) -> str | None:
     """Async TP adds host work to every block (2.0 -> 3.3 ms per compiled block call, Llama-3-8B shapes on 2xH100),
-    which is free where the GPU sets the pace and not where the host does: at micro-batch 1 it ran 0.83x of plain
-    TP, at micro-batch 8 1.01x, both with full checkpointing (BENCHMARKS.md, session 23)."""
-    if cfg.parallel.async_tp and cfg.train.micro_batch_size == 1:
-        return ("parallel.async_tp=true at train.micro_batch_size=1 ran 0.83x of plain tensor parallelism on 2xH100 "
-                "(Llama-3-8B shapes: the step waits on the host, BENCHMARKS.md); raise train.micro_batch_size as far "
-                "as shardwise plan says fits, or set parallel.async_tp=false")
+    which is free where the GPU sets the pace and not where the host does: at 4,096 tokens per micro-batch it ran
+    0.83x of plain TP, at 8,192 and 32,768 1.01x (BENCHMARKS.md, sessions 22-23)."""
+    tokens = cfg.train.micro_batch_size * cfg.train.seq_len // cfg.parallel.cp
+    if cfg.parallel.async_tp and tokens <= HOST_BOUND_TOKENS:
+        return (f"parallel.async_tp=true at {tokens} tokens per micro-batch: at {HOST_BOUND_TOKENS} it ran 0.83x of "
+                "plain tensor parallelism on 2xH100 (Llama-3-8B shapes: the step waits on the host, BENCHMARKS.md); "
+                "raise train.micro_batch_size as far as shardwise plan says fits, or set parallel.async_tp=false")
     return None
 
 
