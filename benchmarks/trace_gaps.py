@@ -20,9 +20,8 @@ from collections import Counter
 from itertools import pairwise
 from pathlib import Path
 
-from shardwise.profile import device_events
+from shardwise.profile import HOST_PACED_US, host_paced, idle_gaps
 
-LAUNCH = ("cuda_runtime", "cuda_driver")
 BINS = (10, 50, 200, 1000, float("inf"))  # upper bounds of the gap sizes, us
 
 
@@ -32,29 +31,16 @@ def load(path: Path) -> list[dict]:
         return json.load(f)["traceEvents"]
 
 
-def idle_gaps(events: list[dict]) -> tuple[float, float, list[tuple[float, float, dict]]]:
-    """The device span's start and end, and its idle gaps in step order: (length, start, the event ending it)."""
-    device = sorted(device_events(events), key=lambda e: e["ts"])
-    found, end = [], device[0]["ts"]
-    for e in device:
-        if e["ts"] > end:
-            found.append((e["ts"] - end, end, e))
-        end = max(end, e["ts"] + e["dur"])
-    return device[0]["ts"], end, found
-
-
 def gaps(events: list[dict]) -> list[str]:
-    launches = {e["args"].get("correlation"): e for e in events if e.get("cat") in LAUNCH and "args" in e}
     first, last, found = idle_gaps(events)
+    paced = host_paced(events)
     by_size, by_cause = Counter(), Counter()
     for gap, _, e in found:
         by_size[next(b for b in BINS if gap < b)] += gap
-        launch = launches.get(e["args"].get("correlation"))
-        host = launch is not None and e["ts"] - (launch["ts"] + launch["dur"]) < 15
-        by_cause["host" if host else "queued"] += gap
+        by_cause["host" if paced(e) else "queued"] += gap
     span = last - first
     sizes = ", ".join(f"<{b}: {v / 1e3:.1f} ms" for b, v in sorted(by_size.items()))
-    causes = (f"idle ended by a kernel launched <15 us before it: {by_cause['host'] / 1e3:.1f} ms; "
+    causes = (f"idle ended by a kernel launched <{HOST_PACED_US} us before it: {by_cause['host'] / 1e3:.1f} ms; "
               f"by a queued one: {by_cause['queued'] / 1e3:.1f} ms")
     return [f"device span {span / 1e3:.1f} ms, idle {sum(by_size.values()) / 1e3:.1f} ms",
             f"idle by gap size (us, upper bound): {sizes}", causes]

@@ -12,12 +12,16 @@ kernels it reports:
   time the GPU waited, on the CPU launching work or on a host synchronization;
 - **communication**: the union of NCCL kernels, and the part of it no compute kernel overlaps
   (**exposed**), which is what overlapping communication with compute could still save;
-- **CPU in ops**: the host's self time in every profiled op: the cost of dispatching the step,
-  plus any time the host blocked inside an op (a synchronization).
+- **waiting for the host**: the GPU's idle gaps that end with a kernel (or copy) starting within
+  ``HOST_PACED_US`` of the host's launch call returning: there the GPU had nothing queued and the host
+  set the pace (a synchronization shows the same way: the queue drains, then the host launches);
+- **CPU in ops**: the host's self time in every profiled op, summed over its threads (forward's and
+  autograd's), blocking inside an op included: what the host did, not whether the GPU waited for it.
 
-A step whose CPU time exceeds its GPU busy time, or whose GPU idles for much of the step, is
-CPU-bound: compiling (``train.compile``), replaying eager blocks as CUDA graphs (``train.cudagraphs``, one
-data-parallel rank) or a larger micro-batch are the usual remedies.
+A step that waits for the host for a tenth of its time or more is CPU-bound: compiling (``train.compile``),
+replaying eager blocks as CUDA graphs (``train.cudagraphs``, one data-parallel rank) or a larger
+micro-batch are the usual remedies. (CPU time alone cannot say so: Llama-3-8B's tp=2 step at micro-batch 8
+showed 3.1 s of CPU in ops against 2.0 s of a 99%-busy GPU; BENCHMARKS.md, session 23.)
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ import torch
 
 Interval = tuple[float, float]
 COMM_MARKERS = ("nccl", "allgather", "reducescatter", "allreduce")
+LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")  # the host's launch calls, linked to device work by correlation
+HOST_PACED_US = 15  # device work starting this soon after its launch returned found nothing queued before it
+CPU_BOUND_SHARE = 0.1  # of the step's wall time spent waiting for the host
 
 
 def union(intervals: Iterable[Interval]) -> list[Interval]:
@@ -74,16 +81,42 @@ def device_events(trace_events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in trace_events if e.get("cat") in DEVICE_CATEGORIES and "dur" in e]
 
 
+def idle_gaps(trace_events: list[dict[str, Any]]) -> tuple[float, float, list[tuple[float, float, dict[str, Any]]]]:
+    """The device span's start and end, and its idle gaps in order: (length, start, the device event ending it), us."""
+    device = sorted(device_events(trace_events), key=lambda e: e["ts"])
+    if not device:
+        return 0.0, 0.0, []
+    found, end = [], float(device[0]["ts"])
+    for e in device:
+        if e["ts"] > end:
+            found.append((e["ts"] - end, end, e))
+        end = max(end, float(e["ts"]) + float(e["dur"]))
+    return float(device[0]["ts"]), end, found
+
+
+def host_paced(trace_events: list[dict[str, Any]]) -> Callable[[dict[str, Any]], bool]:
+    """Whether a device event started within ``HOST_PACED_US`` of its launch call returning."""
+    launches = {e["args"]["correlation"]: e for e in trace_events
+                if e.get("cat") in LAUNCH_CATEGORIES and "correlation" in e.get("args", {})}
+
+    def paced(event: dict[str, Any]) -> bool:
+        launch = launches.get(event.get("args", {}).get("correlation"))
+        return launch is not None and event["ts"] - (launch["ts"] + launch["dur"]) < HOST_PACED_US
+    return paced
+
+
 def kernel_breakdown(trace_events: list[dict[str, Any]]) -> dict[str, float]:
-    """Busy, communication and exposed-communication milliseconds from a Chrome trace's device work."""
+    """Busy, communication, exposed-communication and waiting-for-the-host milliseconds from a Chrome trace."""
     kernels = device_events(trace_events)
     is_comm = [any(m in e["name"].lower() for m in COMM_MARKERS) for e in kernels]
     spans = [(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in kernels]
     comm = union(s for s, c in zip(spans, is_comm) if c)
     compute = union(s for s, c in zip(spans, is_comm) if not c)
+    paced = host_paced(trace_events)
+    host_wait = sum(gap for gap, _, e in idle_gaps(trace_events)[2] if paced(e))
     us = 1e-3  # trace times are microseconds
     return {"gpu_busy_ms": length(union(spans)) * us, "comm_ms": length(comm) * us,
-            "exposed_comm_ms": length(subtract(comm, compute)) * us}
+            "exposed_comm_ms": length(subtract(comm, compute)) * us, "host_wait_ms": host_wait * us}
 
 
 KINDS = (("communication", COMM_MARKERS), ("attention", ("flash", "fmha", "attention", "cudnn")),
@@ -158,11 +191,12 @@ def describe(p: dict[str, Any]) -> list[tuple[str, str]]:
     """Rows for the bench table; a verdict when the GPU waits on the host."""
     rows = [("profiled step", f"{p['wall_ms']:.1f} ms wall, {p['cpu_ops_ms']:.1f} ms of CPU in ops")]
     if "gpu_busy_ms" in p:
-        busy = p["gpu_busy_ms"] / p["wall_ms"]
-        rows.append(("GPU busy", f"{p['gpu_busy_ms']:.1f} ms ({busy:.0%} of the step)"))
+        busy, waits = p["gpu_busy_ms"] / p["wall_ms"], p["host_wait_ms"] / p["wall_ms"]
+        idle = f"waiting for the host {p['host_wait_ms']:.1f} ms ({waits:.0%})"
+        rows.append(("GPU busy", f"{p['gpu_busy_ms']:.1f} ms ({busy:.0%} of the step); {idle}"))
         exposed = f"{p['comm_ms']:.1f} ms, {p['exposed_comm_ms']:.1f} ms exposed (not overlapped with compute)"
         rows.append(("communication", exposed))
-        if busy < 0.8 or p["cpu_ops_ms"] > p["gpu_busy_ms"]:
+        if waits >= CPU_BOUND_SHARE:
             rows.append(("verdict", ("CPU-bound: the GPU waits on the host (try train.compile=true, "
                                      "train.cudagraphs=true with one data-parallel rank, or a larger "
                                      "train.micro_batch_size)")))
