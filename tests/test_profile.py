@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from shardwise.profile import describe, idle_gaps, kernel_breakdown, kernel_kinds, kernel_table, subtract, union
+from shardwise.profile import (
+    describe,
+    idle_gaps,
+    kernel_breakdown,
+    kernel_kinds,
+    kernel_table,
+    remedies,
+    subtract,
+    union,
+)
 
 
 def kernel(name: str, ts: float, dur: float, cat: str = "kernel", correlation: int | None = None) -> dict:
@@ -58,6 +67,18 @@ def test_cpu_bound_verdict_is_time_waiting_for_the_host_not_cpu_time():
     assert any(k == "verdict" for k, _ in describe(waiting))
     assert not any(k == "verdict" for k, _ in describe(busy))
     assert not any(k == "verdict" for k, _ in describe({**waiting, "host_wait_ms": 9.9}))
+
+
+def test_the_verdict_suggests_only_what_the_run_has_not_tried():
+    """An eager run is told to compile or replay graphs; a compiled (or graph-replayed) one only to grow its
+    micro-batch (call 99's compiled row was told to compile)."""
+    assert remedies(False, False) == ("train.compile=true, train.cudagraphs=true with one data-parallel rank or a "
+                                      "larger train.micro_batch_size")
+    assert remedies(True, False) == remedies(False, True) == "a larger train.micro_batch_size"
+    waiting = {"wall_ms": 100.0, "cpu_ops_ms": 90.0, "gpu_busy_ms": 50.0, "comm_ms": 0.0, "exposed_comm_ms": 0.0,
+               "host_wait_ms": 50.0, "trace": "t.json"}
+    assert dict(describe(waiting, compiled=True))["verdict"] == ("CPU-bound: the GPU waits on the host (try a larger "
+                                                                 "train.micro_batch_size)")
 
 
 def test_kernel_table_sums_device_time_per_kind_and_name():

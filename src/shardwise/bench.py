@@ -161,7 +161,7 @@ def print_table(result: dict[str, Any], path: Path) -> None:
         ("tokens/s/device", f"{result['tokens_per_s_per_device']:,.0f}"),
         ("MFU", _or_na(result["mfu"], ".1%")),
         ("peak memory (GiB)", _or_na(result["peak_mem_gib"], ".2f")),
-        *(describe(result["profile"]) if result.get("profile") else []),
+        *(describe(result["profile"], result["compile"], result["cudagraphs"]) if result.get("profile") else []),
         ("written to", str(path)),
     ]
     width = max(len(k) for k, _ in rows)

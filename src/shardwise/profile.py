@@ -187,8 +187,17 @@ def profile_step(step: Callable[[], None], out_dir: Path, rank: int, cuda: bool)
     return result
 
 
-def describe(p: dict[str, Any]) -> list[tuple[str, str]]:
-    """Rows for the bench table; a verdict when the GPU waits on the host."""
+def remedies(compiled: bool, graphs: bool) -> str:
+    """What to try for a CPU-bound step, leaving out what the run already does."""
+    tried = compiled or graphs
+    ways = [*([] if tried else ["train.compile=true", "train.cudagraphs=true with one data-parallel rank"]),
+            "a larger train.micro_batch_size"]
+    return ", ".join(ways[:-1]) + (" or " if len(ways) > 1 else "") + ways[-1]
+
+
+def describe(p: dict[str, Any], compiled: bool = False, graphs: bool = False) -> list[tuple[str, str]]:
+    """Rows for the bench table; a verdict, with what the run (``compiled``, ``graphs``) has not tried yet, when the
+    GPU waits on the host."""
     rows = [("profiled step", f"{p['wall_ms']:.1f} ms wall, {p['cpu_ops_ms']:.1f} ms of CPU in ops")]
     if "gpu_busy_ms" in p:
         busy, waits = p["gpu_busy_ms"] / p["wall_ms"], p["host_wait_ms"] / p["wall_ms"]
@@ -197,9 +206,7 @@ def describe(p: dict[str, Any]) -> list[tuple[str, str]]:
         exposed = f"{p['comm_ms']:.1f} ms, {p['exposed_comm_ms']:.1f} ms exposed (not overlapped with compute)"
         rows.append(("communication", exposed))
         if waits >= CPU_BOUND_SHARE:
-            rows.append(("verdict", ("CPU-bound: the GPU waits on the host (try train.compile=true, "
-                                     "train.cudagraphs=true with one data-parallel rank, or a larger "
-                                     "train.micro_batch_size)")))
+            rows.append(("verdict", f"CPU-bound: the GPU waits on the host (try {remedies(compiled, graphs)})"))
     if "kernel_kinds_ms" in p:
         total = sum(p["kernel_kinds_ms"].values()) or 1.0
         kinds = ", ".join(f"{k} {v / total:.0%}" for k, v in p["kernel_kinds_ms"].items() if v >= 0.01 * total)
