@@ -21,7 +21,7 @@ rows = {k: r for k, r in rows.items() if "step_time_s_median" in r}  # bench rec
 for k, r in sorted(rows.items()):
     p = r.get("profile") or {}
     extra = f" busy {p['gpu_busy_ms'] / p['wall_ms']:.0%} exposed comm {p['exposed_comm_ms']:.1f} ms" if "wall_ms" in p else ""
-    print(f"{k:44} mb {r['micro_batch_size']} {r['step_time_s_median']:7.3f} s {r['tokens_per_s_per_device']:8.0f} tok/s/dev {r['mfu']:6.1%} "
-          f"{r['peak_mem_gib']:5.1f} GiB{extra}")
+    print(f"{k:44} mb {r['micro_batch_size']} {r['step_time_s_median']:7.3f} s {r['tokens_per_s_per_device']:8.0f} "
+          f"tok/s/dev {r['mfu']:6.1%} {r['peak_mem_gib']:5.1f} GiB{extra}")
 PY
 }

@@ -189,10 +189,9 @@ def profile_step(step: Callable[[], None], out_dir: Path, rank: int, cuda: bool)
 
 def remedies(compiled: bool, graphs: bool) -> str:
     """What to try for a CPU-bound step, leaving out what the run already does."""
-    tried = compiled or graphs
-    ways = [*([] if tried else ["train.compile=true", "train.cudagraphs=true with one data-parallel rank"]),
-            "a larger train.micro_batch_size"]
-    return ", ".join(ways[:-1]) + (" or " if len(ways) > 1 else "") + ways[-1]
+    if compiled or graphs:
+        return "a larger train.micro_batch_size"
+    return "train.compile=true, train.cudagraphs=true with one data-parallel rank or a larger train.micro_batch_size"
 
 
 def describe(p: dict[str, Any], compiled: bool = False, graphs: bool = False) -> list[tuple[str, str]]:
