@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Device call 102 (4 GPUs), session 24, main 6aee977: README's quick start with no arguments on 4 GPUs (its default
+# tp=2 makes it dp_shard=2 x tp=2), the same job under torchrun for 50 steps, and the GPU smoke's tp=4 parity row
+# (eager, as the smoke runs it) against the 1-GPU reference, as call 100's rows.
+set -uo pipefail
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl > /tmp/pip.log 2>&1 || cat /tmp/pip.log
+export PYTHONPATH=$PWD/src:/tmp/site
+W=/tmp/w102; rm -rf $W; mkdir -p $W/logs $W/runs $OUT
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | uniq -c
+nvidia-smi topo -m | head -6
+python3 -c "
+import torch; n=torch.cuda.device_count()
+print('peer access', [[int(torch.cuda.can_device_access_peer(i, j)) if i != j else 1 for j in range(n)] for i in range(n)])
+try:
+    import pynvml; print('pynvml', pynvml.__file__)
+except ImportError as e: print('no pynvml:', e)
+"
+python3 benchmarks/smoke_checks.py versions
+python3 benchmarks/smoke_checks.py prepare $W > $W/logs/prepare.log 2>&1 || tail -5 $W/logs/prepare.log
+P=(--train.steps=50 --train.seq_len=1024 --train.lr=1e-3 --train.warmup_steps=10 --data.max_bytes=1000000
+   --model.path=$W/parity-model --train.global_batch_size=8 --train.eval_every=0 --train.compile=false
+   --train.activation_checkpointing=none)
+T0=$SECONDS
+parity() {  # NAME GPUS DP TP ARGS...
+  local name=parity-$1 gpus=$2 dp=$3 tp=$4 t0=$SECONDS; shift 4
+  local mb=$(( 8 / dp < 4 ? 8 / dp : 4 ))
+  CUDA_VISIBLE_DEVICES=$gpus python3 -m shardwise.cli train --output.dir=$W/runs/$name --output.progress=false "${P[@]}" \
+    --parallel.dp_shard=$dp --parallel.tp=$tp --parallel.cp=1 --train.micro_batch_size=$mb "$@" > $W/logs/$name.log 2>&1
+  local rc=$?
+  printf '%s\t%s\t%s\n' $name $rc $((SECONDS - t0)) >> $W/steps.tsv
+  rm -rf $W/runs/$name/checkpoints
+  echo "$name: exit $rc after $((SECONDS - t0)) s (at $((SECONDS - T0)) s)"; [ $rc = 0 ] || tail -4 $W/logs/$name.log
+  grep -h "note:" $W/logs/$name.log | head -3
+}
+t0=$SECONDS; python3 -m shardwise.cli train --output.dir=$W/runs/default --output.progress=false > $W/logs/default.log 2>&1
+echo "default: exit $? after $((SECONDS - t0)) s"; grep -h "note:\|mesh\|error" $W/logs/default.log | head -5
+t0=$SECONDS; torchrun --standalone --nproc-per-node=4 -m shardwise.cli train --train.steps=50 --output.dir=$W/runs/torchrun \
+  --output.progress=false > $W/logs/torchrun.log 2>&1
+echo "torchrun: exit $? after $((SECONDS - t0)) s"; grep -h "error" $W/logs/torchrun.log | head -3
+python3 - $W <<'PY'
+import json, sys
+for n in ("default", "torchrun"):
+    try:
+        info = json.load(open(f"{sys.argv[1]}/runs/{n}/run.json"))
+        r = [json.loads(l) for l in open(f"{sys.argv[1]}/runs/{n}/metrics.jsonl")]
+        val = [x["val_loss"] for x in r if x["val_loss"] is not None]
+        print(f"{n}: mesh {info['mesh']}, {len(r)} steps, loss {r[0]['loss']:.4f} -> {r[-1]['loss']:.4f}, val {val[:1]} -> {val[-1:]}")
+    except Exception as e: print(n, "unreadable:", e)
+PY
+parity 1 0 1 1
+parity tp4 0,1,2,3 1 4
+cd benchmarks && python3 - $W <<'PY' | tee $OUT/summary.txt
+import sys, json
+from pathlib import Path
+import smoke_checks as s
+w = s.Work(Path(sys.argv[1]))
+rows = s.check_parity(w, "cuda") + s.check_plans(w, "cuda")
+print(s.table(rows))
+for n in w.steps:
+    r = s.read_metrics(w.run_dir(n))
+    if r:
+        tps = sorted(x["tokens_per_s_per_device"] for x in r[10:])
+        print(f"{n:28} final loss {r[-1]['loss']:.4f}  median tok/s/dev over steps 11-50 {tps[len(tps) // 2]:,.0f}")
+(Path(sys.argv[1]) / "rows.json").write_text(json.dumps(rows, indent=1))
+PY
+cd ..
+cp $W/rows.json $W/steps.tsv $OUT/; cat $W/logs/*.log | tail -c 200000 > $OUT/logs.txt; cp .carry/run102.sh $OUT/run.sh
