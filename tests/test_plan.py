@@ -11,7 +11,9 @@ import pytest
 import torch
 from conftest import torchrun
 
+from shardwise import plan
 from shardwise.cli import main
+from shardwise.config import load_config
 from shardwise.plan import RECOMMEND_HEADROOM, group_name
 
 # Three layouts on one 4-process world: FSDP x TP with sequence and loss parallel (Qwen3's q/k norms
@@ -269,7 +271,9 @@ def test_recommends_keeping_blocks_gathered_where_that_fits(capsys):
     _, tp_only = plan_json(capsys, *args, "--parallel.tp=2", "--device-memory-gib=80")
     assert tp_only["recommended"]["reshard_after_forward"] is None
     assert main(["plan", *args, "--parallel.tp=2", "--device-memory-gib=80"]) == 0
-    assert "reshard_after_forward" not in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert not any("FSDP blocks" in line for line in lines)  # the line without TP names FSDP's setting for that run
+    assert "reshard_after_forward" not in next(line for line in lines if "recommended for" in line)
 
 
 def test_auto_keeps_blocks_gathered_where_that_fits(capsys):
@@ -459,3 +463,42 @@ def test_gpu_only_settings_plan_on_cpu(capsys):
     drop = ("total", "phases")
     assert {k: v for k, v in mask["memory_bytes"].items() if k not in drop} == \
         {k: v for k, v in flex["memory_bytes"].items() if k not in drop}
+
+
+def test_names_the_layout_without_tp_where_it_fits(capsys):
+    """A TP run's plan also plans FSDP alone on the same ranks, and names its setting where that fits with headroom
+    and checkpoints no more than the TP run's recommendation (FSDP alone measured up to 1.74x TP where both fit);
+    the named flags plan to the total the hint gives. Not without TP, nor without a device budget, nor where FSDP
+    alone would need checkpointing the TP run does not."""
+    args = ["--model.preset=tiny-llama", "--world-size=2", "--train.seq_len=2048", "--train.global_batch_size=8"]
+    _, roomy = plan_json(capsys, *args, "--parallel.tp=2", "--device-memory-gib=80")
+    hint = roomy["without_tp"]
+    assert hint["flags"].startswith("--parallel.tp=1 --train.activation_checkpointing=none")
+    assert hint["mesh"]["dp_shard"] == 2 and hint["total_bytes"] <= RECOMMEND_HEADROOM * 80 * 2**30
+    _, plain = plan_json(capsys, *args, *hint["flags"].split(), "--device-memory-gib=80")
+    assert plain["memory_bytes"]["total"] == hint["total_bytes"] and plain["without_tp"] is None
+    assert main(["plan", *args, "--parallel.tp=2", "--device-memory-gib=80"]) == 0
+    assert f"without TP it fits too: {hint['flags']}" in capsys.readouterr().out
+    _, no_budget = plan_json(capsys, *args, "--parallel.tp=2")
+    assert no_budget["without_tp"] is None
+    none_mb1 = ["--train.activation_checkpointing=none", "--train.micro_batch_size=1"]
+    _, tp_least = plan_json(capsys, *args, "--parallel.tp=2", *none_mb1, "--device-memory-gib=80")
+    _, fsdp_least = plan_json(capsys, *args, "--parallel.tp=1", *none_mb1, "--device-memory-gib=80")
+    tp_total, fsdp_total = tp_least["memory_bytes"]["total"], fsdp_least["memory_bytes"]["total"]
+    assert tp_total < fsdp_total  # sequence parallelism shards the activations FSDP alone keeps whole
+    between = (tp_total + fsdp_total) / 2 / RECOMMEND_HEADROOM / 2**30
+    _, tight = plan_json(capsys, *args, "--parallel.tp=2", f"--device-memory-gib={between}")
+    assert tight["recommended"]["activation_checkpointing"] == "none" and tight["without_tp"] is None
+
+
+def test_no_layout_without_tp_that_fits_only_tightly(monkeypatch):
+    """FSDP alone planned above 90% of the device is not offered beside a TP run (the allocator may need more)."""
+    option = {"activation_checkpointing": "none", "micro_batch_size": 2, "reshard_after_forward": False,
+              "total_bytes": 70 * 2**30}
+    report = {"mesh": {"tp": 2}, "device_memory_gib": 80.0, "recommended": {**option, "tight": False}}
+    cfg = load_config(None, {"parallel.tp": "2"})
+    for tight in (False, True):
+        plain = {"checks": [], "mesh": {"tp": 1, "dp_shard": 2}, "recommended": {**option, "tight": tight}}
+        monkeypatch.setattr(plan, "make_plan", lambda *args, plain=plain: plain)
+        hint = plan.without_tp(cfg, 2, report)
+        assert (hint is None) == tight

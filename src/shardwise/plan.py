@@ -302,6 +302,28 @@ def make_plan(cfg: Config, world_size: int, device_memory_gib: float | None) -> 
     return report | {"checks": checks, "ok": all(c["ok"] for c in checks)}
 
 
+def without_tp(cfg: Config, world_size: int, report: dict[str, Any]) -> dict[str, Any] | None:
+    """The same run on the same ranks without TP (FSDP over all of them), where the plan (``report``, for a device
+    memory) finds a setting for it that fits with headroom and checkpoints no more than the TP run's recommendation:
+    where both fit, FSDP alone measured 0.96-1.74x TP's speed (Qwen2-0.5B, Qwen2-1.5B, Llama-3-8B shapes on 2 and 4
+    H100s, BENCHMARKS.md), so TP is for what does not fit, and only a bench of the two settles the rest."""
+    if not (report.get("mesh") and report["mesh"]["tp"] > 1 and "recommended" in report):
+        return None
+    parallel = dataclasses.replace(cfg.parallel, tp=1, dp_shard=-1)
+    try:
+        plain = make_plan(dataclasses.replace(cfg, parallel=parallel), world_size, report["device_memory_gib"])
+    except ConfigError:
+        return None
+    rec, tp_rec = plain.get("recommended"), report["recommended"]
+    structural = all(c["ok"] for c in plain["checks"] if c["check"] != "memory")
+    if not structural or rec is None or rec["tight"] or (tp_rec is not None and RECOMMEND_ORDER.index(
+            rec["activation_checkpointing"]) > RECOMMEND_ORDER.index(tp_rec["activation_checkpointing"])):
+        return None
+    dp_shard = "" if cfg.parallel.dp_shard == -1 else " --parallel.dp_shard=-1"
+    return {"flags": f"--parallel.tp=1{dp_shard} {_setting_flags(rec)}", "total_bytes": rec["total_bytes"],
+            "mesh": plain["mesh"]}
+
+
 def _size(n: float) -> str:
     for unit, scale in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
@@ -419,6 +441,10 @@ def render(r: dict[str, Any]) -> str:
             lines.append(_blocks_line(r))
         if "recommended" in r:
             lines.append(_recommendation(r["recommended"], r["device_memory_gib"], r["master_dtype"]))
+        if r.get("without_tp"):
+            w = r["without_tp"]
+            lines.append(f"  without TP it fits too: {w['flags']} (about {_size(w['total_bytes'])}); where both fit, "
+                         "FSDP alone ran 0.96-1.74x TP's speed on H100s (BENCHMARKS.md): compare them with shardwise bench")
         lines += ["", "communication per device (ring bytes sent):", *_comm_lines(r["comm_bytes"])]
     lines += ["", "checks:"]
     lines += [f"  {'ok  ' if c['ok'] else 'FAIL'}  {c['check']}" + (f": {c['message']}" if c["message"] else "")
@@ -440,7 +466,9 @@ def memory_warning(report: dict[str, Any]) -> str | None:
 
 
 def run_plan(cfg: Config, world_size: int, device_memory_gib: float | None, as_json: bool) -> int:
-    """Print the plan; exit code 1 when any check fails."""
+    """Print the plan, with the same run planned without TP beside it (``without_tp``; the launch's own plan leaves
+    that out: it would double the time before the workers start); exit code 1 when any check fails."""
     report = make_plan(cfg, world_size, device_memory_gib)
+    report["without_tp"] = without_tp(cfg, world_size, report)
     print(json.dumps(report, indent=1) if as_json else render(report), flush=True)
     return 0 if report["ok"] else 1
