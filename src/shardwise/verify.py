@@ -73,9 +73,12 @@ WINDOW = 8  # sliding windows shorter than RUN's seq_len
 MLP_WIDTHS = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size")
 TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
 # Relative errors allowed in fp32. Weights get more room: Adam turns the rounding noise of
-# gradients that are zero in theory (e.g. k_proj.bias) into lr-sized steps.
+# gradients that are zero in theory (e.g. k_proj.bias) into lr-sized steps. The gradient norm after
+# the first step is taken on those weights, so it gets their room: tiny-gemma3 at tp=2 measured 1.05e-4
+# at step 2 on an AVX-512 CPU (1e-6 at step 1), where other machines had passed it at 1e-4.
 TOLERANCE = {"parameter count": 0.0, "loss, first step": 1e-5, "logits at init": 1e-5, "gradients, first step": 1e-4,
-             "loss, every step": 1e-4, "gradient norm, every step": 1e-4, "weights after training": 1e-3}
+             "loss, every step": 1e-4, "gradient norm, first step": 1e-4, "gradient norm, later steps": 1e-3,
+             "weights after training": 1e-3}
 
 
 def resize(config: PretrainedConfig, **changes: Any) -> PretrainedConfig:
@@ -247,8 +250,9 @@ def _worst(name: str, got: dict[str, Any], ref: dict[str, Any]) -> Check:
     return Check(name, errors[where], str(where), errors[where] <= TOLERANCE[name])
 
 
-def _by_step(values: list[float]) -> dict[str, float]:
-    return {f"step {i + 1}": v for i, v in enumerate(values)}
+def _by_step(values: list[float], first: int = 1) -> dict[str, float]:
+    """``values`` (one per step, from step 1) keyed by step, from step ``first`` on."""
+    return {f"step {i + 1}": v for i, v in enumerate(values) if i + 1 >= first}
 
 
 def compare(got: dict[str, Any], ref: dict[str, Any]) -> list[Check]:
@@ -260,7 +264,8 @@ def compare(got: dict[str, Any], ref: dict[str, Any]) -> list[Check]:
         _worst("logits at init", {"": got["logits"][:, :seq]}, {"": ref["logits"]}),
         _worst("gradients, first step", got["grads"], ref["grads"]),
         _worst("loss, every step", _by_step(got["losses"]), _by_step(ref["losses"])),
-        _worst("gradient norm, every step", _by_step(got["grad_norms"]), _by_step(ref["grad_norms"])),
+        _worst("gradient norm, first step", {"": got["grad_norms"][0]}, {"": ref["grad_norms"][0]}),
+        _worst("gradient norm, later steps", _by_step(got["grad_norms"], first=2), _by_step(ref["grad_norms"], first=2)),
         _worst("weights after training", got["weights"], ref["weights"]),
     ]
 
