@@ -2,7 +2,7 @@
 
 The checkpoints are written here by ``save_pretrained`` (indexed shards and single files, fp32 and
 bf16, tied and untied, a tied one that also stores ``lm_head.weight``, Phi-3's fused projections,
-Gemma 3's scaled embedding), loaded by shardwise on 1, 2 (tp=2 with sequence and loss parallel)
+Gemma 3's scaled embedding, Qwen2-MoE's experts stored one matrix per expert), loaded by shardwise on 1, 2 (tp=2 with sequence and loss parallel)
 and 4 (dp_shard=2 x tp=2, and tp=4 with KV heads replicated) CPU processes, and compared with
 ``AutoModelForCausalLM.from_pretrained`` on one process: same logits on a fixed batch.
 """
@@ -35,6 +35,7 @@ CHECKPOINTS = {
     "qwen3-tied-single-with-lm-head": ("tiny-qwen3", torch.float32, "with-lm-head"),
     "phi3-fused-untied-single": ("tiny-phi3", torch.float32, "single"),
     "gemma3-scaled-embedding-shards": ("tiny-gemma3", torch.float32, "shards"),
+    "qwen2-moe-per-expert-shards": ("tiny-qwen2-moe", torch.float32, "shards"),
 }
 LAYOUTS = {
     "1proc": ({"parallel.tp": 1, "parallel.dp_shard": 1}, 1),
@@ -109,6 +110,15 @@ def test_each_rank_reads_only_its_slice(loaded, name):
         assert counted == returned, "the loader's count disagrees with what it got from the files"
         assert got["num_params"] / world <= counted <= 1.01 * got["num_params"] / world, (
             f"{layout}: a rank read {counted} of {got['num_params']} elements")
+
+
+def test_experts_are_stored_one_matrix_per_expert(checkpoints):
+    """The premise of the MoE case above: save_pretrained (like released checkpoints) stores each expert's matrices,
+    not the fused tensors transformers holds, so loading must assemble this rank's block from them."""
+    stored = json.loads((checkpoints["qwen2-moe-per-expert-shards"] / "model.safetensors.index.json").read_text())
+    names = stored["weight_map"]
+    assert "model.layers.0.mlp.experts.7.up_proj.weight" in names
+    assert not any(n.endswith(("experts.gate_up_proj", "experts.down_proj")) for n in names)
 
 
 def _single_file_checkpoint(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:

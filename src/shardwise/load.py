@@ -6,7 +6,8 @@ loader materializes the local shards and fills each with ``get_slice(name)[slice
 just that block out of the memory-mapped file. No rank ever holds a tensor it does not own, so
 host memory per rank falls with the world size (README, "Fine-tune a Hugging Face model folder").
 Weights are cast on copy to the dtype the model was built in (``model.dtype``), whatever dtype the
-checkpoint stores.
+checkpoint stores. A parameter that transformers holds fused over experts and checkpoints store one matrix per
+expert (``plans.PER_EXPERT``) is read the same way, from the pieces its block covers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch.distributed.tensor import DTensor
 
 from shardwise.config import ConfigError
 from shardwise.model import CausalLM, local_slices, materialize, reset_buffers
+from shardwise.plans import PER_EXPERT
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -74,8 +76,60 @@ def open_checkpoint(folder: str | Path) -> Checkpoint:
     return Checkpoint(folder, listing, files, shapes)
 
 
-def match_tensors(model: CausalLM, ckpt: Checkpoint) -> dict[str, str]:
-    """Stored tensor name for each (unique) parameter of ``model``; raises on any mismatch.
+@dataclass(frozen=True)
+class PerExpert:
+    """A parameter stored one matrix per expert: ``parts[p][e]`` is expert e's matrix of part p. The parameter
+    stacks each part's matrices along dim 0 (experts) and puts the parts one after another along dim 1."""
+
+    parts: tuple[tuple[str, ...], ...]
+
+    def names(self) -> list[str]:
+        return [name for part in self.parts for name in part]
+
+    def shape(self, ckpt: Checkpoint) -> list[int]:
+        """The stacked shape the stored matrices make (their part 0, expert 0 says the rest)."""
+        rows = sum(ckpt.shapes[part[0]][0] for part in self.parts)
+        return [len(self.parts[0]), rows, *ckpt.shapes[self.parts[0][0]][1:]]
+
+    def read(self, ckpt: Checkpoint, block: tuple[slice, ...]) -> torch.Tensor:
+        """``block`` of the stacked parameter, each expert's rows read from the part that holds them."""
+        experts, rows, rest = block[0], block[1], block[2:]
+        if any(s.stop <= s.start for s in block):  # FSDP may leave a rank no experts
+            return torch.empty([s.stop - s.start for s in block])
+        out = []
+        for expert in range(experts.start, experts.stop):
+            pieces, first = [], 0
+            for part in self.parts:
+                name = part[expert]
+                size = ckpt.shapes[name][0]
+                start, stop = max(rows.start - first, 0), min(rows.stop - first, size)
+                if start < stop:
+                    pieces.append(_read(ckpt, name, (slice(start, stop), *rest)))
+                first += size
+            out.append(torch.cat(pieces))
+        return torch.stack(out)
+
+
+Stored = str | PerExpert
+
+
+def _read(ckpt: Checkpoint, name: str, block: tuple[slice, ...]) -> torch.Tensor:
+    with safe_open(ckpt.files[name], framework="pt") as f:
+        return f.get_slice(name)[block]
+
+
+def _per_expert(model: CausalLM, name: str, experts: int, ckpt: Checkpoint) -> PerExpert | None:
+    """How ``ckpt`` stores ``name`` one matrix per expert, where its architecture does and the file has them all."""
+    for suffix, parts in PER_EXPERT.get(model.hf.config.model_type, {}).items():
+        if name.endswith(suffix):
+            prefix = name.removesuffix(suffix)
+            stored = PerExpert(tuple(tuple(prefix + part.format(e) for e in range(experts)) for part in parts))
+            return stored if all(n in ckpt.files for n in stored.names()) else None
+    return None
+
+
+def match_tensors(model: CausalLM, ckpt: Checkpoint) -> dict[str, Stored]:
+    """Stored tensor name (or per-expert matrices) for each (unique) parameter of ``model``; raises on any mismatch.
 
     A tied parameter has several names (``model.embed_tokens.weight``, ``lm_head.weight``); any
     one of them stored is enough, and the others are not unexpected. Parameter names are
@@ -84,17 +138,26 @@ def match_tensors(model: CausalLM, ckpt: Checkpoint) -> dict[str, str]:
     aliases: dict[int, list[str]] = defaultdict(list)
     for name, param in model.named_parameters(remove_duplicate=False):
         aliases[id(param)].append(name.removeprefix("hf."))
-    plan = {}
+    plan: dict[str, Stored] = {}
     for name, param in model.named_parameters():
+        hf_name = name.removeprefix("hf.")
         stored = next((a for a in aliases[id(param)] if a in ckpt.files), None)
         if stored is None:
-            raise ConfigError(f"model.path={ckpt.folder}: {ckpt.listing} has no tensor {name.removeprefix('hf.')!r}; "
+            stored = _per_expert(model, hf_name, param.shape[0], ckpt)
+        if stored is None:
+            raise ConfigError(f"model.path={ckpt.folder}: {ckpt.listing} has no tensor {hf_name!r}; "
                               "its weights do not match its config.json")
-        if ckpt.shapes[stored] != list(param.shape):
-            raise ConfigError(f"model.path={ckpt.folder}: {ckpt.files[stored].name} holds {stored!r} with shape "
-                              f"{ckpt.shapes[stored]}, but config.json implies {list(param.shape)}")
+        if isinstance(stored, PerExpert):
+            shape, first = stored.shape(ckpt), stored.parts[0][0]
+            what = f"{hf_name!r} as one matrix per expert ({first!r}, ...)"
+        else:
+            shape, first, what = ckpt.shapes[stored], stored, repr(stored)
+        if shape != list(param.shape):
+            raise ConfigError(f"model.path={ckpt.folder}: {ckpt.files[first].name} holds {what} with shape "
+                              f"{shape}, but config.json implies {list(param.shape)}")
         plan[name] = stored
     known = {a for names in aliases.values() for a in names}
+    known |= {n for stored in plan.values() if isinstance(stored, PerExpert) for n in stored.names()}
     for stored, path in ckpt.files.items():
         if stored not in known and not stored.endswith(RECOMPUTED_SUFFIX):
             raise ConfigError(f"model.path={ckpt.folder}: {path.name} holds unexpected tensor {stored!r}; "
@@ -115,9 +178,8 @@ def load_weights(model: CausalLM, folder: str | Path, device: torch.device) -> i
     materialize(model, device)
     read = 0
     for name, param in model.named_parameters():
-        stored = plan[name]
-        with safe_open(ckpt.files[stored], framework="pt") as f:
-            block = f.get_slice(stored)[local_slices(param)]
+        stored, slices = plan[name], local_slices(param)
+        block = stored.read(ckpt, slices) if isinstance(stored, PerExpert) else _read(ckpt, stored, slices)
         (param.to_local() if isinstance(param, DTensor) else param).copy_(block)
         read += block.numel()
     reset_buffers(model, device)

@@ -3,7 +3,8 @@
 A plan names, for each submodule of a decoder block and of the model's top, the parallel style
 that shards it (``shardwise.tp``). Llama, Qwen2, Mistral and Granite share one layout; every
 other architecture has its own file here. ``FORWARDS`` names the architectures whose top-level forward
-differs from Llama's (``plans.decoder.DecoderForward``).
+differs from Llama's (``plans.decoder.DecoderForward``); ``PER_EXPERT`` those whose checkpoints store a fused
+parameter as one matrix per expert.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from shardwise.plans.granite import GraniteForward
 from shardwise.plans.llama import llama_plan
 from shardwise.plans.olmo2 import olmo2_plan
 from shardwise.plans.phi3 import phi3_plan
-from shardwise.plans.qwen2_moe import qwen2_moe_plan
+from shardwise.plans.qwen2_moe import STORED_PER_EXPERT, qwen2_moe_plan
 from shardwise.plans.qwen3 import qwen3_plan
 
 PlanFn = Callable[[PretrainedConfig, bool, bool], TPPlan]
@@ -43,6 +44,12 @@ FORWARDS: dict[str, type[DecoderForward]] = {
     "granite": GraniteForward,
 }
 
+# model_type -> {fused parameter's name suffix: its parts' names per expert, "{}" the expert's number}; each part
+# stacks its experts along dim 0 and the parts follow each other along dim 1
+PER_EXPERT: dict[str, dict[str, tuple[str, ...]]] = {
+    "qwen2_moe": STORED_PER_EXPERT,
+}
+
 
 def get_plan(config: PretrainedConfig, sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
     """The plan for ``config.model_type``; anything else is refused with the supported list."""
@@ -59,4 +66,4 @@ def model_forward(config: PretrainedConfig) -> DecoderForward:
     return FORWARDS.get(config.model_type, DecoderForward)(config)
 
 
-__all__ = ["FORWARDS", "PLANS", "DecoderForward", "TPPlan", "get_plan", "model_forward"]
+__all__ = ["FORWARDS", "PER_EXPERT", "PLANS", "DecoderForward", "TPPlan", "get_plan", "model_forward"]

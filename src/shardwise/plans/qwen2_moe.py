@@ -25,6 +25,14 @@ from shardwise.plans.decoder import TPPlan
 from shardwise.plans.llama import attention_plan, mlp_plan, norms, top_plan
 from shardwise.tp import TokenLocalReplica
 
+# transformers 5 holds a block's experts fused: ``gate_up_proj`` (experts x 2*inner x hidden, gate rows first) and
+# ``down_proj`` (experts x hidden x inner). Checkpoints, released ones and save_pretrained's alike, store one matrix
+# per expert (transformers' conversion mapping for qwen2_moe); ``load`` reads this rank's block out of them.
+STORED_PER_EXPERT = {
+    "mlp.experts.gate_up_proj": ("mlp.experts.{}.gate_proj.weight", "mlp.experts.{}.up_proj.weight"),
+    "mlp.experts.down_proj": ("mlp.experts.{}.down_proj.weight",),
+}
+
 
 @dataclass(frozen=True)
 class SparseOrDenseMLP:
