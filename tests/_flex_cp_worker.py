@@ -1,4 +1,4 @@
-"""Run under torchrun with ``parallel.cp`` ranks: one packed step through the dense masks of local queries x gathered
+"""Run under torchrun with ``parallel.cp`` (or ``parallel.tp``) ranks: one packed step through the dense masks of local queries x gathered
 keys, then through flex ``BlockMask``s (``parallelize.apply_flex``, which ``auto`` does on GPUs only), on the same
 weights: the logits of a probe batch gathered back to whole rows, the loss, the gradients, and how often flex ran.
 
@@ -18,6 +18,7 @@ from _worker import run_worker
 from shardwise import flex
 from shardwise.config import load_config
 from shardwise.cp import gather_sequence
+from shardwise.model import has_restarts
 from shardwise.parallelize import apply_flex
 from shardwise.run import Run, build_run
 from shardwise.tp import Group
@@ -50,7 +51,8 @@ def compare(overrides: dict) -> dict[str, Any]:
         assert not calls
         apply_flex(run.model)
         flexed = step(run, probe, batches)
-    return {"dense": dense, "flex": flexed, "calls": len(calls), "packed": bool(probe.packed)}
+    packed = probe.packed if probe.packed is not None else has_restarts(probe.position_ids)  # None under cp=1
+    return {"dense": dense, "flex": flexed, "calls": len(calls), "packed": packed}
 
 
 if __name__ == "__main__":

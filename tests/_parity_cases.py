@@ -26,6 +26,8 @@ REPLICATED_VARIANTS = ["tiny-llama-2l", KV1_VARIANT, "tiny-phi3-2l", "tiny-olmo2
 # where CP meets TP; the model code CP touches is attention, which these cover.
 CP_VARIANTS = ["tiny-qwen2-2l", "tiny-llama-2l"]
 CP_EAGER_VARIANT = "tiny-gemma2-2l"
+# Phi-3's attention reads this rank's head counts from a config of its own (plans.phi3), which CP must keep.
+CP_PHI3_VARIANT = "tiny-phi3-2l"
 # Gemma 2 soft-caps attention logits, which only eager attention does.
 VARIANT_OVERRIDES = {v: {"model.attn_implementation": "eager"} for v in FAMILY_VARIANTS if v.startswith("tiny-gemma2")}
 

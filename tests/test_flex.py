@@ -121,15 +121,18 @@ def test_compiled_block_mask_is_the_eager_one():
         assert 0 < int(eager.kv_num_blocks.sum()) < eager.kv_indices.numel()  # some tiles partial, some skipped
 
 
-@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-gemma3"])
-def test_context_parallel_flex_trains_as_its_dense_masks(preset, tmp_path):
-    """cp=2 over packed rows, one step on the same weights: through flex ``BlockMask``s (flex called after the
-    K/V all-gather, in every block) the logits, the loss and every gradient are those of the dense masks of local
-    queries x gathered keys, which the parity suite proves equal to one process; grouped K/V heads, and Gemma 3's
-    sliding windows (64) shorter than the rows. The backward runs flex's eager reference implementation (the
-    worker's docstring says how); on GPUs its compiled kernels train as one GPU does (BENCHMARKS.md, session 20)."""
+@pytest.mark.parametrize("preset,layout", [("tiny-llama", "cp2"), ("tiny-gemma3", "cp2"), ("tiny-phi3", "tp2")])
+def test_parallel_flex_trains_as_its_dense_masks(preset, layout, tmp_path):
+    """cp=2 or tp=2 over packed rows, one step on the same weights: through flex ``BlockMask``s (under CP flex is
+    called after the K/V all-gather, in every block) the logits, the loss and every gradient are those of the dense
+    masks (of local queries x gathered keys under CP), which the parity suite proves equal to one process; grouped
+    K/V heads, Gemma 3's sliding windows (64) shorter than the rows, and Phi-3's attention reading this rank's head
+    counts from its own config (given flex's name without losing them: 2xH100 died of SIGFPE tracing it, session
+    25). The backward runs flex's eager reference implementation (the worker's docstring says how); on GPUs its
+    compiled kernels train as one GPU does (BENCHMARKS.md, sessions 20 and 25)."""
     out = tmp_path / "out.pt"
-    overrides = {"model.preset": preset, "parallel.cp": 2, "parallel.tp": 1, "parallel.dp_shard": 1,
+    cp, tp = (2, 1) if layout == "cp2" else (1, 2)
+    overrides = {"model.preset": preset, "parallel.cp": cp, "parallel.tp": tp, "parallel.dp_shard": 1,
                  "train.seq_len": 256, "train.global_batch_size": 2, "train.micro_batch_size": 2,
                  "train.dtype": "float32", "train.compile": "false", "data.max_bytes": 100_000,
                  "output.progress": False}

@@ -17,6 +17,7 @@ import pytest
 import torch
 from _parity_cases import (
     CP_EAGER_VARIANT,
+    CP_PHI3_VARIANT,
     CP_VARIANTS,
     FAMILY_VARIANTS,
     REPLICATED_VARIANTS,
@@ -54,7 +55,7 @@ LAYOUTS = {
     "cp2": ({"parallel.dp_shard": 1, "parallel.cp": 2, "parallel.tp": 1, "train.seq_len": seq_len(2, 1)}, 2,
             CP_VARIANTS),
     "cp2xtp2-sp-lp": ({"parallel.dp_shard": 1, "parallel.cp": 2, "parallel.tp": 2, "train.seq_len": seq_len(2, 2)}, 4,
-                      [*CP_VARIANTS, CP_EAGER_VARIANT]),
+                      [*CP_VARIANTS, CP_EAGER_VARIANT, CP_PHI3_VARIANT]),
     "dp2xcp2-ac": ({"parallel.dp_shard": 2, "parallel.cp": 2, "parallel.tp": 1, "train.seq_len": seq_len(2, 1),
                     "train.activation_checkpointing": "full"}, 4, CP_VARIANTS),
     # One document per row (no boundary, no mask: every attention call takes the ring) with K/V passed round

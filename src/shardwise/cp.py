@@ -34,7 +34,6 @@ not cut into ``2·cp`` chunks of ``tp`` token shards (``errors``).
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +45,7 @@ from transformers import AttentionInterface, PretrainedConfig
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from shardwise import ring
+from shardwise.plans.decoder import attend_through
 from shardwise.tp import Group, gather_dim0
 
 CP_ATTENTION = "shardwise_cp"
@@ -175,13 +175,11 @@ def attend_over_context(attention: list[nn.Module], config: PretrainedConfig, g:
     """Make each attention module exchange K/V over the CP group ``g`` (``exchange``: ``allgather``, or ``ring``
     for rows that need no mask) and call ``config``'s implementation."""
     implementation = config._attn_implementation
-    cp_config = copy.copy(config)  # shallow: the attention modules read only the name differently
-    cp_config._attn_implementation = CP_ATTENTION
     for module in attention:
         module._cp_attention = configured_attention(module, implementation)
         module._cp_group = g
         module._cp_exchange = exchange
-        module.config = cp_config
+        attend_through(module, CP_ATTENTION)
 
 
 @torch.no_grad()

@@ -10,8 +10,8 @@ tiles that a boundary crosses. Qwen2-1.5B, seq 4096, documents of ~1024 tokens, 
 2xH100: 1.29x the dense mask's step at dp_shard=2 and 1.24x at tp=2, 5.7 and 7.1 GiB less
 (one layer's attention, forward and backward: 5.1 ms masked, 1.6 ms flex; BENCHMARKS.md, session 18).
 
-The attention modules get a copy of the config naming ``FLEX_ATTENTION``, registered with
-transformers' ``AttentionInterface`` (as ``shardwise.cp`` does): a ``BlockMask`` goes to flex,
+The attention modules get a copy of their config naming ``FLEX_ATTENTION``, registered with
+transformers' ``AttentionInterface`` (as ``shardwise.cp`` does; ``plans.decoder.attend_through``): a ``BlockMask`` goes to flex,
 anything else (None, for rows without a boundary) to sdpa as before. The model's own config,
 which masks, checkpoints and export read, still names sdpa.
 
@@ -29,7 +29,6 @@ where it cannot; ``mask`` keeps the dense mask.
 
 from __future__ import annotations
 
-import copy
 from functools import cache
 from typing import Any
 
@@ -40,6 +39,7 @@ from transformers import AttentionInterface, PretrainedConfig
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from shardwise.config import Config, ConfigError
+from shardwise.plans.decoder import attend_through
 
 FLEX_ATTENTION = "shardwise_flex"
 
@@ -113,14 +113,11 @@ def flex_or_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Te
 AttentionInterface.register(FLEX_ATTENTION, flex_or_sdpa_attention)
 
 
-def attend_with_flex(attention: list[nn.Module], config: PretrainedConfig, context: bool) -> None:
-    """Make each attention module attend through ``flex_or_sdpa_attention``: by the name a shallow copy of
-    ``config`` gives it, or under context parallelism (``context``) as the function ``shardwise.cp`` calls
-    once it has gathered K/V."""
-    flex_config = copy.copy(config)
-    flex_config._attn_implementation = FLEX_ATTENTION
+def attend_with_flex(attention: list[nn.Module], context: bool) -> None:
+    """Make each attention module attend through ``flex_or_sdpa_attention``: by name (``attend_through``), or
+    under context parallelism (``context``) as the function ``shardwise.cp`` calls once it has gathered K/V."""
     for module in attention:
         if context:
             module._cp_attention = flex_or_sdpa_attention
         else:
-            module.config = flex_config
+            attend_through(module, FLEX_ATTENTION)

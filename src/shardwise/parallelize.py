@@ -155,7 +155,7 @@ def apply_flex(model: CausalLM) -> None:
     """Rows with a document boundary (or a sliding window shorter than the rows) attend through FlexAttention's
     block-sparse kernels instead of sdpa's dense mask (``shardwise.flex``)."""
     model.block_masks = True
-    flex.attend_with_flex([layer.self_attn for layer in model.layers], model.config, model.context is not None)
+    flex.attend_with_flex([layer.self_attn for layer in model.layers], model.context is not None)
 
 
 def apply_compile(model: CausalLM) -> None:

@@ -9,6 +9,7 @@ every TP degree, tp=1 included.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,15 @@ class TPPlan:
 
     top: dict[str, Style]
     block: dict[str, Style]
+
+
+def attend_through(module: nn.Module, implementation: str) -> None:
+    """Make an attention module call ``implementation`` (a name in transformers' ``AttentionInterface``): a
+    shallow copy of the module's own config names it. Its own, not the model's: a plan may have given the
+    module this rank's head counts (``plans.phi3``), which its forward reads from its config."""
+    config = copy.copy(module.config)
+    config._attn_implementation = implementation
+    module.config = config
 
 
 def head_dim(config: PretrainedConfig) -> int:
