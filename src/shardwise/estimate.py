@@ -10,10 +10,13 @@ its softmax, the ``5·a·s/h`` term). With ``e`` bytes per activation element (2
 counted per token a device holds (``b·s/cp`` of them under context parallelism):
 
 ==========  =====================================================================================
-``none``    ``2(4+e)h / t_sp`` (two norms: fp32 copy + normalized output)
+``none``    ``n·r·h / t_sp`` (``n`` norms over the hidden width, 2 but Gemma's 4, each keeping ``r`` bytes per
+            element: measured by ``norm_bytes``, ``4+e`` for Llama's (fp32 copy + normalized output), 8 where
+            the weight is applied in fp32 (Gemma, OLMo 2))
             ``+ 2e·h`` (q/k/v and gate/up inputs, gathered: full sequence on every TP rank)
             ``+ e(3hq + kv) / t`` (q, k, v into attention; its output, kept by SDPA and o_proj), where
-            ``kv = 2hkv``, and under context parallelism ``2·cp·hq``: every rank's K/V, repeated to
+            ``kv = 2hkv``, or ``2hq`` in layers whose K/V transformers repeats to the query heads first
+            (eager attention, and sdpa given a dense mask: its grouped-query path takes none), and under context parallelism ``2·cp·hq``: every rank's K/V, repeated to
             the query heads (by ``cp.chunk_pair_attention``, or for the mask, which rules out sdpa's
             grouped-query path), ``2·cp·hkv`` where every layer attends through flex (``shardwise.flex``,
             which reads grouped heads in place); round a ring (``shardwise.ring``) only the rank's own, ``2hkv``, and
@@ -21,13 +24,20 @@ counted per token a device holds (``b·s/cp`` of them under context parallelism)
             share; ``tests/test_cp.py`` measures both), counted where no layer needs a mask, in 16-bit
             compute (fp32 on GPUs falls back to the all-gather; plan counts the all-gather for fp32 on
             CPU too, where the ring does run)
-            ``+ (4+e)(hq + hkv) / t`` (Qwen3's q/k norms) ``+ e·a·s / t`` (eager softmax)
-            ``+ 4e·I / t`` (gate, up, silu(gate), product)
+            ``+ r(hq + hkv) / t`` (Qwen3's q/k norms) ``+ p·a·s / t`` (eager attention's scores, below)
+            ``+ 4e·I / t`` (gate, up, silu(gate), product), ``I`` a mixture of experts' routed and shared
+            widths where that is wider (``mlp_width``)
 ``full``    ``e·h / t_sp`` (the block input); one layer's ``none`` is recomputed during backward
 ``selective`` the outputs the policy keeps: block input ``e·h / t_sp``, q/k/v ``e(hq + 2hkv) / t``,
             attention ``e·hq / t``, o/down matmuls (partial sums, full sequence) ``2e·h``, their
             reduce-scatters ``2e·h / t`` (SP only), gate/up ``2e·I / t``; plus one layer's ``none``
 ==========  =====================================================================================
+
+Eager attention (``model.attn_implementation=eager``) keeps ``p`` bytes per score, ``a·s`` scores per token: its
+softmax in fp32 and that cast to the compute dtype, ``4 + e``, and Gemma's soft-capped scores their ``tanh``, ``e``
+more; compiled, ``2e``. One layer's backward works on ``8 + 2e`` bytes per score more (``4 + 2e`` compiled: the
+fp32 softmax's gradient and its casts), counted with the recomputed layer (2×H100, ``2026-11-27-h100x4-archs``:
+Gemma 2 on one GPU, eager, 3.72 GiB measured where ``e`` per score planned 1.92).
 
 Compiled blocks (``train.compile``) keep less: a norm keeps only its input, ``e`` per element instead of
 ``4+e`` (Inductor recomputes the fp32 upcast; 2×H100, ``2026-11-25-h100x2-tp-speed-c``, Qwen2-1.5B tp=2
@@ -51,7 +61,7 @@ compiled): the final norm and the gathered ``lm_head`` input.
 starts, with ``3·4 + 2e`` bytes each in eager mode: the logits and their gradient in compute dtype, and
 in fp32 the log-softmax kept for backward and, during backward, the gradients of its output and of its
 input (2×H100, ``2026-11-25-h100x2-smoke``: 10 bytes fell short of the eager bf16 parity peaks by
-7-13%). The compiled whole-vocabulary loss fuses the upcast and the log-softmax into its kernels and
+7-13%); Gemma's final soft-capping keeps its ``tanh``, ``e`` more. The compiled whole-vocabulary loss fuses the upcast and the log-softmax into its kernels and
 keeps only ``2e``: the logits and their gradient (``2026-11-25-h100x2-cp``, Llama-3.1-8B at 32k tokens
 on dp_shard=2: 49.5 GiB measured, of which 15.7 GiB, 4.0 bytes per logit, are left after the rest
 counted here). The compiled vocab-parallel loss all-reduces the max, the sum of exponentials and the
@@ -113,6 +123,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import PretrainedConfig
@@ -147,22 +158,30 @@ class Dims:
     ring: bool = False  # CP's K/V pass round a ring: no layer needs a mask and parallel.cp_exchange=ring
     biased: int = 0  # layers whose sdpa keeps an additive copy of a dense mask for backward
     grouped: bool = False  # every layer attends through flex, which keeps CP's gathered K/V heads as they are
+    norms: int = 2  # norms over the hidden width in a block (Gemma's 4)
+    norm_bytes: float | None = None  # what a norm keeps per element, eager (``norm_bytes``); None: fp32 + e
+    capped: bool = False  # eager attention soft-caps its scores (Gemma 2)
+    logit_cap: bool = False  # the logits are soft-capped (Gemma 2)
 
     @classmethod
     def of(cls, config: PretrainedConfig, cfg: Config, layout: Layout, qk_norm: bool, micro_batch: int,
-           flex: bool = False) -> Dims:
-        """``flex``: rows that need a mask attend through flex's ``BlockMask``s (``flex.uses_flex``)."""
+           flex: bool = False, norms: int = 2, norm_bytes: float | None = None) -> Dims:
+        """``flex``: rows that need a mask attend through flex's ``BlockMask``s (``flex.uses_flex``); ``norms``: a
+        block's norms over the hidden width, keeping ``norm_bytes`` per element (``norm_bytes``)."""
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         seq = -(-cfg.train.seq_len // layout.seq_multiple) * layout.seq_multiple
         impl = cfg.model.attn_implementation
         windows = model_forward(config).windows()
         masked = [w for w in windows if needs_mask(impl, cfg.data.packing, w, seq)]
         dense = [] if flex else masked
+        eager = impl == "eager"
         return cls(config.hidden_size, config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim,
-                   config.intermediate_size, config.num_attention_heads, config.vocab_size,
-                   config.num_hidden_layers, qk_norm, impl == "eager", micro_batch, seq, layout.cp, len(set(dense)),
+                   mlp_width(config), config.num_attention_heads, config.vocab_size,
+                   config.num_hidden_layers, qk_norm, eager, micro_batch, seq, layout.cp, len(set(dense)),
                    layout.cp > 1 and cfg.parallel.cp_exchange == "ring" and not masked,
-                   len(dense) if impl == "sdpa" else 0, flex and len(masked) == len(windows))
+                   len(dense) if impl == "sdpa" else 0, flex and len(masked) == len(windows), norms=norms,
+                   norm_bytes=norm_bytes, capped=eager and getattr(config, "attn_logit_softcapping", None) is not None,
+                   logit_cap=getattr(config, "final_logit_softcapping", None) is not None)
 
     def rings(self, e: int) -> bool:
         """Whether CP's K/V go round the ring at ``e`` bytes per activation: fp32 on GPUs has no kernel for it and
@@ -175,6 +194,45 @@ class Dims:
         return self.batch * self.seq // self.cp
 
 
+def norm_bytes(norm: nn.Module, dtype: torch.dtype, rows: int = 8) -> float:
+    """Bytes per element of its input that a norm (``norm``, of any architecture, on the meta device) keeps for
+    backward, measured: an eager copy on the CPU normalizes ``rows`` rows of ``dtype`` while every distinct tensor
+    autograd saves with a row per input row is counted (the weight and its derivatives are not)."""
+    probe = copy.deepcopy(norm).to_empty(device="cpu")
+    with torch.no_grad():
+        for param in probe.parameters():
+            param.fill_(1.0)
+    width = next(probe.parameters()).shape[-1]
+    saved: dict[tuple[int, torch.dtype], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() >= 2 and t.shape[0] == rows:
+            saved[(t.data_ptr(), t.dtype)] = t.nbytes
+        return t
+
+    x = torch.ones(rows, width, dtype=dtype, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        probe(x)
+    return sum(saved.values()) / x.numel()
+
+
+def mlp_width(config: PretrainedConfig) -> int:
+    """The intermediate width whose activations a block's MLP keeps per token: a mixture of experts' ``top-k``
+    routed experts and its shared one where that is wider than the dense layers' (Qwen2-MoE)."""
+    routed = getattr(config, "num_experts_per_tok", 0) * (getattr(config, "moe_intermediate_size", 0) or 0)
+    return max(config.intermediate_size, routed + (getattr(config, "shared_expert_intermediate_size", 0) or 0))
+
+
+def score_bytes(d: Dims, e: int, compiled: bool) -> tuple[int, int]:
+    """Bytes per eager attention score: kept until backward, and worked on by one layer's backward (module
+    docstring); 0 without eager attention."""
+    if not d.eager:
+        return 0, 0
+    if compiled:
+        return 2 * e, FP32 + 2 * e
+    return FP32 + e + e * d.capped, 2 * FP32 + 2 * e
+
+
 def graph_buffer_bytes(d: Dims, e: int, tp: int, sp: bool) -> float:
     """What CUDA graphs of the blocks (``shardwise.graphs``) keep beside the gradients: per block, the hidden states
     it is replayed from and returns, and their two gradients."""
@@ -184,14 +242,18 @@ def graph_buffer_bytes(d: Dims, e: int, tp: int, sp: bool) -> float:
 def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool, compiled: bool = False) -> float:
     """Activation bytes one decoder layer keeps per token until backward (see the module docstring)."""
     t_sp = tp if sp else 1
-    kv = 2 * d.kv_dim if d.cp == 1 else 2 * d.cp * (d.kv_dim if d.grouped else d.q_dim)
+    repeated = d.layers if d.eager else d.biased  # layers whose K/V are repeated to the query heads
+    kv = 2 * (d.kv_dim * (d.layers - repeated) + d.q_dim * repeated) / d.layers
+    if d.cp > 1:
+        kv = 2 * d.cp * (d.kv_dim if d.grouped else d.q_dim)
     if d.rings(e):
         kv = (4 if compiled else 2) * d.kv_dim
-    norm = e if compiled else FP32 + e  # per element of a norm's input: compiled, the fp32 upcast is recomputed
+    # per element of a norm's input: compiled, the fp32 upcast is recomputed
+    norm = e if compiled else d.norm_bytes or FP32 + e
     mlp = (3 if compiled else 4) * e * d.intermediate  # compiled, silu(gate) is recomputed from gate
-    none = (2 * norm * d.hidden / t_sp + 2 * e * d.hidden
+    none = (d.norms * norm * d.hidden / t_sp + 2 * e * d.hidden
             + (e * (3 * d.q_dim + kv) + norm * (d.q_dim + d.kv_dim) * d.qk_norm
-               + e * d.heads * d.seq * d.eager + mlp) / tp)
+               + score_bytes(d, e, compiled)[0] * d.heads * d.seq + mlp) / tp)
     if mode == "none":
         return none
     block_input = e * d.hidden / t_sp
@@ -202,11 +264,12 @@ def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool, compile
             + reduce_scatters)
 
 
-def logit_bytes(e: int, compiled: bool, loss_parallel: bool) -> int:
+def logit_bytes(e: int, compiled: bool, loss_parallel: bool, capped: bool = False) -> int:
     """Bytes per logit element at the loss's peak, the start of its backward (see the module docstring)."""
+    cap = e if capped else 0
     if not compiled:
-        return 3 * FP32 + 2 * e
-    return FP32 + 2 * e if loss_parallel else 2 * e
+        return 3 * FP32 + 2 * e + cap
+    return (FP32 + 2 * e if loss_parallel else 2 * e) + cap
 
 
 def activation_bytes(d: Dims, mode: str, e: int, tp: int, sp: bool, loss_parallel: bool,
@@ -215,10 +278,11 @@ def activation_bytes(d: Dims, mode: str, e: int, tp: int, sp: bool, loss_paralle
     recomputed during backward, the logits at the loss's peak and, under context parallelism, the attention masks."""
     layers = d.layers * layer_bytes_per_token(d, mode, e, tp, sp, compiled)
     recompute = layer_bytes_per_token(d, "none", e, tp, sp, compiled) if mode != "none" else 0.0
+    recompute += score_bytes(d, e, compiled)[1] * d.heads * d.seq / tp  # one layer's eager attention backward
     top = (FP32 + e) * d.hidden / (tp if sp else 1) + e * d.hidden
     vocab = d.vocab / tp if loss_parallel and tp > 1 else d.vocab
     out = {"activations": d.tokens * (layers + top), "recompute": d.tokens * recompute,
-           "logits": d.tokens * vocab * logit_bytes(e, compiled, loss_parallel and tp > 1)}
+           "logits": d.tokens * vocab * logit_bytes(e, compiled, loss_parallel and tp > 1, d.logit_cap)}
     if d.cp > 1:
         out["attention_masks"] = d.masks * d.tokens * d.seq * (e if d.eager else 1)
     if d.biased:  # one layer's additive copy of its dense mask, in every layer kept without checkpointing

@@ -143,12 +143,15 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         model = build_meta_model(config)
         styles = style_table(get_plan(config, sp, cfg.parallel.loss_parallel), model) if tp > 1 else []
         qk_norm = hasattr(model.layers[0].self_attn, "q_norm")
+        norms = [m for name, m in model.layers[0].named_children() if name.endswith("layernorm")]
+        kept = estimate.norm_bytes(norms[0], dtype)
         parallelize(model, without_gpu_only(cfg), meshes, layout, dtype)
         layout_rows = param_layout(model)
         units = fsdp_units(model)
         local = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
                     for p in {id(p): p for p in model.parameters()}.values())
-        dims = estimate.Dims.of(config, cfg, layout, qk_norm, micro, attends_with_flex(cfg, config, cuda))
+        dims = estimate.Dims.of(config, cfg, layout, qk_norm, micro, attends_with_flex(cfg, config, cuda), len(norms),
+                                kept)
         comm = {"tp": None, "cp": None}
         if tp > 1 or layout.cp > 1:
             comm = estimate.parallel_comm(config, cfg, layout, meshes, dtype, dims, micro_batches)
