@@ -4,8 +4,10 @@
     python benchmarks/smoke_checks.py prepare WORK [--cpu]       # model folders, chat data, tokenizer round-trip
     python benchmarks/smoke_checks.py export-check WORK          # exported HF folder's held-out loss vs. val_loss
     python benchmarks/smoke_checks.py report WORK OUT [--seconds S]  # plans, checks, table, smoke.json, smoke.log
+    python benchmarks/smoke_checks.py prepare-archs WORK [--cpu]  # benchmarks/gpu_archs.sh: a folder per model_type
+    python benchmarks/smoke_checks.py report-archs WORK OUT       # its parity and plan rows, archs.json, archs.log
 
-The shell script launches the runs (``WORK/runs/NAME``, logs in ``WORK/logs``, one line per step
+The shell scripts launch the runs (``WORK/runs/NAME``, logs in ``WORK/logs``, one line per step
 in ``WORK/steps.tsv``); everything that reads numbers is here, so its thresholds sit in one place.
 """
 
@@ -54,6 +56,17 @@ PARITY_SHAPES = {
     "cpu": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=8,
                 num_key_value_heads=8, vocab_size=320, max_position_embeddings=2048),
 }
+# benchmarks/gpu_archs.sh: every model_type's plan file beyond Llama/Qwen2 (this smoke's) on small real shapes,
+# each with what its tiny preset adds (shardwise.model.PRESETS), sized to them by ``arch_spec``.
+ARCH_PRESETS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-gemma2", "tiny-gemma3", "tiny-phi3", "tiny-olmo2",
+                "tiny-granite", "tiny-qwen2-moe")
+ARCH_SHAPES = {
+    "gpu": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
+                num_key_value_heads=4, vocab_size=512, max_position_embeddings=4096),
+    "cpu": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=320, max_position_embeddings=2048),
+}
+ARCH_WINDOW = {"gpu": 256, "cpu": 16}  # sliding windows: a quarter of the check's rows (gpu_archs.sh's seq_len)
 CHAT_RECORDS = 400
 ROUND_TRIP_TEXTS = ["Hello, world!", "déjà vu — ünïcödé ✓ 🎉", "def f(x):\n\treturn x ** 2\n", "  spaces  "]
 LOG_CAP = 200_000  # characters kept of each log in smoke.log (head and tail)
@@ -82,14 +95,15 @@ def _version(module: str) -> str:
 # ---------------------------------------------------------------- prepare
 
 
-def write_model(folder: Path, shape: dict[str, Any], dtype: str) -> None:
-    """A random-init Qwen2 folder as ``save_pretrained`` writes it, with the built-in byte tokenizer."""
+def write_model(folder: Path, shape: dict[str, Any], dtype: str, common: dict[str, Any] = MODEL_COMMON) -> None:
+    """A random-init folder (Qwen2 unless ``common`` says otherwise) as ``save_pretrained`` writes it, with the
+    built-in byte tokenizer."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from shardwise.data import byte_tokenizer
 
-    spec = {**MODEL_COMMON, **shape}
+    spec = {**common, **shape}
     config = AutoConfig.for_model(spec.pop("model_type"), **spec)
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # random init is fast on a GPU
@@ -149,6 +163,37 @@ def prepare(work: Path, cpu: bool) -> None:
     result = {"tokenizer": tokenizer_round_trip(work / "ft-model")}
     (work / "prepare.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
+
+
+def arch_spec(preset: str, kind: str) -> dict[str, Any]:
+    """``preset``'s config at ``ARCH_SHAPES[kind]``: its head size, softmax scales, windows, layer pattern and expert
+    sizes follow the shape, as they do in the released models the tiny presets stand for."""
+    from shardwise.model import PRESETS
+
+    shape = ARCH_SHAPES[kind]
+    spec = {**PRESETS[preset], **shape}
+    head_dim, layers, inner = shape["hidden_size"] // shape["num_attention_heads"], shape["num_hidden_layers"], \
+        shape["intermediate_size"]
+    sized = {"head_dim": head_dim, "query_pre_attn_scalar": head_dim, "attention_multiplier": 1 / head_dim,
+             "sliding_window": ARCH_WINDOW[kind], "layer_types": (["sliding_attention"] * 3 + ["full_attention"]) * (
+                 layers // 4), "moe_intermediate_size": inner // 4, "shared_expert_intermediate_size": inner // 2}
+    return spec | {key: value for key, value in sized.items() if spec.get(key) is not None}
+
+
+def arch_name(preset: str) -> str:
+    """The runs' and folders' name of a preset's architecture: its ``model_type``, no dash in it."""
+    from shardwise.model import PRESETS
+
+    return PRESETS[preset]["model_type"]
+
+
+def prepare_archs(work: Path, cpu: bool) -> None:
+    """``WORK/<model_type>``: a bf16 folder per ``ARCH_PRESETS`` entry, as released checkpoints are stored."""
+    kind = "cpu" if cpu else "gpu"
+    for preset in ARCH_PRESETS:
+        spec = arch_spec(preset, kind)
+        write_model(work / arch_name(preset), {}, "bfloat16", common=spec)
+        print(f"{arch_name(preset)}: {json.dumps(spec)}")
 
 
 # ---------------------------------------------------------------- export check
@@ -245,6 +290,11 @@ class Work:
             return f"{name} exited {self.steps[name]['rc']} (see smoke.log)"
         return None if read_metrics(self.run_dir(name)) else f"{name} logged no steps"
 
+    def runs_like(self, ref: str) -> list[str]:
+        """The runs compared with ``ref`` ("X-1", one device): the others named "X-...", in the order they ran."""
+        prefix = ref.removesuffix("1")
+        return [n for n in self.steps if n.startswith(prefix) and n != ref]
+
     def json(self, name: str) -> dict[str, Any] | None:
         path = self.root / name
         return json.loads(path.read_text()) if path.exists() else None
@@ -253,9 +303,6 @@ class Work:
         for d in sorted((self.root / "runs").glob("*/run.json")):
             return json.loads(d.read_text())["device"]
         return "cpu"
-
-    def parity_runs(self) -> list[str]:
-        return [n for n in self.steps if n.startswith("parity-") and n != "parity-1"]
 
 
 def rel_gaps(curve: list[float], ref: list[float]) -> list[float]:
@@ -321,17 +368,17 @@ def check_export(w: Work, device: str) -> list[dict[str, Any]]:
                 f"{result['rel_diff']:.2e} (tol {tol:g})", **result, tolerance=tol)]
 
 
-def check_parity(w: Work, device: str) -> list[dict[str, Any]]:
-    """5. Every layout's loss curve against the one-device curve."""
-    names = w.parity_runs()
+def check_parity(w: Work, device: str, ref_run: str = "parity-1", check: str = "5 parity") -> list[dict[str, Any]]:
+    """5. Every layout's loss curve against the one-device curve (``ref_run``; the others: ``Work.runs_like``)."""
+    names = w.runs_like(ref_run)
     if not names:
-        return [row("5 parity", None, "needs 2 devices")]
-    if why := w.failed("parity-1"):
-        return [row("5 parity", False, why)]
-    ref = [x["loss"] for x in read_metrics(w.run_dir("parity-1"))]
+        return [row(check, None, "needs 2 devices")]
+    if why := w.failed(ref_run):
+        return [row(check, False, why)]
+    ref = [x["loss"] for x in read_metrics(w.run_dir(ref_run))]
     tol, rows = PARITY_TOL[device], []
     for name in names:
-        label = f"5 parity {name.removeprefix('parity-')} vs 1"
+        label = f"{check} {name.removeprefix(ref_run.removesuffix('1'))} vs 1"
         if why := w.failed(name):
             rows.append(row(label, False, why))
             continue
@@ -368,8 +415,11 @@ def check_plans(w: Work, device: str) -> list[dict[str, Any]]:
     for name in w.steps:
         if not (w.run_dir(name) / "run.json").exists():
             continue
-        plan = plan_for(w.run_dir(name))
         label = f"6 plan memory {name}"
+        if why := w.failed(name):
+            rows.append(row(label, None, why))
+            continue
+        plan = plan_for(w.run_dir(name))
         if "memory_bytes" not in plan:
             rows.append(row(label, False, f"plan failed: {plan.get('error', plan.get('checks'))}"))
             continue
@@ -419,7 +469,7 @@ def _capped(text: str) -> str:
     return f"{text[:half]}\n[... {len(text) - LOG_CAP} characters cut ...]\n{text[-half:]}"
 
 
-def write_log(w: Work, out: Path, tail: str) -> None:
+def write_log(w: Work, out: Path, tail: str, filename: str = "smoke.log") -> None:
     """Every step's log, in the order the steps finished, under a header; then the table."""
     logs = w.root / "logs"
     names = ["versions", "install"] + list(w.steps)
@@ -428,7 +478,7 @@ def write_log(w: Work, out: Path, tail: str) -> None:
         path = logs / f"{name}.log"
         if path.exists():
             parts.append(f"===== {name} =====\n{_capped(path.read_text(errors='replace'))}\n")
-    (out / "smoke.log").write_text("".join(parts) + "===== result =====\n" + tail + "\n")
+    (out / filename).write_text("".join(parts) + "===== result =====\n" + tail + "\n")
 
 
 def report(work: Path, out: Path, seconds: int | None) -> int:
@@ -451,26 +501,51 @@ def report(work: Path, out: Path, seconds: int | None) -> int:
     return 1 if any(r["status"] == "FAIL" for r in rows) else 0
 
 
+def report_archs(work: Path, out: Path, seconds: int | None) -> int:
+    """``gpu_archs.sh``'s table: each architecture's runs against its one-device run, every run's plan against its
+    peak; ``OUT/archs.json`` (every number) and ``OUT/archs.log`` (every log)."""
+    w = Work(work)
+    device = w.device()
+    rows = [r for preset in ARCH_PRESETS for r in check_parity(w, device, f"{arch_name(preset)}-1", arch_name(preset))]
+    rows += check_plans(w, device)
+    text = table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    versions_log = work / "logs" / "versions.log"
+    result = {"device": device, "runs_seconds": seconds, "parity_tolerance": PARITY_TOL[device],
+              "versions": versions_log.read_text().strip() if versions_log.exists() else None,
+              "configs": {arch_name(p): arch_spec(p, "cpu" if device == "cpu" else "gpu") for p in ARCH_PRESETS},
+              "checks": rows, "runs": run_summaries(w), "table": text}
+    (out / "archs.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_log(w, out, text, "archs.log")
+    print(text)
+    return 1 if any(r["status"] == "FAIL" for r in rows) else 0
+
+
 def write_configs(work: Path) -> None:
-    """The GPU shapes' model folders as ``prepare`` writes them, config.json only: all ``shardwise plan`` reads."""
+    """The GPU shapes' model folders as ``prepare`` and ``prepare-archs`` write them, config.json only: all
+    ``shardwise plan`` reads."""
     from transformers import AutoConfig
 
-    for name, shape in (("ft-model", FT_SHAPES["gpu"]), ("parity-model", PARITY_SHAPES["gpu"])):
-        spec = {**MODEL_COMMON, **shape}
+    specs = [(name, {**MODEL_COMMON, **shape}) for name, shape in (("ft-model", FT_SHAPES["gpu"]),
+                                                                  ("parity-model", PARITY_SHAPES["gpu"]))]
+    specs += [(arch_name(preset), arch_spec(preset, "gpu")) for preset in ARCH_PRESETS]
+    for name, spec in specs:
+        spec = dict(spec)
         AutoConfig.for_model(spec.pop("model_type"), **spec).save_pretrained(work / name)
 
 
-def measured_runs(smoke: Path, work: Path) -> Iterator[tuple[str, list[str], float]]:
-    """Each run of a finished GPU smoke (its smoke.json and smoke.log) with a measured peak: its name, the ``shardwise
-    plan`` arguments of its logged command (model folders in ``work``, see ``write_configs``) and the peak in GiB."""
-    runs = json.loads((smoke / "smoke.json").read_text())["runs"]
-    commands = re.findall(r"^\$ python3 -m shardwise.cli train --output.dir=(\S+)/runs/(\S+) (.*)$",
-                          (smoke / "smoke.log").read_text(), re.MULTILINE)
-    for old_work, name, rest in commands:
-        peak = runs.get(name, {}).get("peak_mem_gib")
+def measured_runs(smoke: Path, work: Path, name: str = "smoke") -> Iterator[tuple[str, list[str], float]]:
+    """Each run of a finished GPU smoke (its ``name``.json and ``name``.log; ``archs`` for ``gpu_archs.sh``) with a
+    measured peak: its name, the ``shardwise plan`` arguments of its logged command (model folders in ``work``, see
+    ``write_configs``) and the peak in GiB."""
+    runs = json.loads((smoke / f"{name}.json").read_text())["runs"]
+    commands = re.findall(r"^\$ (?:timeout \d+ )?python3 -m shardwise.cli train --output.dir=(\S+)/runs/(\S+) (.*)$",
+                          (smoke / f"{name}.log").read_text(), re.MULTILINE)
+    for old_work, run, rest in commands:
+        peak = runs.get(run, {}).get("peak_mem_gib")
         if peak is not None:
             args = [a.replace(old_work, str(work)) for a in rest.split() if not a.startswith("--checkpoint.resume")]
-            yield name, ["--world-size", str(runs[name]["world_size"]), *args], peak
+            yield run, ["--world-size", str(runs[run]["world_size"]), *args], peak
 
 
 def recheck_plans(smoke: Path, work: Path) -> int:
@@ -503,6 +578,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("work", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--seconds", type=int, help="how long the runs took, for smoke.json")
+    p = sub.add_parser("prepare-archs")
+    p.add_argument("work", type=Path)
+    p.add_argument("--cpu", action="store_true", help="tiny shapes for the CPU dry-run")
+    p = sub.add_parser("report-archs")
+    p.add_argument("work", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--seconds", type=int, help="how long the runs took, for archs.json")
     p = sub.add_parser("recheck-plans", help="check 6 of a finished smoke (its smoke.json, smoke.log) with today's plan")
     p.add_argument("smoke", type=Path, help="the folder holding smoke.json and smoke.log")
     p.add_argument("work", type=Path, help="where to write the model folders' config.json (GPU shapes)")
@@ -513,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
         prepare(args.work, args.cpu)
     elif args.command == "export-check":
         export_check(args.work)
+    elif args.command == "prepare-archs":
+        prepare_archs(args.work, args.cpu)
+    elif args.command == "report-archs":
+        return report_archs(args.work, args.out, args.seconds)
     elif args.command == "recheck-plans":
         return recheck_plans(args.smoke, args.work)
     else:

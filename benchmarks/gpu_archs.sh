@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Every architecture's plan file on the GPUs of this machine; prints a PASS/FAIL table last, exits 1 on any FAIL.
+#   bash benchmarks/gpu_archs.sh               # from the repository root, on 2 or more GPUs
+#   SMOKE_CPU=1 bash benchmarks/gpu_archs.sh   # the same on CPU gloo processes, tiny shapes, eager
+# The GPU smoke (gpu_smoke.sh) proves Qwen2's plan; this does the others' (benchmarks/smoke_checks.py ARCH_PRESETS).
+# For each model_type, a random-init bf16 folder written by save_pretrained (8 layers, hidden 512, 8 query and 4 KV
+# heads, what the architecture adds sized to that: smoke_checks.arch_spec), then 50 bf16 steps on packed rows of the
+# standard-library corpus (seq 1024, 8 rows a step, lr 1e-3):
+#   <model_type>-1    one GPU, eager blocks, sdpa's dense document mask: the reference
+#   <model_type>-tp2  tp=2 with the GPUs' defaults: compiled blocks (fullgraph, TP collectives inside), packed rows
+#                     through flex block masks (sdpa architectures)
+#   <model_type>-dp2xtp2  the same on 4 GPUs as dp_shard=2 x tp=2 (FSDP over TP), where there are 4
+# Checks: each loss curve within 2% of its reference at every step (smoke_checks.PARITY_TOL), and shardwise
+# plan's memory total above every run's measured peak. $OUT (default runs/archs) receives archs.json and archs.log;
+# runs and model folders go to $SMOKE_WORK (default runs/archs-work, emptied first); RUN_TIMEOUT=S ends a run after S s.
+set -uo pipefail
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+OUT=${OUT:-runs/archs} WORK=${SMOKE_WORK:-runs/archs-work} CPU=${SMOKE_CPU:-0}
+CHECKS=(python3 benchmarks/smoke_checks.py)
+rm -rf "$WORK"; mkdir -p "$OUT" "$WORK/logs" "$WORK/runs"
+if ! python3 -c 'import datasets' 2>/dev/null && ls .whl/*.whl > /dev/null 2>&1; then  # wheels carried to the GPU image
+  PIP=(python3 -m pip install -q --no-deps --no-index)
+  { "${PIP[@]}" .whl/*.whl || "${PIP[@]}" --break-system-packages .whl/*.whl; } > "$WORK/logs/install.log" 2>&1
+fi
+"${CHECKS[@]}" versions | tee "$WORK/logs/versions.log"
+
+if [ "$CPU" = 1 ]; then
+  export CUDA_VISIBLE_DEVICES=
+  NDEV=2 SIZE=--cpu
+  RUN=(--train.steps=10 --train.seq_len=64 --train.lr=3e-3 --train.warmup_steps=2 --data.max_bytes=200000)
+else
+  NDEV=$(python3 -c 'import torch; print(torch.cuda.device_count())') SIZE=
+  [ "$NDEV" -ge 2 ] || { echo "needs 2 GPUs; SMOKE_CPU=1 runs the dry-run on CPU"; exit 2; }
+  RUN=(--train.steps=50 --train.seq_len=1024 --train.lr=1e-3 --train.warmup_steps=10 --data.max_bytes=1000000)
+fi
+RUN+=(--train.global_batch_size=8 --train.micro_batch_size=4 --train.eval_every=0 --train.activation_checkpointing=none
+      --parallel.dp_shard=1 --parallel.cp=1)
+ARCHS=$(python3 -c 'import sys; sys.path.insert(0, "benchmarks"); import smoke_checks as s
+print(" ".join(s.arch_name(p) for p in s.ARCH_PRESETS))')
+
+train() {  # NAME GPUS ARGS...: shardwise train seeing only GPUS (CPU: the processes ARGS ask for), logs/NAME.log
+  local name=$1 gpus=$2 t0=$SECONDS rc; shift 2
+  local arch=${name%-*} cmd=(python3 -m shardwise.cli train --output.dir="$WORK/runs/$name" --output.progress=false)
+  cmd+=(--model.path="$WORK/$arch" --data.cache_dir="$WORK/cache/$name" "${RUN[@]}" "$@")
+  [ "$arch" = gemma2 ] && cmd+=(--model.attn_implementation=eager)  # its soft-capped attention scores
+  [ -n "${RUN_TIMEOUT:-}" ] && cmd=(timeout "$RUN_TIMEOUT" "${cmd[@]}")  # a run that hangs is one FAIL, not all
+  echo "\$ ${cmd[*]}" > "$WORK/logs/$name.log"
+  if [ "$CPU" = 1 ]; then "${cmd[@]}"; else CUDA_VISIBLE_DEVICES=$gpus "${cmd[@]}"; fi >> "$WORK/logs/$name.log" 2>&1
+  rc=$?
+  echo "$name: exit $rc after $((SECONDS - t0)) s"
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >> "$WORK/steps.tsv"
+  rm -rf "$WORK/runs/$name/checkpoints"  # the always-saved final checkpoint; nothing reads it
+}
+queue() {  # KIND GPUS ARCH...: one architecture after another on GPUS
+  local kind=$1 gpus=$2 arch; shift 2
+  local -A layout=([1]="--parallel.tp=1 --train.compile=false --model.packed_attention=mask" [tp2]="--parallel.tp=2"
+                   [dp2xtp2]="--parallel.tp=2 --parallel.dp_shard=2")
+  for arch in "$@"; do train "$arch-$kind" "$gpus" ${layout[$kind]}; done
+}
+spread() {  # KIND WIDTH: the architectures dealt round-robin over one queue per GPU (CPU: one queue), queue q on
+  # WIDTH GPUs from GPU q * WIDTH round the machine; the queues run side by side, sharing GPUs (nothing here is timed)
+  local kind=$1 width=$2 queues=$(( CPU == 1 ? 1 : NDEV )) i=0 q g arch gpus
+  local -a lists
+  for arch in $ARCHS; do lists[i % queues]+="$arch "; i=$((i + 1)); done
+  for ((q = 0; q < queues; q++)); do
+    gpus=; for ((g = 0; g < width; g++)); do gpus+="${gpus:+,}$(( (q * width + g) % NDEV ))"; done
+    queue "$kind" "$gpus" ${lists[q]} &
+  done
+  wait
+}
+
+"${CHECKS[@]}" prepare-archs "$WORK" $SIZE > "$WORK/logs/prepare.log" 2>&1 || cat "$WORK/logs/prepare.log"
+if [ "$CPU" = 1 ]; then spread 1 1; spread tp2 2
+elif [ "$NDEV" -ge 4 ]; then spread 1 1 & spread tp2 2 & spread dp2xtp2 4 & wait
+else spread 1 1 & spread tp2 2 & wait; fi
+echo "runs took $SECONDS s; plans and report:"
+"${CHECKS[@]}" report-archs "$WORK" "$OUT" --seconds "$SECONDS"
