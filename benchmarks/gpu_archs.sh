@@ -9,7 +9,9 @@
 #   <model_type>-1    one GPU, eager blocks, sdpa's dense document mask: the reference
 #   <model_type>-tp2  tp=2 with the GPUs' defaults: compiled blocks (fullgraph, TP collectives inside), packed rows
 #                     through flex block masks (sdpa architectures)
-#   <model_type>-dp2xtp2  the same on 4 GPUs as dp_shard=2 x tp=2 (FSDP over TP), where there are 4
+#   <model_type>-dp2  dp_shard=2 (FSDP alone), the same defaults
+#   <model_type>-dp2xtp2  dp_shard=2 x tp=2 (FSDP over TP), where there are 4 GPUs
+# ARCH_LAYOUTS="tp2 dp2 ..." picks the layouts (the reference always runs); the runs share the GPUs, side by side.
 # Checks: each loss curve within 2% of its reference at every step (smoke_checks.PARITY_TOL), and shardwise
 # plan's memory total above every run's measured peak. $OUT (default runs/archs) receives archs.json and archs.log;
 # runs and model folders go to $SMOKE_WORK (default runs/archs-work, emptied first); RUN_TIMEOUT=S ends a run after S s.
@@ -52,11 +54,13 @@ train() {  # NAME GPUS ARGS...: shardwise train seeing only GPUS (CPU: the proce
   printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >> "$WORK/steps.tsv"
   rm -rf "$WORK/runs/$name/checkpoints"  # the always-saved final checkpoint; nothing reads it
 }
+declare -A FLAGS=([1]="--parallel.tp=1 --train.compile=false --model.packed_attention=mask" [tp2]="--parallel.tp=2"
+                  [dp2]="--parallel.tp=1 --parallel.dp_shard=2" [dp2xtp2]="--parallel.tp=2 --parallel.dp_shard=2")
+declare -A WIDTH=([1]=1 [tp2]=2 [dp2]=2 [dp2xtp2]=4)
+LAYOUTS=${ARCH_LAYOUTS:-tp2 dp2$([ "$NDEV" -ge 4 ] && echo " dp2xtp2")}
 queue() {  # KIND GPUS ARCH...: one architecture after another on GPUS
   local kind=$1 gpus=$2 arch; shift 2
-  local -A layout=([1]="--parallel.tp=1 --train.compile=false --model.packed_attention=mask" [tp2]="--parallel.tp=2"
-                   [dp2xtp2]="--parallel.tp=2 --parallel.dp_shard=2")
-  for arch in "$@"; do train "$arch-$kind" "$gpus" ${layout[$kind]}; done
+  for arch in "$@"; do train "$arch-$kind" "$gpus" ${FLAGS[$kind]}; done
 }
 spread() {  # KIND WIDTH: the architectures dealt round-robin over one queue per GPU (CPU: one queue), queue q on
   # WIDTH GPUs from GPU q * WIDTH round the machine; the queues run side by side, sharing GPUs (nothing here is timed)
@@ -71,8 +75,9 @@ spread() {  # KIND WIDTH: the architectures dealt round-robin over one queue per
 }
 
 "${CHECKS[@]}" prepare-archs "$WORK" $SIZE > "$WORK/logs/prepare.log" 2>&1 || cat "$WORK/logs/prepare.log"
-if [ "$CPU" = 1 ]; then spread 1 1; spread tp2 2
-elif [ "$NDEV" -ge 4 ]; then spread 1 1 & spread tp2 2 & spread dp2xtp2 4 & wait
-else spread 1 1 & spread tp2 2 & wait; fi
+for kind in 1 $LAYOUTS; do
+  if [ "$CPU" = 1 ]; then spread "$kind" "${WIDTH[$kind]}"; else spread "$kind" "${WIDTH[$kind]}" & fi
+done
+wait
 echo "runs took $SECONDS s; plans and report:"
 "${CHECKS[@]}" report-archs "$WORK" "$OUT" --seconds "$SECONDS"
