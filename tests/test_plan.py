@@ -380,6 +380,8 @@ BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h
              "2026-11-26-h100x2-reshard-auto:8b-", "2026-11-26-h100x2-keep-through-accumulation:8b-",
              "2026-11-26-h100x2-keep-through-accumulation-b:8b-")
 SMOKE = RESULTS / "2026-11-25-h100x2-smoke-pass"
+# benchmarks/gpu_archs.sh: every architecture on 1 GPU, at tp=2 and at dp_shard=2
+ARCHS = [RESULTS / "2026-11-27-h200x2-archs", RESULTS / "2026-11-27-h200x2-archs-fsdp"]
 LARGE_GIB, MAX_RATIO = 10, 1.35
 
 
@@ -416,13 +418,15 @@ def measured_rows(work: Path) -> list[tuple[str, list[str], float]]:
         records = json.loads((RESULTS / folder / "sweep.json").read_text())
         rows += [(f"{folder}:{key}", sweep_args(folder, key, records[key]), peak(records[key])) for key in keys]
     smoke_checks.write_configs(work)
-    return rows + [(f"{SMOKE.name}:{name}", args, gib) for name, args, gib in smoke_checks.measured_runs(SMOKE, work)]
+    rows += [(f"{SMOKE.name}:{name}", args, gib) for name, args, gib in smoke_checks.measured_runs(SMOKE, work)]
+    return rows + [(f"{archs.name}:{name}", args, gib)
+                   for archs in ARCHS for name, args, gib in smoke_checks.measured_runs(archs, work, "archs")]
 
 
 def test_memory_bounds_the_measured_peaks(tmp_path, capsys):
     """The plan's total is an upper bound of every peak measured on 2xH100, 2xH200 and 4xH200 (compiled and eager,
-    FSDP, TP, CP all-gathered and round the ring, 8B at 8k to 128k tokens, fp32 and bf16 master weights), and a
-    tight one for the large runs: within 35%."""
+    FSDP, TP, CP all-gathered and round the ring, 8B at 8k to 128k tokens, fp32 and bf16 master weights, every
+    architecture's plan file), and a tight one for the large runs: within 35%."""
     sys.path.insert(0, str(RESULTS.parent))
     loose = []
     for label, args, peak in measured_rows(tmp_path):
@@ -452,14 +456,16 @@ def test_fsdp_traffic_gathers_kept_blocks_once_per_step():
 def test_gpu_only_settings_plan_on_cpu(capsys):
     """A GPU run's settings that refuse CPU (flex attention, async TP, CUDA graphs) still plan here, with the same
     estimate as without them where they change nothing plan counts: flex moves no parameter or collective, and
-    only spares each layer's additive copy of the dense mask that sdpa keeps for backward."""
+    only spares what sdpa keeps for backward with a dense mask: each layer's additive copy of it, and K/V repeated to
+    the query heads (transformers repeats them where sdpa gets a mask)."""
     common = ("--parallel.tp=2", "--world-size=2", "--train.seq_len=256", "--device-memory-gib=80",
               "--train.global_batch_size=2", "--train.micro_batch_size=1")
     code, flex = plan_json(capsys, *common, "--model.packed_attention=flex", "--parallel.async_tp=true")
     _, mask = plan_json(capsys, *common, "--model.packed_attention=mask")
     assert code == 0 and flex["ok"]
     bias = 4 * 256 * 256 * 2  # tiny-qwen2's 4 layers, one row of 256 tokens by 256 keys, bf16 (planned for GPUs)
-    assert mask["memory_bytes"].pop("activations") - flex["memory_bytes"].pop("activations") == bias
+    repeated = 4 * 256 * 2 * (128 - 64) * 2 // 2  # K and V at 4 query heads' width instead of 2 KV heads', tp=2
+    assert mask["memory_bytes"].pop("activations") - flex["memory_bytes"].pop("activations") == bias + repeated
     drop = ("total", "phases")
     assert {k: v for k, v in mask["memory_bytes"].items() if k not in drop} == \
         {k: v for k, v in flex["memory_bytes"].items() if k not in drop}

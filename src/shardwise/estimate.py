@@ -16,10 +16,11 @@ counted per token a device holds (``b·s/cp`` of them under context parallelism)
             ``+ 2e·h`` (q/k/v and gate/up inputs, gathered: full sequence on every TP rank)
             ``+ e(3hq + kv) / t`` (q, k, v into attention; its output, kept by SDPA and o_proj), where
             ``kv = 2hkv``, or ``2hq`` in layers whose K/V transformers repeats to the query heads first
-            (eager attention, and sdpa given a dense mask: its grouped-query path takes none), and under context parallelism ``2·cp·hq``: every rank's K/V, repeated to
-            the query heads (by ``cp.chunk_pair_attention``, or for the mask, which rules out sdpa's
-            grouped-query path), ``2·cp·hkv`` where every layer attends through flex (``shardwise.flex``,
-            which reads grouped heads in place); round a ring (``shardwise.ring``) only the rank's own, ``2hkv``, and
+            (eager attention, and sdpa given a dense mask: its grouped-query path takes none), and under
+            context parallelism ``2·cp·hq``: every rank's K/V, repeated to the query heads (by
+            ``cp.chunk_pair_attention``, or for the mask, which rules out sdpa's grouped-query path),
+            ``2·cp·hkv`` where every layer attends through flex (``shardwise.flex``, which reads grouped
+            heads in place); round a ring (``shardwise.ring``) only the rank's own, ``2hkv``, and
             ``4hkv`` compiled (the first block received too, whose shift forward and backward
             share; ``tests/test_cp.py`` measures both), counted where no layer needs a mask, in 16-bit
             compute (fp32 on GPUs falls back to the all-gather; plan counts the all-gather for fp32 on
@@ -36,7 +37,7 @@ counted per token a device holds (``b·s/cp`` of them under context parallelism)
 Eager attention (``model.attn_implementation=eager``) keeps ``p`` bytes per score, ``a·s`` scores per token: its
 softmax in fp32 and that cast to the compute dtype, ``4 + e``, and Gemma's soft-capped scores their ``tanh``, ``e``
 more; compiled, ``2e``. One layer's backward works on ``8 + 2e`` bytes per score more (``4 + 2e`` compiled: the
-fp32 softmax's gradient and its casts), counted with the recomputed layer (2×H100, ``2026-11-27-h100x4-archs``:
+fp32 softmax's gradient and its casts), counted with the recomputed layer (4×H100, ``2026-11-27-h100x4-archs-first``:
 Gemma 2 on one GPU, eager, 3.72 GiB measured where ``e`` per score planned 1.92).
 
 Compiled blocks (``train.compile``) keep less: a norm keeps only its input, ``e`` per element instead of
@@ -61,8 +62,8 @@ compiled): the final norm and the gathered ``lm_head`` input.
 starts, with ``3·4 + 2e`` bytes each in eager mode: the logits and their gradient in compute dtype, and
 in fp32 the log-softmax kept for backward and, during backward, the gradients of its output and of its
 input (2×H100, ``2026-11-25-h100x2-smoke``: 10 bytes fell short of the eager bf16 parity peaks by
-7-13%); Gemma's final soft-capping keeps its ``tanh``, ``e`` more. The compiled whole-vocabulary loss fuses the upcast and the log-softmax into its kernels and
-keeps only ``2e``: the logits and their gradient (``2026-11-25-h100x2-cp``, Llama-3.1-8B at 32k tokens
+7-13%); Gemma's final soft-capping keeps its ``tanh``, ``e`` more. The compiled whole-vocabulary loss fuses
+the upcast and the log-softmax into its kernels and keeps only ``2e``: the logits and their gradient (``2026-11-25-h100x2-cp``, Llama-3.1-8B at 32k tokens
 on dp_shard=2: 49.5 GiB measured, of which 15.7 GiB, 4.0 bytes per logit, are left after the rest
 counted here). The compiled vocab-parallel loss all-reduces the max, the sum of exponentials and the
 target logit between its steps, so the shifted fp32 logits cross those collectives whole: ``4 + 2e``
