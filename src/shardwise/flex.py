@@ -10,10 +10,10 @@ tiles that a boundary crosses. Qwen2-1.5B, seq 4096, documents of ~1024 tokens, 
 2xH100: 1.29x the dense mask's step at dp_shard=2 and 1.24x at tp=2, 5.7 and 7.1 GiB less
 (one layer's attention, forward and backward: 5.1 ms masked, 1.6 ms flex; BENCHMARKS.md, session 18).
 
-The attention modules get a copy of their config naming ``FLEX_ATTENTION``, registered with
-transformers' ``AttentionInterface`` (as ``shardwise.cp`` does; ``plans.decoder.attend_through``): a ``BlockMask`` goes to flex,
-anything else (None, for rows without a boundary) to sdpa as before. The model's own config,
-which masks, checkpoints and export read, still names sdpa.
+The attention modules get a copy of their own config naming ``FLEX_ATTENTION``, registered with
+transformers' ``AttentionInterface`` (``plans.decoder.attend_through``, as ``shardwise.cp`` does): a
+``BlockMask`` goes to flex, anything else (None, for rows without a boundary) to sdpa as before. The
+model's own config, which masks, checkpoints and export read, still names sdpa.
 
 Under context parallelism the mask covers this rank's queries and every rank's keys
 (``model.context_mask``, built by ``model.document_block_mask``) and flex is the function ``shardwise.cp``
