@@ -16,16 +16,8 @@
 # plan's memory total above every run's measured peak. $OUT (default runs/archs) receives archs.json and archs.log;
 # runs and model folders go to $SMOKE_WORK (default runs/archs-work, emptied first); RUN_TIMEOUT=S ends a run after S s.
 set -uo pipefail
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
-OUT=${OUT:-runs/archs} WORK=${SMOKE_WORK:-runs/archs-work} CPU=${SMOKE_CPU:-0}
-CHECKS=(python3 benchmarks/smoke_checks.py)
-rm -rf "$WORK"; mkdir -p "$OUT" "$WORK/logs" "$WORK/runs"
-if ! python3 -c 'import datasets' 2>/dev/null && ls .whl/*.whl > /dev/null 2>&1; then  # wheels carried to the GPU image
-  PIP=(python3 -m pip install -q --no-deps --no-index)
-  { "${PIP[@]}" .whl/*.whl || "${PIP[@]}" --break-system-packages .whl/*.whl; } > "$WORK/logs/install.log" 2>&1
-fi
-"${CHECKS[@]}" versions | tee "$WORK/logs/versions.log"
+OUT=${OUT:-runs/archs} WORK=${SMOKE_WORK:-runs/archs-work}
+source benchmarks/smoke_env.sh
 
 if [ "$CPU" = 1 ]; then
   export CUDA_VISIBLE_DEVICES=

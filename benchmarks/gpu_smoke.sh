@@ -16,16 +16,8 @@
 #     dense mask (model.packed_attention=flex, GPU only); SKIP with 1 GPU
 #   6 shardwise plan's memory total per device >= each run's measured peak (peak_mem_gib)
 set -uo pipefail
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
-OUT=${OUT:-runs/smoke} WORK=${SMOKE_WORK:-runs/smoke-work} CPU=${SMOKE_CPU:-0}
-CHECKS=(python3 benchmarks/smoke_checks.py)
-rm -rf "$WORK"; mkdir -p "$OUT" "$WORK/logs" "$WORK/runs"
-if ! python3 -c 'import datasets' 2>/dev/null && ls .whl/*.whl > /dev/null 2>&1; then  # wheels carried to the GPU image
-  PIP=(python3 -m pip install -q --no-deps --no-index)
-  { "${PIP[@]}" .whl/*.whl || "${PIP[@]}" --break-system-packages .whl/*.whl; } > "$WORK/logs/install.log" 2>&1
-fi
-"${CHECKS[@]}" versions | tee "$WORK/logs/versions.log"
+OUT=${OUT:-runs/smoke} WORK=${SMOKE_WORK:-runs/smoke-work}
+source benchmarks/smoke_env.sh
 
 FIXED=(--train.compile=false --train.activation_checkpointing=none)  # explicit, so later defaults cannot slow it
 if [ "$CPU" = 1 ]; then
