@@ -1,6 +1,7 @@
-"""Run under torchrun with ``parallel.cp`` (or ``parallel.tp``) ranks: one packed step through the dense masks of local queries x gathered
-keys, then through flex ``BlockMask``s (``parallelize.apply_flex``, which ``auto`` does on GPUs only), on the same
-weights: the logits of a probe batch gathered back to whole rows, the loss, the gradients, and how often flex ran.
+"""Run under torchrun with ``parallel.cp`` (or ``parallel.tp``) ranks: one packed step through the dense masks (of
+local queries x gathered keys under CP), then through flex ``BlockMask``s (``parallelize.apply_flex``, which ``auto``
+does on GPUs only), on the same weights: the logits of a probe batch gathered back to whole rows, the loss, the
+gradients, and how often flex ran.
 
 Flex's backward runs on CPU here through its eager reference implementation (scores materialized, as its
 forward already is uncompiled): torch refuses CPU backward at the entry (``_validate_device``) for want of a

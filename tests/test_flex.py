@@ -127,8 +127,8 @@ def test_parallel_flex_trains_as_its_dense_masks(preset, layout, tmp_path):
     called after the K/V all-gather, in every block) the logits, the loss and every gradient are those of the dense
     masks (of local queries x gathered keys under CP), which the parity suite proves equal to one process; grouped
     K/V heads, Gemma 3's sliding windows (64) shorter than the rows, and Phi-3's attention reading this rank's head
-    counts from its own config (given flex's name without losing them: 2xH100 died of SIGFPE tracing it, session
-    25). The backward runs flex's eager reference implementation (the worker's docstring says how); on GPUs its
+    counts from its own config (given flex's name without losing them: on H100s it died of SIGFPE tracing it,
+    session 25). The backward runs flex's eager reference implementation (the worker's docstring says how); on GPUs its
     compiled kernels train as one GPU does (BENCHMARKS.md, sessions 20 and 25)."""
     out = tmp_path / "out.pt"
     cp, tp = (2, 1) if layout == "cp2" else (1, 2)

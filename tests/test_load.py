@@ -2,9 +2,10 @@
 
 The checkpoints are written here by ``save_pretrained`` (indexed shards and single files, fp32 and
 bf16, tied and untied, a tied one that also stores ``lm_head.weight``, Phi-3's fused projections,
-Gemma 3's scaled embedding, Qwen2-MoE's experts stored one matrix per expert), loaded by shardwise on 1, 2 (tp=2 with sequence and loss parallel)
-and 4 (dp_shard=2 x tp=2, and tp=4 with KV heads replicated) CPU processes, and compared with
-``AutoModelForCausalLM.from_pretrained`` on one process: same logits on a fixed batch.
+Gemma 3's scaled embedding, Qwen2-MoE's experts stored one matrix per expert), loaded by shardwise
+on 1, 2 (tp=2 with sequence and loss parallel) and 4 (dp_shard=2 x tp=2, and tp=4 with KV heads
+replicated) CPU processes, and compared with ``AutoModelForCausalLM.from_pretrained`` on one
+process: same logits on a fixed batch.
 """
 
 from __future__ import annotations
