@@ -2,7 +2,7 @@
 
 Every run is the reference run of ``conftest`` (tiny-qwen2, dp_shard=2 x tp=2, 6 steps, checkpoints
 at 3 and 6) or a smaller one, with one fault: preemption (SIGTERM to the launcher), a worker killed
-with SIGKILL under ``--max-restarts=1``, NaN and inf at chosen steps (stop and skip), a rank that
+with SIGKILL under ``--max-restarts=1``, one that crashes (SIGSEGV), NaN and inf at chosen steps (stop and skip), a rank that
 stops responding, and the same job as two torchrun "nodes" on this machine resuming from a
 checkpoint whose newest copy is damaged. Runs that recover must log the reference's losses and
 end with its weights and Adam state, bit for bit.
@@ -72,6 +72,17 @@ def test_killed_worker_restarts_the_group_from_the_newest_checkpoint(uninterrupt
     assert losses(out) == losses(uninterrupted)
     assert_same_training_state(full_state(out / "checkpoints" / "step-6", tmp_path),
                                full_state(uninterrupted / "checkpoints" / "step-6", tmp_path))
+
+
+def test_crashed_worker_is_named_not_its_peers(tmp_path):
+    """A worker that dies of SIGSEGV mid-step (a native library's fault; a gloo thread did so once): its peers stop on
+    their own ("another rank died or hung"), and the launcher's last line names the crashed worker and its signal,
+    exit 128 + 11, instead of passing on the peers' exit code as the cause."""
+    out = tmp_path / "out"
+    proc = run_cli("train", *RUN, *TWO_PROCESSES, f"--output.dir={out}", env=fault("crash@2:1"))
+    assert proc.returncode == 128 + signal.SIGSEGV, proc.stderr[-3000:]
+    assert errors(proc)[-1] == ("shardwise: error: worker 1 died of SIGSEGV (its output above, if any, says why); "
+                                "the other workers stopped because of it")
 
 
 def test_nonfinite_loss_stops_with_the_step_and_the_check(tmp_path):

@@ -9,6 +9,7 @@ Read here and nowhere else; unset (always, outside tests and fault drills) it do
 - ``inf-grad``: one gradient of RANK becomes inf, as after an overflow in the backward;
 - ``kill``: RANK kills itself with SIGKILL, in the first attempt only (``TORCHELASTIC_RESTART_COUNT``
   unset or 0), so a restarted group runs through;
+- ``crash``: RANK dies of SIGSEGV, as a native library's fault kills a process (every attempt);
 - ``hang``: RANK stops responding (sleeps for good);
 - ``preempt``: RANK sends the first signal of ``checkpoint.on_signal`` (SIGTERM by default) to its
   parent, the launcher, as a scheduler preempting the job does.
@@ -27,7 +28,7 @@ from torch.distributed.tensor import DTensor
 from shardwise.config import ConfigError, parse_signals
 from shardwise.run import Run
 
-KINDS = ("nan", "inf-grad", "kill", "hang", "preempt")
+KINDS = ("nan", "inf-grad", "kill", "crash", "hang", "preempt")
 
 
 def parse(spec: str) -> list[tuple[str, int, int]]:
@@ -63,6 +64,9 @@ def _act(run: Run, kind: str) -> None:
             next(g for g in grads if g.numel()).view(-1)[0] = float("nan" if kind == "nan" else "inf")
     elif kind == "kill" and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "crash":
+        signal.signal(signal.SIGSEGV, signal.SIG_DFL)  # past faulthandler, if enabled: the default action
+        os.kill(os.getpid(), signal.SIGSEGV)
     elif kind == "hang":
         while True:
             time.sleep(3600)

@@ -195,9 +195,11 @@ def launch(module: str, args: list[str], nproc: int, max_restarts: int = 0, sign
     forwards the signal to every worker, waits ``shutdown_timeout_s`` (torchrun's default: 30 s)
     for them to exit, then kills them with SIGKILL; when a worker fails it restarts the whole
     group up to ``max_restarts`` times, each group with a TCPStore of its own: torchrun's shared
-    one keeps the previous group's addresses, which a restarted group then fails to connect to. Returns 0; the exit code of workers that stopped on purpose
-    (``SELF_EXPLAINED``: they printed why); ``PREEMPTED_EXIT`` when one of ``signals`` stopped the job;
-    or 1 with one line naming the worker that crashed (128 + the signal for another signal).
+    one keeps the previous group's addresses, which a restarted group then fails to connect to. Returns 0; 128 + the
+    signal with one line naming a worker that crashed (the others then stop on their own, "another rank died or
+    hung"; a gloo thread's general protection fault did so once in a fresh clone's quick start, 2026-11-27); the exit
+    code of workers that stopped on purpose (``SELF_EXPLAINED``: they printed why); ``PREEMPTED_EXIT`` when one of
+    ``signals`` stopped the job; or 1 with one line naming the worker that failed (128 + the signal for a signal).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -220,6 +222,12 @@ def launch(module: str, args: list[str], nproc: int, max_restarts: int = 0, sign
     try:
         torchrun(["--standalone", f"--nproc-per-node={nproc}", *flags, "--module", module, *args])
     except ChildFailedError as err:
+        died = next(((rank, f) for rank, f in sorted(err.failures.items()) if _died_on_its_own(f.exitcode)), None)
+        if died is not None:  # the root cause: the others stopped because it did (and may have said so)
+            rank, failure = died
+            print(f"shardwise: error: worker {rank} died of {failure.signal_name()} (its output above, if any, says "
+                  "why); the other workers stopped because of it", file=sys.stderr)
+            return 128 - failure.exitcode
         explained = next((f.exitcode for f in err.failures.values() if f.exitcode in SELF_EXPLAINED), None)
         if explained is not None:
             return explained
@@ -233,6 +241,12 @@ def launch(module: str, args: list[str], nproc: int, max_restarts: int = 0, sign
         print(f"shardwise: stopped by {err.sigval.name}", file=sys.stderr)
         return 128 + err.sigval
     return 0
+
+
+def _died_on_its_own(exitcode: int) -> bool:
+    """A worker that crashed (SIGSEGV, SIGBUS, SIGABRT, SIGFPE, ...): killed by a signal that neither torchrun's
+    teardown of the group sends (SIGTERM, then SIGKILL to what outlives its shutdown timeout) nor a preemption."""
+    return exitcode < 0 and -exitcode not in (signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP)
 
 
 def leave_group() -> None:
