@@ -34,16 +34,12 @@ ARCHS=$(python3 -c 'import sys; sys.path.insert(0, "benchmarks"); import smoke_c
 print(" ".join(s.arch_name(p) for p in s.ARCH_PRESETS))')
 
 train() {  # NAME GPUS ARGS...: shardwise train seeing only GPUS (CPU: the processes ARGS ask for), logs/NAME.log
-  local name=$1 gpus=$2 t0=$SECONDS rc; shift 2
+  local name=$1 gpus=$2; shift 2
   local arch=${name%-*} cmd=(python3 -m shardwise.cli train --output.dir="$WORK/runs/$name" --output.progress=false)
   cmd+=(--model.path="$WORK/$arch" --data.cache_dir="$WORK/cache/$name" "${RUN[@]}" "$@")
   [ "$arch" = gemma2 ] && cmd+=(--model.attn_implementation=eager)  # its soft-capped attention scores
   [ -n "${RUN_TIMEOUT:-}" ] && cmd=(timeout "$RUN_TIMEOUT" "${cmd[@]}")  # a run that hangs is one FAIL, not all
-  echo "\$ ${cmd[*]}" > "$WORK/logs/$name.log"
-  if [ "$CPU" = 1 ]; then "${cmd[@]}"; else CUDA_VISIBLE_DEVICES=$gpus "${cmd[@]}"; fi >> "$WORK/logs/$name.log" 2>&1
-  rc=$?
-  echo "$name: exit $rc after $((SECONDS - t0)) s"
-  printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >> "$WORK/steps.tsv"
+  step "$name" "$gpus" "${cmd[@]}"
   rm -rf "$WORK/runs/$name/checkpoints"  # the always-saved final checkpoint; nothing reads it
 }
 declare -A FLAGS=([1]="--parallel.tp=1 --train.compile=false --model.packed_attention=mask" [tp2]="--parallel.tp=2"

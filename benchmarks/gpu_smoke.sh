@@ -39,15 +39,6 @@ FT+=(--model.path="$WORK/ft-model" --data.path="$WORK/chat.jsonl" --parallel.tp=
      --data.val_batches=2 --checkpoint.every=10 "${FIXED[@]}")
 PARITY+=(--model.path="$WORK/parity-model" --train.global_batch_size=$PARITY_BATCH --train.eval_every=0 "${FIXED[@]}")
 
-step() {  # NAME GPUS CMD...: run CMD seeing only GPUS (a comma list; CPU mode sees none) into logs/NAME.log
-  local name=$1 gpus=$2 t0=$SECONDS rc; shift 2
-  echo "\$ $*" > "$WORK/logs/$name.log"
-  if [ "$CPU" = 1 ]; then "$@"; else CUDA_VISIBLE_DEVICES=$gpus "$@"; fi >> "$WORK/logs/$name.log" 2>&1
-  rc=$?
-  echo "exit $rc after $((SECONDS - t0)) s" | tee -a "$WORK/logs/$name.log" | sed "s/^/$name: /"
-  printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >> "$WORK/steps.tsv"
-  return $rc
-}
 train() {  # NAME NDEV ARGS...: shardwise train on the first NDEV GPUs, or on $GPUS (CPU: the processes ARGS ask for)
   local name=$1 ndev=$2; shift 2
   step "$name" "${GPUS:-$(seq -s, 0 $((ndev - 1)))}" python3 -m shardwise.cli train --output.dir="$WORK/runs/$name" \

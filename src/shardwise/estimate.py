@@ -243,10 +243,11 @@ def graph_buffer_bytes(d: Dims, e: int, tp: int, sp: bool) -> float:
 def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool, compiled: bool = False) -> float:
     """Activation bytes one decoder layer keeps per token until backward (see the module docstring)."""
     t_sp = tp if sp else 1
-    repeated = d.layers if d.eager else d.biased  # layers whose K/V are repeated to the query heads
-    kv = 2 * (d.kv_dim * (d.layers - repeated) + d.q_dim * repeated) / d.layers
     if d.cp > 1:
         kv = 2 * d.cp * (d.kv_dim if d.grouped else d.q_dim)
+    else:
+        repeated = d.layers if d.eager else d.biased  # layers whose K/V are repeated to the query heads
+        kv = 2 * (d.kv_dim * (d.layers - repeated) + d.q_dim * repeated) / d.layers
     if d.rings(e):
         kv = (4 if compiled else 2) * d.kv_dim
     # per element of a norm's input: compiled, the fp32 upcast is recomputed
