@@ -1,10 +1,13 @@
-"""Run under torchrun: one step of a layout with its blocks compiled (``fullgraph``, ``aot_eager``: dynamo and AOT
-autograd, no C++ toolchain) and the same step eager; rank 0 saves both losses and gradients and dynamo's counts."""
+"""Run under torchrun: one step of a layout with its blocks compiled (``fullgraph``, AOT autograd with no compiler
+behind it, so no C++ toolchain) and the same step eager; rank 0 saves both losses and gradients, dynamo's counts
+and, per all-gather in a compiled forward, how many matmuls read its result directly."""
 
 from __future__ import annotations
 
 import torch
 from _worker import run_worker
+from functorch.compile import make_boxed_func
+from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.utils import counters
 
 from shardwise.config import load_config
@@ -12,20 +15,40 @@ from shardwise.run import build_run
 from shardwise.train import forward_backward
 from shardwise.verify import full_copy, step_batches
 
+FORWARDS: list[torch.fx.GraphModule] = []
+
+
+def _record_forward(gm: torch.fx.GraphModule, _inputs: list) -> object:
+    FORWARDS.append(gm)
+    return make_boxed_func(gm.forward)
+
+
+# aot_eager, keeping each forward graph (aten ops, as inductor's async-TP pass sees them before its own passes)
+RECORDING = aot_autograd(fw_compiler=_record_forward, bw_compiler=lambda gm, _: make_boxed_func(gm.forward))
+
+
+def gather_readers(graphs: list[torch.fx.GraphModule]) -> list[int]:
+    """Per all-gather, the matmuls that take its (waited-for) result as their input as it is."""
+    ag, wait, mm = (torch.ops._c10d_functional.all_gather_into_tensor.default,
+                    torch.ops._c10d_functional.wait_tensor.default, torch.ops.aten.mm.default)
+    return [sum(r.target is mm and r.args[0] is w for r in w.users)
+            for gm in graphs for n in gm.graph.nodes if n.target is ag for w in n.users if w.target is wait]
+
 
 def one_step(overrides: dict[str, str], compiled: bool) -> dict:
     cfg = load_config(None, overrides)
     run = build_run(cfg)
     if compiled:  # as parallelize.apply_compile does, with a backend that needs no compiler
         for layer in run.model.layers:
-            layer.forward = torch.compile(layer.forward, fullgraph=True, backend="aot_eager")
+            layer.forward = torch.compile(layer.forward, fullgraph=True, backend=RECORDING)
     loss = float(forward_backward(run, step_batches(cfg, run.meshes.dp.get_local_rank(), run.layout.dp)(0)))
     return {"loss": loss, "grads": {n: full_copy(p.grad) for n, p in run.model.named_parameters()}}
 
 
 def compare(overrides: dict) -> dict:
     return {"eager": one_step(overrides, False), "compiled": one_step(overrides, True),
-            "graphs": counters["stats"]["unique_graphs"], "breaks": sum(counters["graph_break"].values())}
+            "graphs": counters["stats"]["unique_graphs"], "breaks": sum(counters["graph_break"].values()),
+            "gather_readers": gather_readers(FORWARDS)}
 
 
 if __name__ == "__main__":

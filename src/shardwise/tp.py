@@ -595,9 +595,13 @@ def _gather_input_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 
 def _enter(self: nn.Module, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    """The module's input made whole: attention's as ``(batch, seq, hidden)``, an MLP's as ``(tokens, hidden)``
+    straight from the all-gather, with no view between them and the gate/up matmuls: inductor's async-TP pass
+    pipelines an all-gather only into matmuls that read its output directly (with ``gather_tokens``' leading
+    1 in between, it pipelined no forward all-gather at all, BENCHMARKS.md session 26)."""
     if not self._tp_sp:
         return _CopyToGroup.apply(x, self._tp_group)
-    x = gather_tokens(x, self._tp_group)
+    x = _GatherTokens.apply(x.reshape(-1, x.shape[-1]), self._tp_group)
     return x.view(*_batch_shape(kwargs), x.shape[-1]) if self._tp_restore else x
 
 
@@ -615,7 +619,8 @@ class GatherInput:
     ``kwarg`` names the keyword argument that carries the hidden states (HF calls attention with
     ``hidden_states=``), else the first positional one does. ``restore_batch`` reshapes the gathered
     tokens to ``(batch, seq, hidden)``, which attention needs, taking the shape from
-    ``position_ids`` (or ``position_embeddings``) of the same call.
+    ``position_ids`` (or ``position_embeddings``) of the same call; without it the module gets them
+    as ``(tokens, hidden)``, which a dense MLP (per token) takes as they are.
     """
 
     sequence_parallel: bool
