@@ -2,9 +2,9 @@
 
 Every run is the reference run of ``conftest`` (tiny-qwen2, dp_shard=2 x tp=2, 6 steps, checkpoints
 at 3 and 6) or a smaller one, with one fault: preemption (SIGTERM to the launcher), a worker killed
-with SIGKILL under ``--max-restarts=1``, one that crashes (SIGSEGV), NaN and inf at chosen steps (stop and skip), a rank that
-stops responding, and the same job as two torchrun "nodes" on this machine resuming from a
-checkpoint whose newest copy is damaged. Runs that recover must log the reference's losses and
+with SIGKILL under ``--max-restarts=1``, one that crashes (SIGSEGV), NaN and inf at chosen steps
+(stop and skip), a rank that stops responding, and the same job as two torchrun "nodes" on this
+machine resuming from a checkpoint whose newest copy is damaged. Runs that recover must log the reference's losses and
 end with its weights and Adam state, bit for bit.
 """
 

@@ -159,8 +159,9 @@ class _GatherLastDim(torch.autograd.Function):
 
 
 def gather_tokens(x: torch.Tensor, g: Group) -> torch.Tensor:
-    """``(..., tokens/tp, hidden)`` of this rank -> ``(1, tokens, hidden)`` of the whole micro-batch."""
-    return _GatherTokens.apply(x.reshape(-1, x.shape[-1]), g).unsqueeze(0)
+    """``(..., tokens/tp, hidden)`` of this rank -> ``(tokens, hidden)`` of the whole micro-batch, the all-gather's
+    own output: inductor's async-TP pass pipelines an all-gather only into matmuls that read it as it is."""
+    return _GatherTokens.apply(x.reshape(-1, x.shape[-1]), g)
 
 
 def gather_dim0(x: torch.Tensor, g: Group) -> torch.Tensor:
@@ -596,12 +597,11 @@ def _gather_input_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 def _enter(self: nn.Module, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
     """The module's input made whole: attention's as ``(batch, seq, hidden)``, an MLP's as ``(tokens, hidden)``
-    straight from the all-gather, with no view between them and the gate/up matmuls: inductor's async-TP pass
-    pipelines an all-gather only into matmuls that read its output directly (with ``gather_tokens``' leading
-    1 in between, it pipelined no forward all-gather at all, BENCHMARKS.md session 26)."""
+    straight from the all-gather, so that the gate/up matmuls read it as it is (with a leading 1 in between,
+    async TP pipelined no forward all-gather at all, BENCHMARKS.md session 26)."""
     if not self._tp_sp:
         return _CopyToGroup.apply(x, self._tp_group)
-    x = _GatherTokens.apply(x.reshape(-1, x.shape[-1]), self._tp_group)
+    x = gather_tokens(x, self._tp_group)
     return x.view(*_batch_shape(kwargs), x.shape[-1]) if self._tp_restore else x
 
 
@@ -700,7 +700,7 @@ class VocabParallelEmbedding:
 
 def _head_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     g = self._tp_group
-    logits = self._tp_base_forward(gather_tokens(x, g) if self._tp_sp else _CopyToGroup.apply(x, g))
+    logits = self._tp_base_forward(gather_tokens(x, g).unsqueeze(0) if self._tp_sp else _CopyToGroup.apply(x, g))
     if self._tp_loss_parallel:
         return DTensor.from_local(logits, self._tp_mesh, [Shard(logits.ndim - 1)], run_check=False)
     return _GatherLastDim.apply(logits, g)
