@@ -27,12 +27,20 @@ def _record_forward(gm: torch.fx.GraphModule, _inputs: list) -> object:
 RECORDING = aot_autograd(fw_compiler=_record_forward, bw_compiler=lambda gm, _: make_boxed_func(gm.forward))
 
 
+def _matmuls_reading(node: torch.fx.Node) -> int:
+    """Matmuls taking ``node`` as their input as it is, or with its leading dims flattened (a linear layer on a
+    3-d input): the two forms inductor's async-TP pass follows an all-gather into."""
+    mm, flatten = torch.ops.aten.mm.default, (torch.ops.aten.view.default, torch.ops.aten.reshape.default)
+    return sum(1 if user.target is mm and user.args[0] is node else
+               _matmuls_reading(user) if user.target in flatten and node.meta["val"].ndim > 2 else 0
+               for user in node.users)
+
+
 def gather_readers(graphs: list[torch.fx.GraphModule]) -> list[int]:
-    """Per all-gather, the matmuls that take its (waited-for) result as their input as it is."""
-    ag, wait, mm = (torch.ops._c10d_functional.all_gather_into_tensor.default,
-                    torch.ops._c10d_functional.wait_tensor.default, torch.ops.aten.mm.default)
-    return [sum(r.target is mm and r.args[0] is w for r in w.users)
-            for gm in graphs for n in gm.graph.nodes if n.target is ag for w in n.users if w.target is wait]
+    """Per all-gather, the matmuls that read its (waited-for) result as ``_matmuls_reading`` says."""
+    ag, wait = torch.ops._c10d_functional.all_gather_into_tensor.default, torch.ops._c10d_functional.wait_tensor.default
+    return [_matmuls_reading(w) for gm in graphs for n in gm.graph.nodes if n.target is ag for w in n.users
+            if w.target is wait]
 
 
 def one_step(overrides: dict[str, str], compiled: bool) -> dict:

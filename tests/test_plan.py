@@ -382,7 +382,8 @@ BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h
 SMOKE = RESULTS / "2026-11-25-h100x2-smoke-pass"
 # benchmarks/gpu_archs.sh: every architecture on 1 GPU, at tp=2, at dp_shard=2 and at dp_shard=2 x tp=2
 ARCHS = [RESULTS / name for name in ("2026-11-27-h200x2-archs", "2026-11-27-h200x2-archs-fsdp",
-                                     "2026-11-28-h100x4-archs-2d", "2026-11-28-h100x4-archs-tp2-mlp2d")]
+                                     "2026-11-28-h100x4-archs-2d", "2026-11-28-h100x4-archs-tp2-mlp2d",
+                                     "2026-11-28-h100x4-archs-tp2-attn")]
 LARGE_GIB, MAX_RATIO = 10, 1.35
 
 

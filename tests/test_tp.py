@@ -73,19 +73,21 @@ def test_eager_tp_reads_cached_copies_with_per_read_numerics(tmp_path):
     assert_same_steps(cached, per_read)
 
 
-def test_mlp_all_gather_feeds_its_matmuls_directly(tmp_path):
+@pytest.mark.parametrize("micro_batch, readers", [(2, [2, 3]), (1, [0, 2])])
+def test_all_gathers_feed_their_matmuls_directly(tmp_path, micro_batch, readers):
     """Compiled tp=2 with sequence parallelism: in each block's forward graph the MLP's all-gather is read by the
-    gate and up matmuls as it is, the only form inductor's async-TP pass pipelines (a leading 1 in between left
-    every forward all-gather unpipelined on GPUs, BENCHMARKS.md session 26); attention's is viewed to (batch, seq)
-    first. The compiled step gives the eager loss and gradients."""
+    gate and up matmuls as it is, and attention's by q, k and v where each rank holds whole sequences (a batch of
+    2), the only forms inductor's async-TP pass pipelines (a leading 1 in between left every forward all-gather
+    unpipelined on GPUs, BENCHMARKS.md session 26); a batch of 1 is split mid-sequence, and attention's gathered
+    tokens are viewed to (batch, seq) first. The compiled step gives the eager loss and gradients."""
     out = tmp_path / "results.pt"
     overrides = {"model.preset": "tiny-llama", "parallel.tp": 2, "parallel.dp_shard": 1,
-                 "train.activation_checkpointing": "none", "train.seq_len": 32, "train.global_batch_size": 2,
-                 "train.micro_batch_size": 2, "train.dtype": "float32", "output.progress": False}
+                 "train.activation_checkpointing": "none", "train.seq_len": 32, "train.global_batch_size": micro_batch,
+                 "train.micro_batch_size": micro_batch, "train.dtype": "float32", "output.progress": False}
     torchrun(2, "_compile_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
     r = torch.load(out)
     assert r["graphs"] == 1 and r["breaks"] == 0
-    assert sorted(r["gather_readers"]) == [0, 2]
+    assert sorted(r["gather_readers"]) == readers
     assert r["compiled"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-6)
     for name, grad in r["eager"]["grads"].items():
         torch.testing.assert_close(r["compiled"]["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)

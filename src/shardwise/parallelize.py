@@ -132,11 +132,12 @@ def apply_async_tp(tp_mesh: DeviceMesh) -> None:
     pipelined with the matmul that produces (consumes) them. On 2×H200 that ran 1.04× the plain compiled TP
     step, the split alone 1.03× (BENCHMARKS.md).
 
-    In a block the split takes the forward's two reduce-scatters and the MLP's all-gather, and the backward's
+    In a block the split takes the forward's two reduce-scatters and both all-gathers, and the backward's
     all-gather into ``down_proj``'s input gradient. The pass follows an all-gather only into matmuls that read
-    it directly, and attention's reaches q/k/v through its view to ``(batch, seq)``; the backward's other
-    collectives have independent weight-gradient matmuls beside them, so the reorder passes place those
-    (BENCHMARKS.md, session 26).
+    it as it is (``tp._enter`` hands it over so), and only into ``mm``: attention's stays unsplit where each
+    rank's tokens are not whole sequences, or where q/k/v have biases (Qwen2: ``addmm``, which inductor keeps
+    fused in bf16). The backward's other collectives have independent weight-gradient matmuls beside them, so
+    the reorder passes place those (BENCHMARKS.md, sessions 26-27).
 
     Needs compiled blocks, CUDA and symmetric memory on the TP group. NVLink multicast stays off
     unless the environment says otherwise: it can take shared GPUs out of service.

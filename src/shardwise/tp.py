@@ -166,7 +166,8 @@ def gather_tokens(x: torch.Tensor, g: Group) -> torch.Tensor:
 
 def gather_dim0(x: torch.Tensor, g: Group) -> torch.Tensor:
     """Every rank's ``x`` stacked along dim 0, in rank order; the backward reduce-scatters the gradient, so each
-    rank gets the sum of every rank's gradient of its own part (context parallelism's K/V)."""
+    rank gets the sum of every rank's gradient of its own part (context parallelism's K/V, attention's whole
+    sequences)."""
     return _GatherTokens.apply(x, g)
 
 
@@ -596,13 +597,21 @@ def _gather_input_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 
 def _enter(self: nn.Module, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
-    """The module's input made whole: attention's as ``(batch, seq, hidden)``, an MLP's as ``(tokens, hidden)``
-    straight from the all-gather, so that the gate/up matmuls read it as it is (with a leading 1 in between,
-    async TP pipelined no forward all-gather at all, BENCHMARKS.md session 26)."""
+    """The module's input made whole: attention's as ``(batch, seq, hidden)``, an MLP's as ``(tokens, hidden)``,
+    each straight from the all-gather, so that the projections' matmuls read it as it is: inductor's async-TP
+    pass pipelines an all-gather only into those (BENCHMARKS.md, sessions 26-27).
+
+    Attention gets that where each rank holds whole sequences (``batch`` a multiple of ``tp``): they are
+    gathered as ``(batch/tp, seq, hidden)``. Otherwise its gathered tokens are viewed to ``(batch, seq)``."""
+    g = self._tp_group
     if not self._tp_sp:
-        return _CopyToGroup.apply(x, self._tp_group)
-    x = gather_tokens(x, self._tp_group)
-    return x.view(*_batch_shape(kwargs), x.shape[-1]) if self._tp_restore else x
+        return _CopyToGroup.apply(x, g)
+    if not self._tp_restore:
+        return gather_tokens(x, g)
+    batch, seq = _batch_shape(kwargs)
+    if batch % g.size == 0:
+        return gather_dim0(x.reshape(batch // g.size, seq, x.shape[-1]), g)
+    return gather_tokens(x, g).view(batch, seq, x.shape[-1])
 
 
 def _batch_shape(kwargs: dict[str, Any]) -> tuple[int, int]:
@@ -617,10 +626,10 @@ class GatherInput:
     """Before attention or an MLP: gather the sequence-parallel tokens, or mark a replicated input (f).
 
     ``kwarg`` names the keyword argument that carries the hidden states (HF calls attention with
-    ``hidden_states=``), else the first positional one does. ``restore_batch`` reshapes the gathered
-    tokens to ``(batch, seq, hidden)``, which attention needs, taking the shape from
-    ``position_ids`` (or ``position_embeddings``) of the same call; without it the module gets them
-    as ``(tokens, hidden)``, which a dense MLP (per token) takes as they are.
+    ``hidden_states=``), else the first positional one does. ``restore_batch`` gives the module the
+    gathered tokens as ``(batch, seq, hidden)``, which attention needs, taking the shape from
+    ``position_ids`` (or ``position_embeddings``) of the same call (``_enter``); without it the module
+    gets them as ``(tokens, hidden)``, which a dense MLP (per token) takes as they are.
     """
 
     sequence_parallel: bool
