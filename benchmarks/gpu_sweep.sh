@@ -2,6 +2,7 @@
 # Throughput sweep on the GPUs of this machine: shardwise bench variants, the design-note recipe, transformers tp_plan
 # and TorchTitan (titan-* rows mirror the sw-* rows of the same suffix: same shapes, layout, batch, AC and compile).
 # Usage: bash benchmarks/gpu_sweep.sh PRESET SEQ_LEN [NAME ...]   (from the repository root; results in $OUT or runs/sweep)
+# The rows run the src of the folder it is run from (first on PYTHONPATH); the table's last column names that code.
 # Each NAME is one row of the tables below; without names, all rows run. PRESET is any shardwise preset, llama3-8b
 # included: its fp32 weights, gradients and AdamW moments take about 60 GiB per GPU on two GPUs, so on 80 GB cards
 # run its full-AC, micro-batch-1 rows (sw-full-*, titan-full-*).
@@ -71,11 +72,12 @@ python3 - "$OUT" <<'PY'
 import json, pathlib, sys
 rows = [json.loads(p.read_text()) | {"name": p.stem} for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json"))]
 na = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # MFU and memory are null on CPU
-print(f"{'name':31} {'step s':>7} {'tok/s/dev':>10} {'MFU':>6} {'GiB':>6} {'GPU busy':>8} {'exposed comm ms':>15}")
+print(f"{'name':31} {'step s':>7} {'tok/s/dev':>10} {'MFU':>6} {'GiB':>6} {'GPU busy':>8} {'exposed comm ms':>15} code")
 for r in rows:
     p = r.get("profile") or {}
     busy = f"{p['gpu_busy_ms'] / p['wall_ms']:8.0%}" if "gpu_busy_ms" in p else f"{'':8}"
-    comm = f"{p['exposed_comm_ms']:15.1f}" if "exposed_comm_ms" in p else ""
+    comm = f"{p['exposed_comm_ms']:15.1f}" if "exposed_comm_ms" in p else f"{'':15}"
+    code = (r.get("versions") or {}).get("shardwise", "")  # shardwise rows: which tree ran (bench.source_digest)
     print(f"{r['name']:31} {r['step_time_s_median']:7.3f} {r['tokens_per_s_per_device']:10.0f} "
-          f"{na(r['mfu'], '.1%'):>6} {na(r['peak_mem_gib'], '.1f'):>6} {busy} {comm}")
+          f"{na(r['mfu'], '.1%'):>6} {na(r['peak_mem_gib'], '.1f'):>6} {busy} {comm} {code}")
 PY

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from shardwise.bench import document_lengths
+import shardwise
+from shardwise.bench import document_lengths, source_digest
 from shardwise.corpus import Documents
 from shardwise.data import TokenWindows
 from shardwise.model import PRESETS
@@ -47,12 +50,27 @@ def test_bench_writes_record(tmp_path, cp):
     assert ("documents of ~16 (mask)" in proc.stdout) == (cp == 2)
     assert isinstance(r["device"], str) and r["device"]
     assert {"torch", "transformers", "python", "cuda", "nccl"} <= set(r["versions"])
+    assert r["versions"]["shardwise"] == source_digest()  # the package this test imports, which the run imported
     assert isinstance(r["versions"]["torch"], str) and isinstance(r["date"], str) and "T" in r["date"]
     profile = r["profile"]
     assert profile["trace"] == str(tmp_path / "trace-rank0.json") and "traceEvents" in json.loads(
         (tmp_path / "trace-rank0.json").read_text())
     assert profile["wall_ms"] > 0 and profile["cpu_ops_ms"] > 0 and "gpu_busy_ms" not in profile  # CPU: no kernels
     assert "profiled step" in proc.stdout
+
+
+def test_source_digest_names_the_code(tmp_path):
+    """The record's ``versions.shardwise``: the same for a copy of the package, another after one byte changes or
+    a file is renamed, so rows that ran different trees cannot show one digest."""
+    package = Path(shardwise.__file__).parent
+    copy = shutil.copytree(package, tmp_path / "shardwise", ignore=shutil.ignore_patterns("__pycache__"))
+    assert source_digest(copy) == source_digest(package) and len(source_digest(copy)) == 12
+    edited = copy / "tp.py"
+    edited.write_bytes(edited.read_bytes() + b"\n")
+    changed = source_digest(copy)
+    assert changed != source_digest(package)
+    edited.rename(copy / "tq.py")
+    assert source_digest(copy) not in (changed, source_digest(package))
 
 
 def test_synthetic_documents_are_packed_like_data():

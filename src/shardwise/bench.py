@@ -9,6 +9,7 @@ formula in ``shardwise.metrics``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -93,13 +94,25 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def source_digest(root: Path = Path(__file__).parent) -> str:
+    """12 hex digits of a SHA-256 over the package's Python files (their paths and bytes): the record names the code
+    that ran without a git checkout (device machines get copies of the tree). Two rows meant to compare trees once
+    ran the same one, unseen, because a script put another ``src`` first on ``PYTHONPATH`` (BENCHMARKS.md,
+    session 27)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def versions() -> dict[str, str | None]:
-    """What a throughput number depends on besides the config; cuda and nccl are null on CPU builds."""
+    """What a throughput number depends on besides the config: the code (``source_digest``) and its stack; cuda and
+    nccl are null on CPU builds."""
     nccl = None
     if torch.cuda.is_available() and dist.is_nccl_available():
         v = torch.cuda.nccl.version()
         nccl = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
+    return {"shardwise": source_digest(), "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "cuda": torch.version.cuda, "nccl": nccl}
 
 
