@@ -1,30 +1,44 @@
 """Run under torchrun: one step of a layout with its blocks compiled (``fullgraph``, AOT autograd with no compiler
-behind it, so no C++ toolchain) and the same step eager; rank 0 saves both losses and gradients, dynamo's counts
-and, per all-gather in a compiled forward, how many matmuls read its result directly."""
+behind it, so no C++ toolchain; with ``"fuse": true`` among the overrides, ``shardwise.fuse``'s pass over each graph
+as inductor would run it) and the same step eager; rank 0 saves both losses and gradients, dynamo's counts, per
+all-gather in a compiled forward how many matmuls read its result directly, and each graph's matmuls."""
 
 from __future__ import annotations
 
 import torch
 from _worker import run_worker
-from functorch.compile import make_boxed_func
+from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
 from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.utils import counters
 
 from shardwise.config import load_config
+from shardwise.fuse import fuse_siblings
 from shardwise.run import build_run
 from shardwise.train import forward_backward
 from shardwise.verify import full_copy, step_batches
 
 FORWARDS: list[torch.fx.GraphModule] = []
+MATMULS: dict[str, list[int]] = {"forward": [], "backward": []}
+FUSE = False
 
 
-def _record_forward(gm: torch.fx.GraphModule, _inputs: list) -> object:
-    FORWARDS.append(gm)
-    return make_boxed_func(gm.forward)
+def _recorder(kind: str) -> object:
+    def record(gm: torch.fx.GraphModule, _inputs: list) -> object:
+        if FUSE:
+            fuse_siblings(gm.graph)
+            gm.recompile()
+        if kind == "forward":
+            FORWARDS.append(gm)
+        mm = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+        MATMULS[kind].append(sum(n.target in mm for n in gm.graph.nodes))
+        return make_boxed_func(gm.forward)
+    return record
 
 
-# aot_eager, keeping each forward graph (aten ops, as inductor's async-TP pass sees them before its own passes)
-RECORDING = aot_autograd(fw_compiler=_record_forward, bw_compiler=lambda gm, _: make_boxed_func(gm.forward))
+# aot_eager with inductor's partitioner (which also merges common subexpressions), keeping each forward graph (aten
+# ops, as inductor's post-grad passes see them)
+RECORDING = aot_autograd(fw_compiler=_recorder("forward"), bw_compiler=_recorder("backward"),
+                         partition_fn=min_cut_rematerialization_partition)
 
 
 def _matmuls_reading(node: torch.fx.Node) -> int:
@@ -54,9 +68,11 @@ def one_step(overrides: dict[str, str], compiled: bool) -> dict:
 
 
 def compare(overrides: dict) -> dict:
+    global FUSE
+    FUSE = overrides.pop("fuse", False)
     return {"eager": one_step(overrides, False), "compiled": one_step(overrides, True),
             "graphs": counters["stats"]["unique_graphs"], "breaks": sum(counters["graph_break"].values()),
-            "gather_readers": gather_readers(FORWARDS)}
+            "gather_readers": gather_readers(FORWARDS), "matmuls": MATMULS}
 
 
 if __name__ == "__main__":

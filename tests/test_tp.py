@@ -91,3 +91,22 @@ def test_all_gathers_feed_their_matmuls_directly(tmp_path, micro_batch, readers)
     assert r["compiled"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-6)
     for name, grad in r["eager"]["grads"].items():
         torch.testing.assert_close(r["compiled"]["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_compiled_blocks_merge_projections_that_share_an_input(tmp_path):
+    """``shardwise.fuse``'s pass over a compiled tp=2 block's graphs (as inductor's partitioner leaves them): q/k/v
+    become one matmul and gate/up another (tiny-llama's are all narrow), each forward all-gather is read by one
+    matmul (async TP's form), the backward's input gradients and weight gradients merge alike (7 -> 4 forward
+    matmuls, 14 -> 8 backward), and the step gives the eager loss and gradients."""
+    out = tmp_path / "results.pt"
+    overrides = {"model.preset": "tiny-llama", "parallel.tp": 2, "parallel.dp_shard": 1,
+                 "train.activation_checkpointing": "none", "train.seq_len": 32, "train.global_batch_size": 2,
+                 "train.micro_batch_size": 2, "train.dtype": "float32", "output.progress": False, "fuse": True}
+    torchrun(2, "_compile_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
+    r = torch.load(out)
+    assert r["graphs"] == 1 and r["breaks"] == 0
+    assert r["gather_readers"] == [1, 1]
+    assert r["matmuls"] == {"forward": [4], "backward": [8]}
+    assert r["compiled"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-6)
+    for name, grad in r["eager"]["grads"].items():
+        torch.testing.assert_close(r["compiled"]["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)

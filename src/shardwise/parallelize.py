@@ -18,7 +18,7 @@ from torch.utils.checkpoint import (
 )
 from transformers import PretrainedConfig
 
-from shardwise import cp, flex, graphs
+from shardwise import cp, flex, fuse, graphs
 from shardwise.config import Config, ConfigError
 from shardwise.mesh import Layout, Meshes
 from shardwise.model import CausalLM, tie_embeddings
@@ -167,14 +167,16 @@ def apply_flex(model: CausalLM) -> None:
 
 def apply_compile(model: CausalLM) -> None:
     """Compile each block's ``forward`` as one graph (``fullgraph``: a graph break is an error, not a slow
-    path), TP collectives included. FSDP's and checkpointing's hooks stay outside, in eager, around it.
+    path), TP collectives included, its projections that share an input merged (``shardwise.fuse``). FSDP's and
+    checkpointing's hooks stay outside, in eager, around it.
 
     Blocks share one compiled graph (same code, parameters are graph inputs), so the recompile
     limit is raised only to cover the few shape variants a run sees (e.g. evaluation batches).
     """
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
+    options = {"post_grad_custom_pre_pass": fuse.SiblingMatmuls()}
     for layer in model.layers:
-        layer.forward = torch.compile(layer.forward, fullgraph=True)
+        layer.forward = torch.compile(layer.forward, fullgraph=True, options=options)
 
 
 def check_cudagraphs(cfg: Config, config: PretrainedConfig, layout: Layout, device_type: str) -> None:
