@@ -12,7 +12,7 @@ from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.utils import counters
 
 from shardwise.config import load_config
-from shardwise.fuse import fuse_siblings
+from shardwise.fuse import ADDMM, MM, fuse_siblings
 from shardwise.run import build_run
 from shardwise.train import forward_backward
 from shardwise.verify import full_copy, step_batches
@@ -29,8 +29,7 @@ def _recorder(kind: str) -> object:
             gm.recompile()
         if kind == "forward":
             FORWARDS.append(gm)
-        mm = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
-        MATMULS[kind].append(sum(n.target in mm for n in gm.graph.nodes))
+        MATMULS[kind].append(sum(n.target in (MM, ADDMM) for n in gm.graph.nodes))
         return make_boxed_func(gm.forward)
     return record
 

@@ -14,7 +14,6 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from shardwise import fuse, parallelize
 
-MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
 TOKENS, HIDDEN = (2, 8), 32
 
 
@@ -46,7 +45,7 @@ def _traced() -> torch.fx.GraphModule:
 
 
 def _matmuls(gm: torch.fx.GraphModule) -> int:
-    return sum(n.target in MATMULS for n in gm.graph.nodes)
+    return sum(n.target in (fuse.MM, fuse.ADDMM) for n in gm.graph.nodes)
 
 
 @pytest.mark.parametrize("below, merged", [(48, 8), (16, 4), (0, 0)])

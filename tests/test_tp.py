@@ -73,6 +73,23 @@ def test_eager_tp_reads_cached_copies_with_per_read_numerics(tmp_path):
     assert_same_steps(cached, per_read)
 
 
+def _compiled_tp2_step(tmp_path, micro_batch: int, fuse: bool = False) -> dict:
+    """``_compile_worker``'s compiled and eager tp=2 step of tiny-llama (fp32, sequence parallelism), checked for one
+    graph without breaks and for the eager loss and gradients; its results."""
+    out = tmp_path / "results.pt"
+    overrides = {"model.preset": "tiny-llama", "parallel.tp": 2, "parallel.dp_shard": 1,
+                 "train.activation_checkpointing": "none", "train.seq_len": 32, "train.global_batch_size": micro_batch,
+                 "train.micro_batch_size": micro_batch, "train.dtype": "float32", "output.progress": False,
+                 "fuse": fuse}
+    torchrun(2, "_compile_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
+    r = torch.load(out)
+    assert r["graphs"] == 1 and r["breaks"] == 0
+    assert r["compiled"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-6)
+    for name, grad in r["eager"]["grads"].items():
+        torch.testing.assert_close(r["compiled"]["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    return r
+
+
 @pytest.mark.parametrize("micro_batch, readers", [(2, [2, 3]), (1, [0, 2])])
 def test_all_gathers_feed_their_matmuls_directly(tmp_path, micro_batch, readers):
     """Compiled tp=2 with sequence parallelism: in each block's forward graph the MLP's all-gather is read by the
@@ -80,17 +97,8 @@ def test_all_gathers_feed_their_matmuls_directly(tmp_path, micro_batch, readers)
     2), the only forms inductor's async-TP pass pipelines (a leading 1 in between left every forward all-gather
     unpipelined on GPUs, BENCHMARKS.md session 26); a batch of 1 is split mid-sequence, and attention's gathered
     tokens are viewed to (batch, seq) first. The compiled step gives the eager loss and gradients."""
-    out = tmp_path / "results.pt"
-    overrides = {"model.preset": "tiny-llama", "parallel.tp": 2, "parallel.dp_shard": 1,
-                 "train.activation_checkpointing": "none", "train.seq_len": 32, "train.global_batch_size": micro_batch,
-                 "train.micro_batch_size": micro_batch, "train.dtype": "float32", "output.progress": False}
-    torchrun(2, "_compile_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
-    r = torch.load(out)
-    assert r["graphs"] == 1 and r["breaks"] == 0
+    r = _compiled_tp2_step(tmp_path, micro_batch)
     assert sorted(r["gather_readers"]) == readers
-    assert r["compiled"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-6)
-    for name, grad in r["eager"]["grads"].items():
-        torch.testing.assert_close(r["compiled"]["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_compiled_blocks_merge_projections_that_share_an_input(tmp_path):
@@ -98,15 +106,6 @@ def test_compiled_blocks_merge_projections_that_share_an_input(tmp_path):
     become one matmul and gate/up another (tiny-llama's are all narrow), each forward all-gather is read by one
     matmul (async TP's form), the backward's input gradients and weight gradients merge alike (7 -> 4 forward
     matmuls, 14 -> 8 backward), and the step gives the eager loss and gradients."""
-    out = tmp_path / "results.pt"
-    overrides = {"model.preset": "tiny-llama", "parallel.tp": 2, "parallel.dp_shard": 1,
-                 "train.activation_checkpointing": "none", "train.seq_len": 32, "train.global_batch_size": 2,
-                 "train.micro_batch_size": 2, "train.dtype": "float32", "output.progress": False, "fuse": True}
-    torchrun(2, "_compile_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
-    r = torch.load(out)
-    assert r["graphs"] == 1 and r["breaks"] == 0
+    r = _compiled_tp2_step(tmp_path, 2, fuse=True)
     assert r["gather_readers"] == [1, 1]
     assert r["matmuls"] == {"forward": [4], "backward": [8]}
-    assert r["compiled"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-6)
-    for name, grad in r["eager"]["grads"].items():
-        torch.testing.assert_close(r["compiled"]["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)

@@ -94,8 +94,8 @@ class _Rewriter:
             return self.call(aten.permute.default, self.cat([n.args[0] for n in nodes], 1 - dim), [1, 0])
         key = (tuple(nodes), dim)
         if key not in self.cats:
-            self.cats[key] = self._flat_cat(nodes) if dim == 1 else None
-            self.cats[key] = self.cats[key] or self.call(aten.cat.default, list(nodes), dim)
+            flat = self._flat_cat(nodes) if dim == 1 else None
+            self.cats[key] = flat if flat is not None else self.call(aten.cat.default, list(nodes), dim)
         return self.cats[key]
 
     def _unflattened(self, fused: fx.Node, shared: fx.Node) -> fx.Node:
@@ -127,11 +127,10 @@ class _Rewriter:
         return self.position.get(base, math.inf)
 
     def sums(self) -> int:
-        merged = 0
-        for root in list(self.graph.nodes):
-            if root.target is ADD and not _inner_add(root):
-                merged += self._sum(root)
-        return merged
+        """Rewrite every sum from its root, roots found first: a rewrite erases its sum's inner adds, which would
+        otherwise be met later as roots of nothing."""
+        roots = [n for n in self.graph.nodes if n.target is ADD and not _inner_add(n)]
+        return sum(self._sum(root) for root in roots)
 
     def _sum(self, root: fx.Node) -> int:
         terms = _terms(root)
@@ -170,13 +169,14 @@ class _Rewriter:
     def _shared(self, mms: list[fx.Node], side: int) -> int:
         dim = 1 - side  # the concatenated (and sliced) dim: columns of right operands, rows of left ones
         biased = mms[0].target is ADDMM
-        mms = [m for m in mms if _val(m.args[1 + biased - side]).shape[dim] < self.below]
-        if len(mms) < 2 or len({_val(m.args[1 + biased - side]).dtype for m in mms}) > 1:
+        other = 1 + biased - side  # where each matmul's own operand is (an addmm's bias comes first)
+        mms = [m for m in mms if _val(m.args[other]).shape[dim] < self.below]
+        if len(mms) < 2 or len({_val(m.args[other]).dtype for m in mms}) > 1:
             return 0
-        mms.sort(key=lambda m: self.order(m.args[1 + biased - side]))
+        mms.sort(key=lambda m: self.order(m.args[other]))
         shared = mms[0].args[biased + side]
         with self.graph.inserting_before(min(mms, key=self.position.__getitem__)):
-            cat = self.cat([m.args[1 + biased - side] for m in mms], dim)
+            cat = self.cat([m.args[other] for m in mms], dim)
             if biased:
                 fused = self.call(ADDMM, self.cat([m.args[0] for m in mms], 0), shared, cat)
             else:
