@@ -133,6 +133,27 @@ def test_async_tp_overlaps_before_it_splits(monkeypatch):
         parallelize.apply_async_tp(mesh)
 
 
+def test_compiled_moe_experts_outside_bf16_need_a_transformers_that_can_trace_them(monkeypatch):
+    """Outside bf16, transformers' grouped-matmul MoE experts fall back to a loop whose backward transformers 5.17
+    leaves open to tracing: a compiled run fails deep in dynamo (a data-dependent guard; seen on an H200 and, with
+    5.17 installed, on CPU). Such a run is refused in one line naming the fixes; bf16, a dense model and a
+    transformers that wraps that backward in an op (5.24) pass."""
+    from shardwise import parallelize
+    from shardwise.config import ConfigError
+    from shardwise.model import build_meta_model, hf_config
+
+    moe, dense = (build_meta_model(hf_config(load_config(None, {"model.preset": p}).model))
+                  for p in ("tiny-qwen2-moe", "tiny-llama"))
+    monkeypatch.setattr(parallelize, "_traceable_experts_fallback", lambda: False)
+    with pytest.raises(ConfigError, match=r"compiled qwen2_moe experts in float32 .* set train.dtype=bfloat16 or "
+                                          r"train.compile=false, or upgrade transformers"):
+        parallelize.check_compile(moe, torch.float32)
+    parallelize.check_compile(moe, torch.bfloat16)
+    parallelize.check_compile(dense, torch.float32)
+    monkeypatch.setattr(parallelize, "_traceable_experts_fallback", lambda: True)
+    parallelize.check_compile(moe, torch.float32)
+
+
 @pytest.mark.parametrize("reshard", ["false", "true"])
 def test_kept_blocks_stay_gathered_through_the_micro_batches(tmp_path, reshard):
     """dp_shard=2, 4 micro-batches per rank, bf16 compute on fp32 master weights: with blocks kept gathered from

@@ -179,6 +179,25 @@ def apply_compile(model: CausalLM) -> None:
         layer.forward = torch.compile(layer.forward, fullgraph=True, options=options)
 
 
+def check_compile(model: CausalLM, dtype: torch.dtype) -> None:
+    """Refuse compiled blocks that transformers' MoE experts cannot be traced in: outside bf16 its grouped-matmul
+    experts fall back to a loop over experts, whose backward transformers 5.17 leaves open to tracing (a data-
+    dependent guard error deep in dynamo) and later releases wrap in an op of their own (5.24 does)."""
+    if dtype == torch.bfloat16 or getattr(model.config, "_experts_implementation", None) != "grouped_mm":
+        return
+    if not _traceable_experts_fallback():
+        import transformers
+        raise ConfigError(f"compiled {model.config.model_type} experts in {str(dtype).removeprefix('torch.')} cannot "
+                          f"be traced with transformers {transformers.__version__} (its grouped-matmul fallback); set "
+                          "train.dtype=bfloat16 or train.compile=false, or upgrade transformers (5.24 works)")
+
+
+def _traceable_experts_fallback() -> bool:
+    """Whether transformers wraps its grouped-matmul fallback's backward in an op (what makes it traceable)."""
+    import transformers.integrations.moe  # noqa: F401  (registers transformers' ops)
+    return hasattr(torch.ops.transformers, "grouped_mm_fallback_backward")
+
+
 def check_cudagraphs(cfg: Config, config: PretrainedConfig, layout: Layout, device_type: str) -> None:
     """Refuse ``train.cudagraphs=true`` where the blocks cannot be replayed (``graphs.errors``) or there is no GPU."""
     if not cfg.train.cudagraphs:
@@ -246,6 +265,7 @@ def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, pa
     if cfg.parallel.async_tp:
         apply_async_tp(meshes.tp)
     if cfg.train.compiles(meshes.tp.device_type):
+        check_compile(model, param_dtype)
         apply_compile(model)
     if layout.dp_cp > 1:
         apply_fsdp(model, meshes.fsdp, param_dtype, cfg.parallel.reshards())
