@@ -11,8 +11,7 @@ Three rewrites, exact up to the order of floating-point sums:
 
 - a sum of products ``A1 @ B1 + A2 @ B2`` -> ``cat(A1, A2; 1) @ cat(B1, B2; 0)`` (an input's gradient);
 - a shared left operand ``A @ B1, A @ B2`` -> ``A @ cat(B1, B2; 1)``, sliced by columns (the projections; with
-  biases, ``addmm`` over the concatenated biases, or, where async TP pipelines it, the biases added after it: one
-  more bf16 rounding);
+  biases, ``addmm`` over the concatenated biases);
 - a shared right operand ``A1 @ B, A2 @ B`` -> ``cat(A1, A2; 0) @ B``, sliced by rows (the weights' gradients,
   which read the concatenated gradients of the first rewrite).
 
@@ -31,7 +30,6 @@ from typing import Any
 import torch
 from torch import fx
 from torch._guards import detect_fake_mode
-from torch._inductor import config as inductor_config
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch.utils._pytree import tree_map_only
 
@@ -100,20 +98,13 @@ class _Rewriter:
             self.cats[key] = flat if flat is not None else self.call(aten.cat.default, list(nodes), dim)
         return self.cats[key]
 
-    def _projection(self, shared: fx.Node, weights: fx.Node, bias: fx.Node | None) -> fx.Node:
-        """``shared @ weights (+ bias)``, given back the leading dims a flattened n-d input had: inductor's async-TP
-        pass follows an n-d all-gather only into ``reshape -> mm -> reshape``. Biases stay in an ``addmm`` (one
-        rounding to bf16, as eager's linear layers), except where that pass runs: there they are added after the
-        reshape, so it can pipeline the all-gather into the matmul (a second rounding of q/k/v, as where Megatron
-        adds a bias apart from its matmul)."""
+    def _unflattened(self, fused: fx.Node, shared: fx.Node) -> fx.Node:
+        """A merged matmul's output, given back the leading dims its input was flattened from: inductor's async-TP
+        pass follows an n-d all-gather only into ``reshape -> mm -> reshape``."""
         base = shared.args[0] if shared.target in VIEWS else None
         if _val(base) is None or _val(base).ndim < 3 or _val(base).shape[-1] != _val(shared).shape[-1]:
-            return self.call(MM, shared, weights) if bias is None else self.call(ADDMM, bias, shared, weights)
-        shape = [*_val(base).shape[:-1], _val(weights).shape[-1]]
-        if bias is not None and not inductor_config._micro_pipeline_tp:
-            return self.call(aten.reshape.default, self.call(ADDMM, bias, shared, weights), shape)
-        whole = self.call(aten.reshape.default, self.call(MM, shared, weights), shape)
-        return whole if bias is None else self.call(ADD, whole, bias)
+            return fused
+        return self.call(aten.reshape.default, fused, [*_val(base).shape[:-1], _val(fused).shape[-1]])
 
     def _flat_cat(self, nodes: list[fx.Node]) -> fx.Node | None:
         """Columns of flattened n-d tensors (gradients, as linear layers flatten them): concatenated before the
@@ -186,10 +177,11 @@ class _Rewriter:
         shared = mms[0].args[biased + side]
         with self.graph.inserting_before(min(mms, key=self.position.__getitem__)):
             cat = self.cat([m.args[other] for m in mms], dim)
-            if side == 0:
-                whole = self._projection(shared, cat, self.cat([m.args[0] for m in mms], 0) if biased else None)
+            if biased:
+                fused = self.call(ADDMM, self.cat([m.args[0] for m in mms], 0), shared, cat)
             else:
-                whole = self.call(MM, cat, shared)
+                fused = self.call(MM, *((shared, cat) if side == 0 else (cat, shared)))
+            whole = self._unflattened(fused, shared) if dim == 1 else fused
             start = 0
             for m in mms:
                 width = _val(m).shape[dim]
