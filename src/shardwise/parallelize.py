@@ -8,6 +8,7 @@ import os
 import warnings
 
 import torch
+import transformers
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
@@ -180,13 +181,12 @@ def apply_compile(model: CausalLM) -> None:
 
 
 def check_compile(model: CausalLM, dtype: torch.dtype) -> None:
-    """Refuse compiled blocks that transformers' MoE experts cannot be traced in: outside bf16 its grouped-matmul
-    experts fall back to a loop over experts, whose backward transformers 5.17 leaves open to tracing (a data-
-    dependent guard error deep in dynamo) and later releases wrap in an op of their own (5.24 does)."""
+    """Refuse to compile blocks whose MoE experts transformers cannot trace: outside bf16 its grouped-matmul experts
+    fall back to a loop over experts, whose backward transformers 5.17 leaves open to tracing (a data-dependent
+    guard error deep in dynamo) and later releases wrap in an op of their own (5.24 does)."""
     if dtype == torch.bfloat16 or getattr(model.config, "_experts_implementation", None) != "grouped_mm":
         return
     if not _traceable_experts_fallback():
-        import transformers
         raise ConfigError(f"compiled {model.config.model_type} experts in {str(dtype).removeprefix('torch.')} cannot "
                           f"be traced with transformers {transformers.__version__} (its grouped-matmul fallback); set "
                           "train.dtype=bfloat16 or train.compile=false, or upgrade transformers (5.24 works)")
