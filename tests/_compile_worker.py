@@ -43,8 +43,8 @@ RECORDING = aot_autograd(fw_compiler=_recorder("forward"), bw_compiler=_recorder
 def _matmuls_reading(node: torch.fx.Node) -> int:
     """Matmuls taking ``node`` as their input as it is, or with its leading dims flattened (a linear layer on a
     3-d input): the two forms inductor's async-TP pass follows an all-gather into."""
-    mm, flatten = torch.ops.aten.mm.default, (torch.ops.aten.view.default, torch.ops.aten.reshape.default)
-    return sum(1 if user.target is mm and user.args[0] is node else
+    flatten = (torch.ops.aten.view.default, torch.ops.aten.reshape.default)
+    return sum(1 if user.target is MM and user.args[0] is node else
                _matmuls_reading(user) if user.target in flatten and node.meta["val"].ndim > 2 else 0
                for user in node.users)
 
