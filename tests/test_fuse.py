@@ -73,6 +73,22 @@ def test_a_product_read_elsewhere_stays():
     assert fuse.fuse_siblings(gm.graph) == 0
 
 
+def test_sums_over_the_same_left_operands_merge_again():
+    """Two sums whose products share their left operands become two matmuls over one concatenation, which the
+    shared-operand rewrite then merges into one: a group of matmuls that an earlier rewrite made."""
+    def f(a1, a2, b1, b2, c1, c2):
+        return a1 @ b1 + a2 @ b2, a1 @ c1 + a2 @ c2
+    args = [torch.randn(s, dtype=torch.float64) for s in ((4, 3), (4, 2), (3, 5), (2, 5), (3, 6), (2, 6))]
+    gm = make_fx(f, tracing_mode="fake")(*args)
+    want = gm(*args)
+    assert fuse.fuse_siblings(gm.graph) == 3
+    gm.graph.lint()
+    gm.recompile()
+    assert _matmuls(gm) == 1
+    for got, expected in zip(gm(*args), want, strict=True):
+        torch.testing.assert_close(got, expected)
+
+
 def test_merged_matmuls_keep_the_forms_async_tp_pipelines():
     """A merged projection of a flattened n-d input is read as ``reshape -> mm -> reshape`` (the form in which
     inductor's async-TP pass follows an all-gather into its matmuls), and the merged input gradient is a matmul

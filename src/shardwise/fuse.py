@@ -126,6 +126,11 @@ class _Rewriter:
         base = node.args[0] if _is_transpose(node) else node
         return self.position.get(base, math.inf)
 
+    def _first(self, nodes: list[fx.Node]) -> fx.Node:
+        """The one of ``nodes`` that stands first in the graph now (an earlier rewrite may have made it)."""
+        members = set(nodes)
+        return next(n for n in self.graph.nodes if n in members)
+
     def sums(self) -> int:
         """Rewrite every sum from its root, roots found first: a rewrite erases its sum's inner adds, which would
         otherwise be met later as roots of nothing."""
@@ -175,7 +180,7 @@ class _Rewriter:
             return 0
         mms.sort(key=lambda m: self.order(m.args[other]))
         shared = mms[0].args[biased + side]
-        with self.graph.inserting_before(min(mms, key=self.position.__getitem__)):
+        with self.graph.inserting_before(self._first(mms)):
             cat = self.cat([m.args[other] for m in mms], dim)
             if biased:
                 fused = self.call(ADDMM, self.cat([m.args[0] for m in mms], 0), shared, cat)
