@@ -195,6 +195,7 @@ def test_documents_start_with_the_tokenizers_own_bos(tmp_path):
     ("data.val_batches", "0", "data.val_batches=0 must be >= 1"),
     ("data.num_proc", "-1", "data.num_proc=-1 must be >= 0"),
     ("train.eval_every", "-1", "train.eval_every=-1 must be >= 0"),
+    ("train.gc_every", "-1", "train.gc_every=-1 must be >= 0"),
 ])
 def test_data_keys_are_checked(key, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 import transformers
 
+from shardwise.collect import Collector
 from shardwise.config import Config
 from shardwise.corpus import Documents
 from shardwise.data import Batch, StepBatches, TokenWindows
@@ -78,14 +79,18 @@ def slowest_rank(times: list[float], device: torch.device) -> list[float]:
 
 
 def measure(run: Run) -> list[float]:
-    """Run ``bench.warmup`` uncounted steps (compilation, allocator, NCCL setup), then time ``bench.steps``."""
-    batches = synthetic_batches(run)
-    for _ in range(run.cfg.bench.warmup):
-        timed_step(run, batches)
-    if run.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(run.device)  # report the steady-state peak, not warmup's
-    times = [timed_step(run, batches) for _ in range(run.cfg.bench.steps)]
-    return slowest_rank(times, run.device)
+    """Run ``bench.warmup`` uncounted steps (compilation, allocator, NCCL setup), then time ``bench.steps``; garbage
+    is collected between steps as training collects it (``shardwise.collect``)."""
+    batches, collector, times = synthetic_batches(run), Collector(run.cfg.train.gc_every), []
+    try:
+        for i in range(run.cfg.bench.warmup + run.cfg.bench.steps):
+            if i == run.cfg.bench.warmup and run.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(run.device)  # report the steady-state peak, not warmup's
+            times.append(timed_step(run, batches))
+            collector.step()
+    finally:
+        collector.close()
+    return slowest_rank(times[run.cfg.bench.warmup:], run.device)
 
 
 def device_name(device: torch.device) -> str:

@@ -74,6 +74,7 @@ class TrainConfig:
     fused_optimizer: bool = True
     log_every: int = 1
     eval_every: int = 50  # steps between held-out losses; 0 = never
+    gc_every: int = 50  # steps between garbage collections, every rank at once (``shardwise.collect``); 0 = Python's
     on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop the job, or skip the step
 
     def compiles(self, device_type: str) -> bool:
@@ -278,7 +279,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("parallel.async_tp=true needs train.compile (auto or true), train.cudagraphs=false, "
                           "parallel.tp > 1 and parallel.sequence_parallel=true (it pipelines the SP "
                           "all-gather/reduce-scatter in compiled blocks)")
-    for key, value in (("train.eval_every", t.eval_every), ("data.num_proc", cfg.data.num_proc)):
+    for key, value in (("train.eval_every", t.eval_every), ("train.gc_every", t.gc_every),
+                       ("data.num_proc", cfg.data.num_proc)):
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")
     if not 0 <= cfg.data.val_fraction < 1:

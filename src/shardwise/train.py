@@ -15,6 +15,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from shardwise import checkpoint, inject
+from shardwise.collect import Collector
 from shardwise.config import Config, parse_signals
 from shardwise.data import Batch, StepBatches, build_tokenizer, load_data
 from shardwise.faults import NONFINITE_EXIT, PREEMPTED_EXIT, Stop, StopSignals, Watchdog, nonfinite
@@ -164,6 +165,7 @@ def train(cfg: Config) -> list[dict]:
                disable=not (rank0 and cfg.output.progress), desc="train", unit="step")
     signals = StopSignals(parse_signals(cfg.checkpoint.on_signal), run.device, cfg.checkpoint.shutdown_timeout_s)
     watchdog = Watchdog(cfg.parallel.timeout_s, dist.get_rank())
+    collector = Collector(cfg.train.gc_every)
     try:
         for step in bar:
             watchdog.phase(f"step {step + 1}")
@@ -192,6 +194,7 @@ def train(cfg: Config) -> list[dict]:
             records.append(record)
             writer.write(record)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
+            collector.step()
             stop = signals.agreed() if step + 1 < cfg.train.steps else None
             if checkpoint.due(cfg, step + 1) or stop:
                 watchdog.phase(f"saving step {step + 1}")
@@ -208,6 +211,7 @@ def train(cfg: Config) -> list[dict]:
             watchdog.broken(err)
         raise
     finally:
+        collector.close()
         watchdog.close()
         signals.close()
         bar.close()
