@@ -94,7 +94,21 @@ def test_training_collects_every_n_steps(tmp_path):
                  "train.seq_len": 32, "train.global_batch_size": 2, "train.micro_batch_size": 2,
                  "train.eval_every": 0, "train.gc_every": 2, "data.max_bytes": 100000,
                  "output.dir": str(tmp_path / "run"), "output.progress": False}
-    torchrun(1, "_collect_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
+    torchrun(1, "_collect_worker.py", "--overrides", json.dumps({"what": "train", **overrides}), "--out", str(out))
     r = torch.load(out)
     assert r["steps"] == 5 and r["seen"] == [(False, True)] * 5
     assert r["after"] == (True, 0)
+
+
+def test_steps_leave_the_collector_no_tensors(tmp_path):
+    """What waits for the next scheduled collection holds no tensor, so collecting every 50 steps costs no device
+    memory: three steps of ``dp_shard=2 x tp=2`` (FSDP over DTensor TP, sequence and loss parallelism) with full
+    checkpointing leave cycles of closures and tuples only."""
+    out = tmp_path / "results.pt"
+    overrides = {"what": "garbage", "model.preset": "tiny-qwen2", "parallel.tp": 2, "parallel.dp_shard": 2,
+                 "train.seq_len": 64, "train.global_batch_size": 4, "train.micro_batch_size": 1,
+                 "train.activation_checkpointing": "full", "train.dtype": "float32"}
+    torchrun(4, "_collect_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
+    r = torch.load(out)
+    assert r["found"] > 0  # the probe sees the steps' cycles (so it would see a tensor among them)
+    assert r["tensors"] == [], r["types"].most_common(10)
