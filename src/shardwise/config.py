@@ -74,7 +74,7 @@ class TrainConfig:
     fused_optimizer: bool = True
     log_every: int = 1
     eval_every: int = 50  # steps between held-out losses; 0 = never
-    gc_every: int = 50  # steps between garbage collections, every rank at once (``shardwise.collect``); 0 = Python's
+    gc_every: int = 50  # steps between cycle collections, all ranks at once (``shardwise.collect``); 0 = Python's own
     on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop the job, or skip the step
 
     def compiles(self, device_type: str) -> bool:
