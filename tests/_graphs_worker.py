@@ -1,6 +1,7 @@
 """Run under torchrun: two steps of a TP-only layout with its blocks eager, and the same two steps through
 ``shardwise.graphs`` with a CPU stand-in for ``torch.cuda.make_graphed_callables``; rank 0 saves both runs'
-losses, gradients and weights.
+losses, gradients and weights. With ``"what": "released"``: ``shardwise.train.train`` through the stand-in, and
+how many of its graphs are still alive when ``train`` returns (the process group is destroyed next).
 
 The stand-in keeps the contract a CUDA graph puts on its caller: inputs are copied into the buffers the
 graph was captured with unless they are already there (a parameter's leaves share its storage), every call
@@ -11,18 +12,22 @@ into tensors that the next call overwrites — what makes a replay's gradient un
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from _worker import run_worker, train_steps
 
-from shardwise import graphs
+from shardwise import graphs, parallelize
 from shardwise.config import load_config
 from shardwise.run import build_run
 from shardwise.tp import capturing
+from shardwise.train import train
 
 CALLS = {"captures": 0}
+GRAPHS: list[weakref.ref] = []  # every stand-in graph made
 
 
 def replayed(fn: Callable[..., torch.Tensor], static: tuple[torch.Tensor, ...]) -> Callable[..., torch.Tensor]:
@@ -54,6 +59,7 @@ def replayed(fn: Callable[..., torch.Tensor], static: tuple[torch.Tensor, ...]) 
             by_input = dict(zip(wants_grad, grads, strict=True))
             return tuple(by_input[i].detach() if i in by_input else None for i in range(len(static)))
 
+    GRAPHS.append(weakref.ref(Replay))
     return lambda *inputs: Replay.apply(*inputs)
 
 
@@ -75,5 +81,15 @@ def compare(overrides: dict) -> dict:
     return {"eager": two_steps(overrides, False), "graphed": two_steps(overrides, True), **CALLS}
 
 
+def released(overrides: dict) -> dict:
+    """Python's collector off, as the trainer keeps it between scheduled collections, so only what ``train`` frees
+    itself is gone; ``check_cudagraphs`` refuses CPUs, so it is skipped here."""
+    gc.disable()
+    graphs.make_graphed_callables = cpu_graphed_callables
+    parallelize.check_cudagraphs = lambda *args: None
+    records = train(load_config(None, overrides))
+    return {"steps": len(records), "made": len(GRAPHS), "alive": sum(ref() is not None for ref in GRAPHS)}
+
+
 if __name__ == "__main__":
-    run_worker(compare)
+    run_worker(lambda overrides: released(overrides) if overrides.pop("what", None) == "released" else compare(overrides))

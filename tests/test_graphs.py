@@ -47,6 +47,21 @@ def test_graphed_blocks_train_as_eager_blocks(tmp_path, case):
     assert_same_steps(graphed, eager)
 
 
+def test_training_frees_its_graphs_before_the_group_goes(tmp_path):
+    """NCCL cannot destroy a communicator while a CUDA graph that captured its collectives lives, so a TP run with
+    graphs never exited (pytorch/pytorch#115388): ``train`` frees every graph it captured before it returns, even
+    with Python's collector off (the graphed callables sit in reference cycles)."""
+    out = tmp_path / "results.pt"
+    overrides = {"what": "released", "model.preset": "tiny-qwen2", "parallel.tp": 2, "parallel.dp_shard": 1,
+                 "train.cudagraphs": True, "train.gc_every": 0, "train.steps": 2, "train.seq_len": 32,
+                 "train.global_batch_size": 2, "train.micro_batch_size": 1, "train.eval_every": 0,
+                 "data.max_bytes": 100000, "output.dir": str(tmp_path / "run"), "output.progress": False}
+    torchrun(2, "_graphs_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
+    r = torch.load(out)
+    assert r["steps"] == 2 and r["made"] > 0  # the blocks ran as (stand-in) graphs
+    assert r["alive"] == 0
+
+
 def test_refuses_what_graphs_cannot_replay():
     cfg = load_config(None, {"model.preset": "tiny-qwen2", "train.cudagraphs": True})
     config = hf_config(cfg.model)

@@ -189,11 +189,14 @@ def print_table(result: dict[str, Any], path: Path) -> None:
 def bench(cfg: Config) -> dict[str, Any]:
     """Benchmark in every rank; rank 0 prints the table and writes the JSON. Returns the record."""
     run = build_run(cfg)
-    result = summarize(run, measure(run))
-    if cfg.bench.profile:
-        batches = synthetic_batches(run)
-        result["profile"] = profile_step(lambda: timed_step(run, batches), Path(cfg.output.dir), dist.get_rank(),
-                                         run.device.type == "cuda")
+    try:
+        result = summarize(run, measure(run))
+        if cfg.bench.profile:
+            batches = synthetic_batches(run)
+            result["profile"] = profile_step(lambda: timed_step(run, batches), Path(cfg.output.dir), dist.get_rank(),
+                                             run.device.type == "cuda")
+    finally:
+        run.close()
     if dist.get_rank() == 0:
         path = Path(cfg.bench.out) if cfg.bench.out else Path(cfg.output.dir) / "bench.json"
         path.parent.mkdir(parents=True, exist_ok=True)

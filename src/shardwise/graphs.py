@@ -21,10 +21,14 @@ What a replay assumes, and how shardwise keeps it true:
   and unpacked batches); evaluation, under ``no_grad``, runs the blocks eagerly.
 - No randomness and no host logic inside a block: models with dropout and mixtures of experts
   (whose routing reads counts on the host) are refused before launch.
+- The graphs go before the process group: NCCL cannot destroy a communicator while a graph that
+  captured its collectives is alive, so with TP ``destroy_process_group`` waited forever after the
+  run had finished (pytorch/pytorch#115388; ``BlockGraphs.release``, which ``Run.close`` calls).
 """
 
 from __future__ import annotations
 
+import gc
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -152,3 +156,11 @@ class BlockGraphs:
             self.captured[key] = _Captured(hidden, calls, block, inputs)
             self.leaves = [renew_grad_leaves(layer) for layer, _ in calls]
         return self.captured[key](hidden, inputs, self.leaves)
+
+    def release(self) -> None:
+        """Free every captured graph now (a later call captures again). The graphed callables live in reference
+        cycles (each is an autograd ``Function`` class), which only the cycle collector frees, and the trainer
+        turns its automatic runs off (``shardwise.collect``): hence the collection here."""
+        self.captured.clear()
+        self.leaves = []
+        gc.collect()

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from shardwise.config import Config, ConfigError, ModelConfig
 from shardwise.cp import ordered_token, sequence_order
 from shardwise.flex import block_mask
+from shardwise.graphs import BlockGraphs
 from shardwise.plans import model_forward
 from shardwise.tp import Group
 
@@ -96,7 +97,7 @@ class CausalLM(nn.Module):
         self.adapter = model_forward(hf.config)
         self.checkpoint_fn: Callable[..., torch.Tensor] | None = None
         self.context: Group | None = None  # the context-parallel group (``shardwise.cp``); None: whole rows
-        self.graphs: Callable[..., torch.Tensor] | None = None  # the blocks as CUDA graphs (``shardwise.graphs``)
+        self.graphs: BlockGraphs | None = None  # the blocks as CUDA graphs (``shardwise.graphs``)
         self.block_masks = False  # masks as flex ``BlockMask``s (``shardwise.flex``), not dense tensors
 
     @property

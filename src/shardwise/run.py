@@ -65,6 +65,12 @@ class Run:
         padded = pad_to_multiple(batch, self.layout.seq_multiple)
         return split_sequence(padded, self.layout.cp, self.meshes.cp.get_local_rank())
 
+    def close(self) -> None:
+        """Free what must go before the process group does: the blocks' CUDA graphs (``graphs.BlockGraphs.release``),
+        without which a TP run that used them never exits."""
+        if self.model.graphs is not None:
+            self.model.graphs.release()
+
     def logits(self, batch: Batch) -> torch.Tensor:
         """The model's logits of a local batch (``local_batch``), on the device."""
         return self.model(batch.input_ids, batch.position_ids, packed=batch.packed, documents=batch.documents)

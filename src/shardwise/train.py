@@ -215,5 +215,6 @@ def train(cfg: Config) -> list[dict]:
         watchdog.close()
         signals.close()
         bar.close()
+        run.close()
     writer.close(records, run.layout.world_size)
     return records
