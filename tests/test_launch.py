@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch.distributed.run
 
@@ -116,3 +119,32 @@ def test_default_tp_leaves_room_for_the_flags(flags, gpus, want):
     """Without a config file the GPUs get the default job's tp=2 only where the user's cp and dp_replicate leave
     room for it: ``--parallel.cp=2`` on 2 GPUs was refused for a tp=2 nobody asked for (session 21, call 88)."""
     assert launch.default_tp(ParallelConfig(**flags), gpus) == want
+
+
+LEAVER = """
+import sys, time
+import torch.distributed as dist
+from shardwise import launch
+
+dist.init_process_group("gloo", init_method=f"file://{sys.argv[2]}", rank=0, world_size=1)
+launch.LEAVE_GRACE_S = 0.5
+if sys.argv[1] == "hang":  # as NCCL does while a CUDA graph holds its communicator (pytorch/pytorch#115388)
+    dist.destroy_process_group = lambda *args, **kwargs: time.sleep(600)
+launch.leave_group(7)
+time.sleep(1.0)  # past the grace: a timer left running would end the process now
+print("left the group")
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("how", ["hang", "normal"])
+def test_a_finished_worker_exits_even_if_its_group_never_closes(tmp_path, how):
+    """A process group whose destruction never returns ends the process after ``LEAVE_GRACE_S`` with the code the
+    worker would have exited with, and one line saying so; a group that closes leaves the worker running on."""
+    proc = subprocess.run([sys.executable, "-c", LEAVER, how, str(tmp_path / "store")], capture_output=True,
+                          text=True, timeout=60, check=False)
+    if how == "hang":
+        assert proc.returncode == 7 and "left the group" not in proc.stdout
+        assert "rank 0: the process group was not destroyed within 0.5 s after the run ended" in proc.stderr
+    else:
+        assert proc.returncode == 3 and "left the group" in proc.stdout and "not destroyed" not in proc.stderr

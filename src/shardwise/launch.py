@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -29,6 +30,8 @@ SELF_EXPLAINED = (CONFIG_ERROR_EXIT, NONFINITE_EXIT, HUNG_EXIT, SAVE_FAILED_EXIT
 # How long ranks other than 0 wait before exiting on a config error, so that the launcher, which
 # stops every worker once one has exited, does not stop rank 0 before it has printed the error.
 QUIET_RANK_GRACE_S = 3.0
+# How long a worker that has finished waits for its process group to be destroyed before it exits without it.
+LEAVE_GRACE_S = 60.0
 # What torchrun's agent forwards to its workers by default (--signals-to-handle).
 TORCHRUN_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
 # Tokens per micro-batch (and CP rank) at which async TP was measured slower than plain TP: the host set the pace.
@@ -249,11 +252,26 @@ def _died_on_its_own(exitcode: int) -> bool:
     return exitcode < 0 and -exitcode not in (signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP)
 
 
-def leave_group() -> None:
+def leave_group(code: int = 0) -> None:
     """Destroy the process group before the interpreter exits: left to finalization, gloo's threads may
-    still hold tensors whose release then aborts the process (SIGABRT after a finished run)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    still hold tensors whose release then aborts the process (SIGABRT after a finished run).
+
+    Destroying it can also never return: NCCL waits forever for a communicator that something still holds (CUDA
+    graphs that captured its collectives did, pytorch/pytorch#115388, until ``Run.close``). The run has ended and
+    closed its files by now, so after ``LEAVE_GRACE_S`` the process says so and exits with ``code`` rather than sit."""
+    if not dist.is_initialized():
+        return
+    timer = threading.Timer(LEAVE_GRACE_S, _exit_without_group, (code,))
+    timer.daemon = True
+    timer.start()
+    dist.destroy_process_group()
+    timer.cancel()
+
+
+def _exit_without_group(code: int) -> None:
+    print(f"shardwise: warning: rank {os.environ.get('RANK', '0')}: the process group was not destroyed within "
+          f"{LEAVE_GRACE_S:g} s after the run ended; exiting without it", file=sys.stderr, flush=True)
+    exit_finished_worker(code)
 
 
 def exit_finished_worker(code: int = 0) -> NoReturn:
@@ -277,7 +295,7 @@ def refuse(err: ConfigError) -> int:
         print(f"shardwise: error: {err}", file=sys.stderr, flush=True)
     else:
         time.sleep(QUIET_RANK_GRACE_S)
-    leave_group()
+    leave_group(CONFIG_ERROR_EXIT)
     return CONFIG_ERROR_EXIT
 
 
@@ -287,7 +305,7 @@ def stopped(stop: Stop) -> int:
         print(f"shardwise: {stop}", file=sys.stderr, flush=True)
     if dist.is_initialized():
         dist.barrier()
-    leave_group()
+    leave_group(stop.code)
     return stop.code
 
 
