@@ -118,15 +118,19 @@ class Watchdog:
                    f"another rank died or hung ({detail})")
 
     def _exit(self, message: str) -> NoReturn:
-        """Every rank says it, each line in one write: ``print`` writes the text and its newline apart, and two
-        ranks sharing the launcher's stderr could end up on one line."""
-        line = f"shardwise: error: rank {self.rank}: {message}; stopping\n"
-        sys.stderr.flush()
-        try:
-            os.write(sys.stderr.fileno(), line.encode())
-        except (AttributeError, OSError):  # a stderr without a file descriptor (io.UnsupportedOperation)
-            print(line, end="", file=sys.stderr, flush=True)
+        """Every rank says it (``say_line``), then ends."""
+        say_line(f"shardwise: error: rank {self.rank}: {message}; stopping")
         os._exit(HUNG_EXIT)
+
+
+def say_line(line: str) -> None:
+    """``line`` on stderr in one write, for what every rank says at once: ``print`` writes the text and its newline
+    apart, and two ranks sharing the launcher's stderr could end up on one line."""
+    sys.stderr.flush()
+    try:
+        os.write(sys.stderr.fileno(), f"{line}\n".encode())
+    except (AttributeError, OSError):  # a stderr without a file descriptor (io.UnsupportedOperation)
+        print(line, file=sys.stderr, flush=True)
 
 
 def nonfinite(loss: float, grad_norm: float) -> str | None:

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from shardwise.config import Config, ConfigError, ParallelConfig
-from shardwise.faults import HUNG_EXIT, NONFINITE_EXIT, PREEMPTED_EXIT, SAVE_FAILED_EXIT, Stop
+from shardwise.faults import HUNG_EXIT, NONFINITE_EXIT, PREEMPTED_EXIT, SAVE_FAILED_EXIT, Stop, say_line
 
 CPU_DP_SHARD = 2  # what dp_shard=-1 means when shardwise starts CPU processes itself
 CONFIG_ERROR_EXIT = 2
@@ -269,8 +269,8 @@ def leave_group(code: int = 0) -> None:
 
 
 def _exit_without_group(code: int) -> None:
-    print(f"shardwise: warning: rank {os.environ.get('RANK', '0')}: the process group was not destroyed within "
-          f"{LEAVE_GRACE_S:g} s after the run ended; exiting without it", file=sys.stderr, flush=True)
+    say_line(f"shardwise: warning: rank {os.environ.get('RANK', '0')}: the process group was not destroyed within "
+             f"{LEAVE_GRACE_S:g} s after the run ended; exiting without it")
     exit_finished_worker(code)
 
 
