@@ -138,7 +138,8 @@ def apply_async_tp(tp_mesh: DeviceMesh) -> None:
     it as it is (``tp._enter`` hands it over so), and only into ``mm``: attention's stays unsplit where each
     rank's tokens are not whole sequences, or where q/k/v have biases (Qwen2: ``addmm``, which inductor keeps
     fused in bf16). The backward's other collectives have independent weight-gradient matmuls beside them, so
-    the reorder passes place those (BENCHMARKS.md, sessions 26-27).
+    the reorder passes place those (BENCHMARKS.md, sessions 26-27); splitting them as well measured 0.98x and
+    1.01x of this at Qwen2-1.5B and Llama-3-8B shapes (session 32), so inductor's rule stays.
 
     Needs compiled blocks, CUDA and symmetric memory on the TP group. NVLink multicast stays off
     unless the environment says otherwise: it can take shared GPUs out of service.
