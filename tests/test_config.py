@@ -38,6 +38,15 @@ def test_unknown_key_suggests_nearest():
     ("parallel.timeout_s", "0", "must be >= 1"),
     ("checkpoint.on_signal", "SIGTERM,SIGKILL", "SIGKILL is not a signal that can be caught"),
     ("checkpoint.on_signal", "SIGNOPE", "SIGNOPE is not a signal that can be caught"),
+    ("train.lr", "-1", r"train.lr=-1.0 must be > 0"),
+    ("train.lr", "nan", r"train.lr=nan must be > 0"),
+    ("train.warmup_steps", "-1", r"train.warmup_steps=-1 must be >= 0"),
+    ("train.weight_decay", "-0.1", r"train.weight_decay=-0.1 must be >= 0"),
+    ("train.grad_clip", "-1", r"train.grad_clip=-1.0 must be >= 0 \(0: no clipping\)"),
+    ("train.min_lr_ratio", "1.5", r"train.min_lr_ratio=1.5 must be in \[0, 1\]"),
+    ("train.beta1", "1", r"train.beta1=1.0 must be in \[0, 1\)"),
+    ("train.beta2", "-0.5", r"train.beta2=-0.5 must be in \[0, 1\)"),
+    ("data.max_bytes", "0", r"data.max_bytes=0 must be >= 1"),
 ])
 def test_bad_values(key, value, match):
     with pytest.raises(ConfigError, match=match):

@@ -1,4 +1,5 @@
-"""``shardwise.optim``: a non-finite step skipped on the device by fused AdamW (the GPU path) changes nothing."""
+"""``shardwise.optim``: a non-finite step skipped on the device by fused AdamW (the GPU path) changes nothing;
+clipping agrees with torch's, and ``train.grad_clip=0`` leaves the gradients as they are."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 import pytest
 import torch
 from conftest import torchrun
+
+from shardwise.optim import clip_grad_norm_
 
 
 @pytest.mark.parametrize("layout", [{"parallel.tp": 2, "parallel.dp_shard": 1}, {"parallel.tp": 1, "parallel.dp_shard": 2}],
@@ -36,3 +39,26 @@ def check_skips(result: dict) -> None:
     assert not any(torch.equal(last["weights"][n], w) for n, w in first["weights"].items() if "norm" not in n)
     norms = result["grad_norms"]
     assert math.isfinite(norms[1]) and norms[2] == math.inf and math.isfinite(norms[3])
+
+
+@pytest.mark.parametrize("max_norm", [0.0, 0.5, 1e3])
+def test_clipping_agrees_with_torch_and_zero_turns_it_off(max_norm):
+    """The global norm is torch's; gradients are scaled as torch scales them, and not at all at 0 (where torch
+    would zero them): ``train.grad_clip=0`` means no clipping."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s)) for s in ((3, 4), (5,))]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    want = [p.grad.clone() for p in params]
+    reference = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    for r, g in zip(reference, want, strict=True):
+        r.grad = g.clone()
+    norm = clip_grad_norm_(params, max_norm)
+    expected = torch.nn.utils.clip_grad_norm_(reference, max_norm if max_norm > 0 else math.inf)
+    torch.testing.assert_close(norm, expected)
+    for p, r in zip(params, reference, strict=True):
+        torch.testing.assert_close(p.grad, r.grad)
+    if max_norm == 0.0:
+        assert all(torch.equal(p.grad, g) for p, g in zip(params, want, strict=True))
+    else:
+        assert (max_norm < float(norm)) == any(not torch.equal(p.grad, g) for p, g in zip(params, want, strict=True))

@@ -72,7 +72,6 @@ class TrainConfig:
     compile: str = "auto"  # auto = on where CUDA is present (see ``compiles``)
     cudagraphs: bool = False  # replay eager blocks as CUDA graphs (one data-parallel rank; ``shardwise.graphs``)
     fused_optimizer: bool = True
-    log_every: int = 1
     eval_every: int = 50  # steps between held-out losses; 0 = never
     gc_every: int = 50  # steps between cycle collections, all ranks at once (``shardwise.collect``); 0 = Python's own
     on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop the job, or skip the step
@@ -254,6 +253,22 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> Config:
     return cfg
 
 
+def validate_optimizer(t: TrainConfig) -> None:
+    """AdamW's and the schedule's settings, checked before any process starts: torch would refuse some only inside
+    every worker (a stack trace per rank), and others (a negative ``train.min_lr_ratio``) not at all."""
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr={t.lr} must be > 0")
+    for key, value in (("train.warmup_steps", t.warmup_steps), ("train.weight_decay", t.weight_decay),
+                       ("train.grad_clip", t.grad_clip)):
+        if not value >= 0:
+            raise ConfigError(f"{key}={value} must be >= 0" + (" (0: no clipping)" if key == "train.grad_clip" else ""))
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError(f"train.min_lr_ratio={t.min_lr_ratio} must be in [0, 1] (the last lr over train.lr)")
+    for key, value in (("train.beta1", t.beta1), ("train.beta2", t.beta2)):
+        if not 0 <= value < 1:
+            raise ConfigError(f"{key}={value} must be in [0, 1)")
+
+
 def validate(cfg: Config) -> None:
     """Checks that need no model or processes."""
     t, p = cfg.train, cfg.parallel
@@ -285,5 +300,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}={value} must be >= 0")
     if not 0 <= cfg.data.val_fraction < 1:
         raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} must be in [0, 1)")
+    if cfg.data.max_bytes < 1:
+        raise ConfigError(f"data.max_bytes={cfg.data.max_bytes} must be >= 1")
+    validate_optimizer(t)
     if p.dp_shard < 1 and p.dp_shard != -1:
         raise ConfigError(f"parallel.dp_shard={p.dp_shard} must be >= 1, or -1 for the rest of the world size")
