@@ -94,6 +94,7 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], int, str]]:
             "train.cudagraphs=true needs one data-parallel rank, not dp_shard x cp = 2 (FSDP gathers parameters into "
             "new memory every step); raise parallel.tp or set train.cudagraphs=false")),
         "bad dtype": (["--train.dtype=fp8"], 4, "train.dtype='fp8' is not one of auto, float32, bfloat16"),
+        "optimizer settings out of range": (["--train.lr=-1"], 4, "train.lr=-1.0 must be > 0"),
         "seq_len too long": (["--train.seq_len=4096"], 4,
                              "train.seq_len=4096 exceeds the model's max_position_embeddings=2048"),
         "empty data": ([f"--data.path={empty}", *one], 1, (
@@ -115,7 +116,8 @@ def under_torchrun(monkeypatch):
 
 CASES = ["world size vs. mesh", "unknown key", "unsupported architecture", "indivisible heads", "missing model folder",
          "missing weight files", "missing tokenizer files", "attention that CP cannot use",
-         "seq_len that CP cannot cut", "CUDA graphs that cannot replay", "bad dtype", "seq_len too long", "empty data"]
+         "seq_len that CP cannot cut", "CUDA graphs that cannot replay", "bad dtype", "optimizer settings out of range", "seq_len too long",
+         "empty data"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -510,3 +510,11 @@ def test_no_layout_without_tp_that_fits_only_tightly(monkeypatch):
         monkeypatch.setattr(plan, "make_plan", lambda *args, plain=plain: plain)
         hint = plan.without_tp(cfg, 2, report)
         assert (hint is None) == tight
+
+
+@pytest.mark.parametrize("flag, line", [("--world-size=0", "--world-size=0 must be >= 1"),
+                                        ("--device-memory-gib=-5", "--device-memory-gib=-5.0 must be > 0")])
+def test_plans_own_flags_out_of_range_get_one_line(flag, line, capfd):
+    """A world of no devices, or a device of no memory: one line and exit 2, not a plan that fails every check."""
+    assert main(["plan", flag]) == 2
+    assert [x for x in capfd.readouterr().err.splitlines() if x.strip()] == [f"shardwise: error: {line}"]

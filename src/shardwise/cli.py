@@ -142,6 +142,8 @@ def _split_flags(args: argparse.Namespace) -> list[str]:
     vars(args).update(vars(later))
     if getattr(args, "world_size", None) is not None and args.world_size < 1:
         raise ConfigError(f"--world-size={args.world_size} must be >= 1")
+    if getattr(args, "device_memory_gib", None) is not None and not args.device_memory_gib > 0:
+        raise ConfigError(f"--device-memory-gib={args.device_memory_gib} must be > 0")
     if getattr(args, "max_restarts", None) is not None and args.max_restarts < 0:
         raise ConfigError(f"--max-restarts={args.max_restarts} must be >= 0")
     return rest
