@@ -116,8 +116,8 @@ def under_torchrun(monkeypatch):
 
 CASES = ["world size vs. mesh", "unknown key", "unsupported architecture", "indivisible heads", "missing model folder",
          "missing weight files", "missing tokenizer files", "attention that CP cannot use",
-         "seq_len that CP cannot cut", "CUDA graphs that cannot replay", "bad dtype", "optimizer settings out of range", "seq_len too long",
-         "empty data"]
+         "seq_len that CP cannot cut", "CUDA graphs that cannot replay", "bad dtype", "optimizer settings out of range",
+         "seq_len too long", "empty data"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -253,40 +253,38 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> Config:
     return cfg
 
 
-def validate_optimizer(t: TrainConfig) -> None:
-    """AdamW's and the schedule's settings, checked before any process starts: torch would refuse some only inside
-    every worker (a stack trace per rank), and others (a negative ``train.min_lr_ratio``) not at all."""
-    if not t.lr > 0:
-        raise ConfigError(f"train.lr={t.lr} must be > 0")
-    for key, value in (("train.warmup_steps", t.warmup_steps), ("train.weight_decay", t.weight_decay),
-                       ("train.grad_clip", t.grad_clip)):
-        if not value >= 0:
-            raise ConfigError(f"{key}={value} must be >= 0" + (" (0: no clipping)" if key == "train.grad_clip" else ""))
-    if not 0 <= t.min_lr_ratio <= 1:
-        raise ConfigError(f"train.min_lr_ratio={t.min_lr_ratio} must be in [0, 1] (the last lr over train.lr)")
-    for key, value in (("train.beta1", t.beta1), ("train.beta2", t.beta2)):
-        if not 0 <= value < 1:
-            raise ConfigError(f"{key}={value} must be in [0, 1)")
-
-
 def validate(cfg: Config) -> None:
-    """Checks that need no model or processes."""
+    """Checks that need no model or processes. AdamW's and the schedule's settings are among them: torch would
+    refuse some only inside every worker (a stack trace per rank), and others (a negative ``train.min_lr_ratio``)
+    not at all. ``not value >= 0`` and the like refuse NaN too."""
     t, p = cfg.train, cfg.parallel
     for key, value in (("train.steps", t.steps), ("train.global_batch_size", t.global_batch_size),
                        ("train.micro_batch_size", t.micro_batch_size), ("train.seq_len", t.seq_len),
                        ("parallel.tp", p.tp), ("parallel.cp", p.cp), ("parallel.dp_replicate", p.dp_replicate),
                        ("bench.steps", cfg.bench.steps), ("data.val_batches", cfg.data.val_batches),
-                       ("parallel.timeout_s", p.timeout_s)):
+                       ("parallel.timeout_s", p.timeout_s), ("checkpoint.keep", cfg.checkpoint.keep),
+                       ("data.max_bytes", cfg.data.max_bytes)):
         if value < 1:
             raise ConfigError(f"{key}={value} must be >= 1")
     for key, value in (("bench.warmup", cfg.bench.warmup), ("bench.document_len", cfg.bench.document_len),
                        ("checkpoint.every", cfg.checkpoint.every),
-                       ("checkpoint.shutdown_timeout_s", cfg.checkpoint.shutdown_timeout_s)):
-        if value < 0:
+                       ("checkpoint.shutdown_timeout_s", cfg.checkpoint.shutdown_timeout_s),
+                       ("train.eval_every", t.eval_every), ("train.gc_every", t.gc_every),
+                       ("data.num_proc", cfg.data.num_proc), ("train.warmup_steps", t.warmup_steps),
+                       ("train.weight_decay", t.weight_decay)):
+        if not value >= 0:
             raise ConfigError(f"{key}={value} must be >= 0")
+    for key, value in (("data.val_fraction", cfg.data.val_fraction), ("train.beta1", t.beta1),
+                       ("train.beta2", t.beta2)):
+        if not 0 <= value < 1:
+            raise ConfigError(f"{key}={value} must be in [0, 1)")
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr={t.lr} must be > 0")
+    if not t.grad_clip >= 0:
+        raise ConfigError(f"train.grad_clip={t.grad_clip} must be >= 0 (0: no clipping)")
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError(f"train.min_lr_ratio={t.min_lr_ratio} must be in [0, 1] (the last lr over train.lr)")
     parse_signals(cfg.checkpoint.on_signal)
-    if cfg.checkpoint.keep < 1:
-        raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} must be >= 1")
     if t.cudagraphs and t.compile == "true":
         raise ConfigError("train.cudagraphs=true replays eager blocks (compiled ones launch few kernels already); "
                           "set train.compile=auto or false")
@@ -294,14 +292,5 @@ def validate(cfg: Config) -> None:
         raise ConfigError("parallel.async_tp=true needs train.compile (auto or true), train.cudagraphs=false, "
                           "parallel.tp > 1 and parallel.sequence_parallel=true (it pipelines the SP "
                           "all-gather/reduce-scatter in compiled blocks)")
-    for key, value in (("train.eval_every", t.eval_every), ("train.gc_every", t.gc_every),
-                       ("data.num_proc", cfg.data.num_proc)):
-        if value < 0:
-            raise ConfigError(f"{key}={value} must be >= 0")
-    if not 0 <= cfg.data.val_fraction < 1:
-        raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} must be in [0, 1)")
-    if cfg.data.max_bytes < 1:
-        raise ConfigError(f"data.max_bytes={cfg.data.max_bytes} must be >= 1")
-    validate_optimizer(t)
     if p.dp_shard < 1 and p.dp_shard != -1:
         raise ConfigError(f"parallel.dp_shard={p.dp_shard} must be >= 1, or -1 for the rest of the world size")
