@@ -57,8 +57,11 @@ def test_global_batch_is_the_same_on_every_layout():
 
 def test_indivisible_batch_names_the_keys():
     windows = TokenWindows(torch.arange(1000), seq_len=8, seed=0)
-    with pytest.raises(ConfigError, match="train.global_batch_size=6 must be a multiple of dp"):
+    with pytest.raises(ConfigError, match=r"global_batch_size=6 must be a multiple of dp \(2\) x train.micro_batch_size \(2\); "
+                       r"try train.global_batch_size=8"):
         StepBatches(windows, 6, 2, 0, 2)
+    with pytest.raises(ConfigError, match=r"global_batch_size=3 must be a multiple of dp \(2\); try train.global_batch_size=4$"):
+        StepBatches(windows, 3, 2, 0, 2)  # not "x train.micro_batch_size (1)": the user asked for 2
 
 
 def test_micro_batch_larger_than_a_ranks_share_is_that_share():
