@@ -33,6 +33,7 @@ declare -A ROWS=(
   [sw-none-compile-mb2-keep]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2 --parallel.reshard_after_forward=false"
   [sw-none-compile-mb2-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2 --parallel.async_tp=true"
   [sw-none-compile-mb4-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4 --parallel.async_tp=true"
+  [sw-none-compile-mb8-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=8 --parallel.async_tp=true"
   [sw-full-compile-asynctp]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1 --parallel.async_tp=true"
 )
 TIMING="--warmup $WARMUP --steps $STEPS"  # the baselines' uncounted and timed steps (recipe, transformers, TorchTitan), as the sw-* rows'
@@ -45,8 +46,11 @@ declare -A TITAN_ROWS=(
   [titan-none-compile]="--ac none --compile --local-batch 1"
   [titan-none-compile-mb2]="--ac none --compile --local-batch 2"
   [titan-none-compile-mb4]="--ac none --compile --local-batch 4"
+  [titan-none-compile-mb8]="--ac none --compile --local-batch 8"
   [titan-none-compile-mb2-keep]="--ac none --compile --local-batch 2 --titan-arg=--parallelism.fsdp_reshard_after_forward=never"
   [titan-none-compile-mb2-asynctp]="--ac none --compile --local-batch 2 --async-tp"
+  [titan-none-compile-mb4-asynctp]="--ac none --compile --local-batch 4 --async-tp"
+  [titan-none-compile-mb8-asynctp]="--ac none --compile --local-batch 8 --async-tp"
   [titan-full-compile-asynctp]="--ac full --compile --local-batch 1 --async-tp"
 )
 names=("$@"); [ ${#names[@]} -eq 0 ] && names=(recipe-eager recipe-compile hf-tp-plan-ac hf-tp-plan "${!ROWS[@]}" "${!TITAN_ROWS[@]}")
