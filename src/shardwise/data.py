@@ -302,14 +302,12 @@ class StepBatches:
     def __init__(self, samples: Samples, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int):
         per_rank = global_batch // dp_size
         micro = micro_batch_size(global_batch, micro_batch, dp_size)
-        if global_batch % dp_size:  # before the micro-batch: capped at a share that does not divide, it misleads
-            raise ConfigError(f"train.global_batch_size={global_batch} must be a multiple of dp ({dp_size}); "
-                              f"try train.global_batch_size={_nearest(global_batch, dp_size * micro_batch)}")
-        if per_rank % micro:
-            raise ConfigError(
-                f"train.global_batch_size={global_batch} must be a multiple of dp ({dp_size}) x "
-                f"train.micro_batch_size ({micro}); try train.global_batch_size={_nearest(global_batch, dp_size * micro)}"
-            )
+        if global_batch % dp_size or per_rank % micro:
+            # the micro-batch is named only where it is the divisor that fails: capped at an uneven share, it is not
+            # the value the user set
+            unit = f"dp ({dp_size})" + ("" if global_batch % dp_size else f" x train.micro_batch_size ({micro})")
+            raise ConfigError(f"train.global_batch_size={global_batch} must be a multiple of {unit}; "
+                              f"try train.global_batch_size={_nearest(global_batch, dp_size * micro)}")
         self.samples, self.global_batch, self.micro_batch = samples, global_batch, micro
         self.first, self.per_rank = dp_rank * per_rank, per_rank
 
