@@ -34,6 +34,9 @@ declare -A ROWS=(
   [sw-none-compile-mb2-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2 --parallel.async_tp=true"
   [sw-none-compile-mb4-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=4 --parallel.async_tp=true"
   [sw-none-compile-mb8-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=8 --parallel.async_tp=true"
+  [sw-none-compile-mb2-seqattn]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=2 --parallel.tp_attention=sequences"
+  [sw-none-compile-mb8-seqattn]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=8 --parallel.tp_attention=sequences"
+  [sw-none-compile-mb8-seqattn-asynctp]="--train.activation_checkpointing=none --train.compile=true --train.micro_batch_size=8 --parallel.tp_attention=sequences --parallel.async_tp=true"
   [sw-full-compile-asynctp]="--train.activation_checkpointing=full --train.compile=true --train.micro_batch_size=1 --parallel.async_tp=true"
 )
 TIMING="--warmup $WARMUP --steps $STEPS"  # the baselines' uncounted and timed steps (recipe, transformers, TorchTitan), as the sw-* rows'

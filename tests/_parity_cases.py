@@ -22,6 +22,9 @@ FAMILY_VARIANTS = [v for p, flip in FAMILY_PRESETS.items() for v in (f"{p}-2l", 
 # (on all 4, with q/k/v biases).
 KV1_VARIANT = "tiny-qwen2-2l-kv1"
 REPLICATED_VARIANTS = ["tiny-llama-2l", KV1_VARIANT, "tiny-phi3-2l", "tiny-olmo2-2l"]
+# Attention computed per sequence (parallel.tp_attention=sequences) splits no heads: 3 query heads and 1 KV head
+# (Qwen3's explicit head_dim, per-head q/k norms) at tp=4.
+HEADS3_VARIANT = "tiny-qwen3-2l-h3"
 # Context parallelism: Qwen2 tied and Llama untied, and Gemma 2 (eager attention, soft-capping, sliding windows)
 # where CP meets TP; the model code CP touches is attention, which these cover.
 CP_VARIANTS = ["tiny-qwen2-2l", "tiny-llama-2l"]
@@ -54,7 +57,9 @@ def variant_presets() -> dict[str, dict[str, Any]]:
                               (f"{preset}-2l-flip", not config.tie_word_embeddings))[: 1 + flip]:
             presets[variant] = preset_spec(resize(config, num_hidden_layers=2, tie_word_embeddings=tied, **window))
     kv1 = resize(hf_config(ModelConfig(preset="tiny-qwen2")), num_hidden_layers=2, num_key_value_heads=1)
-    return presets | {KV1_VARIANT: preset_spec(kv1)}
+    heads3 = resize(hf_config(ModelConfig(preset="tiny-qwen3")), num_hidden_layers=2, num_attention_heads=3,
+                    num_key_value_heads=1)
+    return presets | {KV1_VARIANT: preset_spec(kv1), HEADS3_VARIANT: preset_spec(heads3)}
 
 
 def case_overrides(variant: str, layout: dict[str, object]) -> dict[str, object]:

@@ -125,3 +125,13 @@ def test_remote_code_runs_only_when_trusted(tmp_path):
     assert not marker.exists()
     assert type(hf_config(ModelConfig(path=str(folder), trust_remote_code=True))).__name__ == "RemoteConfig"
     assert marker.exists()
+
+
+@pytest.mark.parametrize("extra", [{"parallel.sequence_parallel": "false"}, {"parallel.cp": "2"}])
+def test_attention_per_sequence_needs_each_tp_rank_to_hold_whole_rows(extra):
+    """``parallel.tp_attention=sequences`` relies on sequence parallelism's cut of whole rows: without it, or with
+    context parallelism cutting the rows, one line names the fix."""
+    with pytest.raises(ConfigError, match=r"^parallel.tp_attention=sequences needs parallel.sequence_parallel=true "
+                                          r"and parallel.cp=1 .*; set parallel.tp_attention=heads$"):
+        load_config(None, {"parallel.tp_attention": "sequences", **extra})
+    assert load_config(None, {"parallel.tp_attention": "sequences"}).parallel.tp_attention == "sequences"

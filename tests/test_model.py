@@ -19,7 +19,7 @@ from shardwise.model import (
     num_params,
     ring_note,
 )
-from shardwise.parallelize import check_divisibility
+from shardwise.parallelize import check_divisibility, divisibility_errors
 from shardwise.plans import PLANS, get_plan, model_forward
 from shardwise.tp import Group
 
@@ -96,6 +96,27 @@ def test_soft_capped_attention_refuses_sdpa():
     with pytest.raises(ConfigError, match=r"^gemma2 soft-caps attention logits \(attn_logit_softcapping=50.0\), which "
                                           r"sdpa cannot .*; set model.attn_implementation=eager$"):
         check_divisibility(config, load_config(None, {}), 2)
+
+
+def test_attention_per_sequence_splits_no_heads_but_needs_micro_batches_of_tp_rows():
+    """At tp=8 tiny-qwen2's 4 query heads cannot be split, but computed per sequence they need not be;
+    what that needs instead, micro-batches of a multiple of 8 sequences on each DP rank, is one line naming the
+    micro-batch (or, where no multiple of 8 divides a rank's share, the global batch) to use."""
+    config = hf_config(ModelConfig(preset="tiny-qwen2"))
+    heads = divisibility_errors(config, load_config(None, {"train.micro_batch_size": 8}), 8)
+    assert [e.split(" is ")[0] for e in heads] == ["attention heads (4)"]
+
+    def errors(gb: int, mb: int, dp: int) -> list[str]:
+        cfg = load_config(None, {"parallel.tp_attention": "sequences", "train.global_batch_size": gb,
+                                 "train.micro_batch_size": mb})
+        return divisibility_errors(config, cfg, 8, dp)
+
+    assert errors(16, 8, 1) == errors(32, 16, 2) == []
+    fix = "parallel.tp_attention=sequences needs micro-batches of a multiple of parallel.tp=8 sequences, not {}" \
+          " (each TP rank attends over whole sequences); set {}, or parallel.tp_attention=heads"
+    assert errors(32, 6, 1) == [fix.format(6, "train.micro_batch_size=8")]
+    assert errors(48, 12, 2) == [fix.format(12, "train.micro_batch_size=8")]
+    assert errors(12, 6, 1) == [fix.format(6, "train.global_batch_size=16 and train.micro_batch_size=8")]
 
 
 def test_init_depends_on_seed_only():

@@ -20,6 +20,7 @@ from _parity_cases import (
     CP_PHI3_VARIANT,
     CP_VARIANTS,
     FAMILY_VARIANTS,
+    HEADS3_VARIANT,
     REPLICATED_VARIANTS,
     VARIANTS,
     case_overrides,
@@ -49,6 +50,14 @@ LAYOUTS = {
                        "train.activation_checkpointing": "selective"}, 4, VARIANTS),
     # More TP ranks than KV heads: each KV head computed by 2 (or 4) ranks.
     "tp4-sp-lp": ({"parallel.dp_shard": 1, "parallel.tp": 4}, 4, REPLICATED_VARIANTS),
+    # Attention computed by each TP rank over its own whole sequences, every head, weights replicated over TP ranks
+    # (parallel.tp_attention=sequences): every family at tp=2; with FSDP and full checkpointing; at tp=4 with KV
+    # heads fewer than ranks, fused q/k/v, full-width q/k norms and 3 query heads, which no head split can share.
+    "tp2-seqattn": ({"parallel.tp": 2, "parallel.tp_attention": "sequences"}, 2, VARIANTS + FAMILY_VARIANTS),
+    "dp2xtp2-seqattn-ac": ({"parallel.dp_shard": 2, "parallel.tp": 2, "parallel.tp_attention": "sequences",
+                            "train.activation_checkpointing": "full"}, 4, VARIANTS),
+    "tp4-seqattn": ({"parallel.dp_shard": 1, "parallel.tp": 4, "parallel.tp_attention": "sequences",
+                     "train.micro_batch_size": 4}, 4, [*REPLICATED_VARIANTS, HEADS3_VARIANT]),
     # Each sequence split over 2 context-parallel ranks (packed documents crossing the chunks): alone, with
     # TP's sequence and loss parallelism, and with FSDP over dp_shard x cp and full activation checkpointing.
     # Rows cut into 2*cp chunks of tp shards unpadded: 32 tokens, not 31.
@@ -71,10 +80,11 @@ CASES = [(name, variant) for name, (_, _, variants) in LAYOUTS.items() for varia
 
 
 @cache
-def reference(variant: str, length: int, packing: bool = True) -> dict:
-    """Plain HF model, one process, fp32, rows of ``length`` tokens (packed or not): losses, logits, first-step
-    grads, final weights."""
-    overrides = {"parallel.tp": 1, "train.seq_len": length, "data.packing": packing}
+def reference(variant: str, length: int, packing: bool, micro_batch: int) -> dict:
+    """Plain HF model, one process, fp32, rows of ``length`` tokens (packed or not): losses, logits (of the first
+    ``micro_batch`` rows), first-step grads, final weights."""
+    overrides = {"parallel.tp": 1, "train.seq_len": length, "data.packing": packing,
+                 "train.micro_batch_size": micro_batch}
     return run_reference(load_config(None, case_overrides(variant, overrides)))
 
 
@@ -105,7 +115,7 @@ def test_layout_matches_single_process(layout_results, layout, variant):
     step's loss (1e-4), the grad norm (1e-4 at step 1, 1e-3 after) and the final weights (1e-3), all relative; see
     verify.TOLERANCE."""
     case = case_overrides(variant, LAYOUTS[layout][0])
-    want = reference(variant, case["train.seq_len"], case.get("data.packing", True))
+    want = reference(variant, case["train.seq_len"], case.get("data.packing", True), case["train.micro_batch_size"])
     failed = [c.line() for c in compare(layout_results(layout)[variant], want) if not c.ok]
     assert not failed, f"{layout}/{variant}:\n" + "\n".join(failed)
 

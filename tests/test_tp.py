@@ -73,14 +73,14 @@ def test_eager_tp_reads_cached_copies_with_per_read_numerics(tmp_path):
     assert_same_steps(cached, per_read)
 
 
-def _compiled_tp2_step(tmp_path, micro_batch: int, fuse: bool = False) -> dict:
-    """``_compile_worker``'s compiled and eager tp=2 step of tiny-llama (fp32, sequence parallelism), checked for one
-    graph without breaks and for the eager loss and gradients; its results."""
+def _compiled_tp2_step(tmp_path, micro_batch: int, fuse: bool = False, **extra: str) -> dict:
+    """``_compile_worker``'s compiled and eager tp=2 step of tiny-llama (fp32, sequence parallelism, ``extra``
+    overrides), checked for one graph without breaks and for the eager loss and gradients; its results."""
     out = tmp_path / "results.pt"
     overrides = {"model.preset": "tiny-llama", "parallel.tp": 2, "parallel.dp_shard": 1,
                  "train.activation_checkpointing": "none", "train.seq_len": 32, "train.global_batch_size": micro_batch,
                  "train.micro_batch_size": micro_batch, "train.dtype": "float32", "output.progress": False,
-                 "fuse": fuse}
+                 "fuse": fuse, **extra}
     torchrun(2, "_compile_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
     r = torch.load(out)
     assert r["graphs"] == 1 and r["breaks"] == 0
@@ -109,3 +109,11 @@ def test_compiled_blocks_merge_projections_that_share_an_input(tmp_path):
     r = _compiled_tp2_step(tmp_path, 2, fuse=True)
     assert r["gather_readers"] == [1, 1]
     assert r["matmuls"] == {"forward": [4], "backward": [8]}
+
+
+def test_attention_per_sequence_compiles_with_one_gather_per_block(tmp_path):
+    """Compiled tp=2 with ``parallel.tp_attention=sequences`` (a batch of 2: one whole row per rank): one graph
+    without breaks, the eager loss and gradients, and in each block's forward a single all-gather, the MLP's, read
+    by gate and up as it is: attention's input is this rank's rows, gathered by no one."""
+    r = _compiled_tp2_step(tmp_path, 2, **{"parallel.tp_attention": "sequences"})
+    assert r["gather_readers"] == [2]

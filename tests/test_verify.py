@@ -53,6 +53,16 @@ def test_verify_passes_a_context_parallel_layout(exchange):
     assert lines[-1].startswith("verify: PASS")
 
 
+def test_verify_passes_attention_per_sequence_at_more_ranks_than_its_micro_batch():
+    """tp=4 with ``parallel.tp_attention=sequences``: verify's micro-batches of 2 would give no rank a whole row,
+    so it runs micro-batches of 4 (one row per rank), and passes."""
+    proc = verify("--parallel.dp_shard=1", "--parallel.tp=4", "--parallel.tp_attention=sequences")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "tp=4, sequence parallel on, loss parallel on, attention per sequence" in lines[0]
+    assert lines[-1].startswith("verify: PASS (8/8")
+
+
 def test_verify_fails_a_broken_plan(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(BROKEN_PLAN)
     env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}

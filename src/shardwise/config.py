@@ -40,6 +40,9 @@ class ParallelConfig:
     sequence_parallel: bool = True
     loss_parallel: bool = True
     async_tp: bool = False
+    # attention under TP: "heads" split over the TP ranks (Megatron), or "sequences": each TP rank attends over the
+    # whole sequences it holds with every head (attention weights replicated over TP ranks; no TP collectives)
+    tp_attention: str = "heads"
     # FSDP: free a block's gathered weights after its forward (true) or keep them for its backward and the step's
     # next micro-batches (false: one all-gather per block per step instead of two per micro-batch); auto = false
     # where shardwise plan says that fits the GPU
@@ -143,6 +146,7 @@ CHOICES = {
     "model.packed_attention": ("auto", "flex", "mask"),
     "train.on_nonfinite": ("stop", "skip"),
     "parallel.cp_exchange": ("allgather", "ring"),
+    "parallel.tp_attention": ("heads", "sequences"),
     "parallel.reshard_after_forward": ("auto", "true", "false"),
 }
 
@@ -292,5 +296,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("parallel.async_tp=true needs train.compile (auto or true), train.cudagraphs=false, "
                           "parallel.tp > 1 and parallel.sequence_parallel=true (it pipelines the SP "
                           "all-gather/reduce-scatter in compiled blocks)")
+    if p.tp_attention == "sequences" and p.tp > 1 and not (p.sequence_parallel and p.cp == 1):
+        raise ConfigError("parallel.tp_attention=sequences needs parallel.sequence_parallel=true and parallel.cp=1 "
+                          "(each TP rank must hold whole sequences); set parallel.tp_attention=heads")
     if p.dp_shard < 1 and p.dp_shard != -1:
         raise ConfigError(f"parallel.dp_shard={p.dp_shard} must be >= 1, or -1 for the rest of the world size")

@@ -13,7 +13,9 @@ counted per token a device holds (``b·s/cp`` of them under context parallelism)
 ``none``    ``n·r·h / t_sp`` (``n`` norms over the hidden width, 2 but Gemma's 4, each keeping ``r`` bytes per
             element: measured by ``norm_bytes``, ``4+e`` for Llama's (fp32 copy + normalized output), 8 where
             the weight is applied in fp32 (Gemma, OLMo 2))
-            ``+ 2e·h`` (q/k/v and gate/up inputs, gathered: full sequence on every TP rank)
+            ``+ 2e·h`` (q/k/v and gate/up inputs, gathered: full sequence on every TP rank; ``e·h(1 + 1/t)``
+            where each TP rank attends over its own rows, ``parallel.tp_attention=sequences``, and q/k/v read
+            its tokens as they are)
             ``+ e(3hq + kv) / t`` (q, k, v into attention; its output, kept by SDPA and o_proj), where
             ``kv = 2hkv``, or ``2hq`` in layers whose K/V transformers repeats to the query heads first
             (eager attention, and sdpa given a dense mask: its grouped-query path takes none), and under
@@ -31,7 +33,9 @@ counted per token a device holds (``b·s/cp`` of them under context parallelism)
 ``full``    ``e·h / t_sp`` (the block input); one layer's ``none`` is recomputed during backward
 ``selective`` the outputs the policy keeps: block input ``e·h / t_sp``, q/k/v ``e(hq + 2hkv) / t``,
             attention ``e·hq / t``, o/down matmuls (partial sums, full sequence) ``2e·h``, their
-            reduce-scatters ``2e·h / t`` (SP only), gate/up ``2e·I / t``; plus one layer's ``none``
+            reduce-scatters ``2e·h / t`` (SP only), gate/up ``2e·I / t``; plus one layer's ``none``. Per
+            sequence, o_proj's output is this rank's tokens and is not reduce-scattered: ``e·h(1 + 1/t)`` and
+            ``e·h / t``
 ==========  =====================================================================================
 
 Eager attention (``model.attn_implementation=eager``) keeps ``p`` bytes per score, ``a·s`` scores per token: its
@@ -163,6 +167,7 @@ class Dims:
     norm_bytes: float | None = None  # what a norm keeps per element, eager (``norm_bytes``); None: fp32 + e
     capped: bool = False  # eager attention soft-caps its scores (Gemma 2)
     logit_cap: bool = False  # the logits are soft-capped (Gemma 2)
+    per_sequence: bool = False  # each TP rank attends over its own rows: attention's input and output stay local
 
     @classmethod
     def of(cls, config: PretrainedConfig, cfg: Config, layout: Layout, qk_norm: bool, micro_batch: int,
@@ -182,7 +187,8 @@ class Dims:
                    layout.cp > 1 and cfg.parallel.cp_exchange == "ring" and not masked,
                    len(dense) if impl == "sdpa" else 0, flex and len(masked) == len(windows), norms=norms,
                    norm_bytes=norm_bytes, capped=eager and getattr(config, "attn_logit_softcapping", None) is not None,
-                   logit_cap=getattr(config, "final_logit_softcapping", None) is not None)
+                   logit_cap=getattr(config, "final_logit_softcapping", None) is not None,
+                   per_sequence=layout.tp > 1 and cfg.parallel.tp_attention == "sequences")
 
     def rings(self, e: int) -> bool:
         """Whether CP's K/V go round the ring at ``e`` bytes per activation: fp32 on GPUs has no kernel for it and
@@ -253,7 +259,10 @@ def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool, compile
     # per element of a norm's input: compiled, the fp32 upcast is recomputed
     norm = e if compiled else d.norm_bytes or FP32 + e
     mlp = (3 if compiled else 4) * e * d.intermediate  # compiled, silu(gate) is recomputed from gate
-    none = (d.norms * norm * d.hidden / t_sp + 2 * e * d.hidden
+    # attention's and the MLP's inputs, gathered (per sequence, attention's is this rank's tokens); selective keeps
+    # o_proj's and down_proj's outputs alike
+    gathered = e * d.hidden * (1 + 1 / tp if d.per_sequence else 2)
+    none = (d.norms * norm * d.hidden / t_sp + gathered
             + (e * (3 * d.q_dim + kv) + norm * (d.q_dim + d.kv_dim) * d.qk_norm
                + score_bytes(d, e, compiled)[0] * d.heads * d.seq + mlp) / tp)
     if mode == "none":
@@ -261,9 +270,8 @@ def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool, compile
     block_input = e * d.hidden / t_sp
     if mode == "full":
         return block_input
-    reduce_scatters = 2 * e * d.hidden / tp if sp and tp > 1 else 0.0
-    return (block_input + e * (2 * d.q_dim + 2 * d.kv_dim + 2 * d.intermediate) / tp + 2 * e * d.hidden
-            + reduce_scatters)
+    reduce_scatters = (1 if d.per_sequence else 2) * e * d.hidden / tp if sp and tp > 1 else 0.0
+    return block_input + e * (2 * d.q_dim + 2 * d.kv_dim + 2 * d.intermediate) / tp + gathered + reduce_scatters
 
 
 def logit_bytes(e: int, compiled: bool, loss_parallel: bool, capped: bool = False) -> int:
@@ -288,7 +296,7 @@ def activation_bytes(d: Dims, mode: str, e: int, tp: int, sp: bool, loss_paralle
     if d.cp > 1:
         out["attention_masks"] = d.masks * d.tokens * d.seq * (e if d.eager else 1)
     if d.biased:  # one layer's additive copy of its dense mask, in every layer kept without checkpointing
-        bias = d.tokens * d.seq * e
+        bias = d.tokens * d.seq * e / (tp if d.per_sequence else 1)
         out["activations"] += d.biased * bias if mode == "none" else 0.0
         out["recompute"] += bias if mode != "none" else 0.0
     return out
@@ -344,7 +352,7 @@ def _parallel_step(config: PretrainedConfig, cfg: Config, layout: Layout, meshes
     small.num_hidden_layers = layers
     model = build_meta_model(small)
     if layout.tp > 1:
-        apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
+        apply_tp(model, meshes.tp, cfg.parallel)
     if layout.cp > 1:
         apply_cp(model, meshes.cp, "ring" if d.rings(dtype.itemsize) else "allgather")
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing)

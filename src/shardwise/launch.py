@@ -87,8 +87,8 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
 
     layout = resolve_layout(cfg.parallel, world_size)
     config = hf_config(cfg.model)
-    get_plan(config, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
-    check_divisibility(config, cfg, layout.tp)
+    get_plan(config, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel, cfg.parallel.tp_attention)
+    check_divisibility(config, cfg, layout.tp, layout.dp)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     check_cudagraphs(cfg, config, layout, device_type)
     uses_flex(cfg, config, device_type)

@@ -26,7 +26,7 @@ from shardwise.cp import ordered_token, sequence_order
 from shardwise.flex import block_mask
 from shardwise.graphs import BlockGraphs
 from shardwise.plans import model_forward
-from shardwise.tp import Group
+from shardwise.tp import Group, per_sequence_refusal
 
 _TINY = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=320, max_position_embeddings=2048, rms_norm_eps=1e-6)
@@ -99,6 +99,8 @@ class CausalLM(nn.Module):
         self.context: Group | None = None  # the context-parallel group (``shardwise.cp``); None: whole rows
         self.graphs: BlockGraphs | None = None  # the blocks as CUDA graphs (``shardwise.graphs``)
         self.block_masks = False  # masks as flex ``BlockMask``s (``shardwise.flex``), not dense tensors
+        # the TP group where each rank attends over its own whole rows (``tp.SequenceAttention``); None: every row
+        self.rows: Group | None = None
 
     @property
     def config(self) -> PretrainedConfig:
@@ -117,10 +119,14 @@ class CausalLM(nn.Module):
         ``packed`` says whether any row holds a document boundary, as ``Batch.to`` found on the
         CPU; None makes ``document_mask`` look at ``position_ids`` itself (one host sync on a GPU).
         Under context parallelism ``input_ids`` and ``position_ids`` are this rank's tokens
-        (``data.split_sequence``), and ``documents`` numbers the documents of the whole rows.
+        (``data.split_sequence``), and ``documents`` numbers the documents of the whole rows. Where each TP
+        rank attends over its own rows (``rows``), attention gets their positions, rotary tables and masks.
         """
         base, adapter = self.hf.model, self.adapter
         hidden = adapter.embed(base, input_ids)
+        if self.rows is not None:
+            position_ids = own_rows(position_ids, self.rows)
+            attention_mask = None if attention_mask is None else own_rows(attention_mask, self.rows)
         windows = adapter.windows()
         if attention_mask is None:
             by_window = {w: self._mask(position_ids, hidden.dtype, packed, documents, w) for w in set(windows)}
@@ -150,6 +156,18 @@ class CausalLM(nn.Module):
         if documents is None:
             raise ValueError("context parallelism needs the document ids of whole rows (Batch.documents)")
         return context_mask(documents, self.context, impl, dtype, packed, window, self.block_masks)
+
+
+def own_rows(x: torch.Tensor, g: Group) -> torch.Tensor:
+    """The rows of ``x`` (``(batch, ...)``) whose tokens TP rank ``g.rank`` holds under sequence parallelism, which
+    cuts the micro-batch's tokens row after row into ``g.size`` contiguous pieces: whole rows where ``batch`` is a
+    multiple of ``g.size``."""
+    batch = x.shape[0]
+    if batch % g.size:
+        raise ConfigError(f"{per_sequence_refusal(g.size, batch)}; set train.micro_batch_size to one, or "
+                          "parallel.tp_attention=heads")
+    rows = batch // g.size
+    return x[g.rank * rows:(g.rank + 1) * rows]
 
 
 def document_block_mask(documents: torch.Tensor, window: int | None, cp: int = 1, rank: int = 0) -> BlockMask:

@@ -20,12 +20,13 @@ from torch.utils.checkpoint import (
 from transformers import PretrainedConfig
 
 from shardwise import cp, flex, fuse, graphs
-from shardwise.config import Config, ConfigError
+from shardwise.config import Config, ConfigError, ParallelConfig
+from shardwise.data import micro_batch_size
 from shardwise.mesh import Layout, Meshes
 from shardwise.model import CausalLM, tie_embeddings
 from shardwise.plans import get_plan, model_forward
 from shardwise.plans.decoder import head_dim
-from shardwise.tp import Group, Style, compute_in, replicate_remaining
+from shardwise.tp import Group, Style, compute_in, per_sequence_refusal, replicate_remaining
 
 # Ops whose outputs selective checkpointing keeps: recomputing them costs FLOPs or communication.
 _SAVE_OPS = {
@@ -38,19 +39,24 @@ _SAVE_OPS = {
 }
 
 
-def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int) -> list[str]:
+def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int, dp: int = 1) -> list[str]:
     """Every shape that tensor parallelism cannot split evenly, the architecture's own refusals, what context
     parallelism cannot use (an attention implementation, a length that does not cut into equal chunks), and a
     too long sequence; one line each.
 
     KV heads either split over ``tp`` or, where ``tp`` is a multiple of them, are each replicated on
-    ``tp / num_key_value_heads`` ranks, which store equal shares of the head's rows.
+    ``tp / num_key_value_heads`` ranks, which store equal shares of the head's rows. Attention computed per
+    sequence (``parallel.tp_attention=sequences``) splits no heads; it needs the micro-batch of each of the
+    ``dp`` data-parallel ranks to be a multiple of ``tp`` sequences instead (``tp.SequenceAttention``).
     """
     heads, kv, hd, vocab = config.num_attention_heads, config.num_key_value_heads, head_dim(config), config.vocab_size
-    ok = [d for d in range(1, tp + 1) if heads % d == 0 and _kv_splits(kv, hd, d) and vocab % d == 0]
+    by_heads = cfg.parallel.tp_attention == "heads"
+    ok = [d for d in range(1, tp + 1) if vocab % d == 0 and (not by_heads or heads % d == 0 and _kv_splits(kv, hd, d))]
     fix = f"use parallel.tp in {ok}"
-    errors = [f"attention heads ({heads}) is not divisible by parallel.tp={tp}; {fix}"] if heads % tp else []
-    if kv % tp and tp % kv:
+    errors = [f"attention heads ({heads}) is not divisible by parallel.tp={tp}; {fix}"] if by_heads and heads % tp else []
+    if not by_heads:
+        errors += sequence_errors(cfg, tp, dp)
+    elif kv % tp and tp % kv:
         errors.append(f"KV heads ({kv}) is neither divisible by nor a divisor of parallel.tp={tp}; {fix}")
     elif not _kv_splits(kv, hd, tp):
         errors.append(f"head_dim ({hd}) is not divisible by parallel.tp / KV heads = {tp // kv}, the ranks "
@@ -65,14 +71,30 @@ def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int) -> list[
     return errors
 
 
+def sequence_errors(cfg: Config, tp: int, dp: int) -> list[str]:
+    """Why each TP rank would not hold whole sequences of every micro-batch (``parallel.tp_attention=sequences``)."""
+    t = cfg.train
+    micro = micro_batch_size(t.global_batch_size, t.micro_batch_size, dp)
+    if micro % tp == 0:
+        return []
+    share = t.global_batch_size // dp
+    splits = [m for m in range(tp, share + 1, tp) if share % m == 0]
+    if splits:
+        fix = f"train.micro_batch_size={min(splits, key=lambda m: (abs(m - micro), m))}"
+    else:
+        fix = f"train.global_batch_size={dp * tp * max(1, round(share / tp))} and train.micro_batch_size={tp}"
+    return [f"{per_sequence_refusal(tp, micro)}; set {fix}, or parallel.tp_attention=heads"]
+
+
+
 def _kv_splits(kv: int, rows: int, tp: int) -> bool:
     """KV heads of ``rows`` rows split over ``tp`` ranks, or each on ``tp / kv`` ranks holding equal shares of it."""
     return kv % tp == 0 or (tp % kv == 0 and rows % (tp // kv) == 0)
 
 
-def check_divisibility(config: PretrainedConfig, cfg: Config, tp: int) -> None:
+def check_divisibility(config: PretrainedConfig, cfg: Config, tp: int, dp: int = 1) -> None:
     """Refuse shapes that tensor parallelism cannot split evenly, naming the key to change."""
-    errors = divisibility_errors(config, cfg, tp)
+    errors = divisibility_errors(config, cfg, tp, dp)
     if errors:
         raise ConfigError(errors[0])
 
@@ -82,19 +104,22 @@ def apply_styles(root: nn.Module, styles: dict[str, Style], tp_mesh: DeviceMesh)
         style.apply(root.get_submodule(path), tp_mesh)
 
 
-def apply_tp(model: CausalLM, tp_mesh: DeviceMesh, sequence_parallel: bool, loss_parallel: bool) -> None:
-    """Shard each block and the top with the architecture's plan, then re-tie tied embeddings.
+def apply_tp(model: CausalLM, tp_mesh: DeviceMesh, p: ParallelConfig) -> None:
+    """Shard each block and the top with the architecture's plan, then re-tie tied embeddings; where attention is
+    computed per sequence (``parallel.tp_attention``), the model hands it this rank's rows.
 
     The embedding's and ``lm_head``'s styles each replace the (shared) weight by a DTensor of their
     own; both are ``Shard(0)`` over the vocab, so pointing ``lm_head`` back at the embedding's
     restores the tie with matching placements.
     """
-    plan = get_plan(model.config, sequence_parallel, loss_parallel)
+    plan = get_plan(model.config, p.sequence_parallel, p.loss_parallel, p.tp_attention)
     for layer in model.layers:
         apply_styles(layer, plan.block, tp_mesh)
     apply_styles(model, plan.top, tp_mesh)
     tie_embeddings(model)
     replicate_remaining(model, tp_mesh)
+    if p.tp_attention == "sequences":
+        model.rows = Group.of(tp_mesh)
 
 
 def apply_cp(model: CausalLM, cp_mesh: DeviceMesh, exchange: str) -> None:
@@ -252,9 +277,9 @@ def apply_mixed_precision(model: CausalLM, dtype: torch.dtype) -> None:
 
 def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, param_dtype: torch.dtype) -> None:
     """Turn a meta model into a parallel one, ready for ``init_weights`` or a checkpoint load."""
-    check_divisibility(model.config, cfg, layout.tp)
+    check_divisibility(model.config, cfg, layout.tp, layout.dp)
     if layout.tp > 1:
-        apply_tp(model, meshes.tp, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel)
+        apply_tp(model, meshes.tp, cfg.parallel)
     if layout.cp > 1:
         apply_cp(model, meshes.cp, cfg.parallel.cp_exchange)
     if flex.uses_flex(cfg, model.config, meshes.tp.device_type):

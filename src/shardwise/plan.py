@@ -30,6 +30,7 @@ from shardwise.model import CausalLM, build_meta_model, hf_config, num_params
 from shardwise.parallelize import divisibility_errors, parallelize
 from shardwise.plans import TPPlan, get_plan
 from shardwise.run import compute_dtype
+from shardwise.tp import partial_grad_params
 
 GIB = 2**30
 
@@ -86,10 +87,13 @@ def style_table(plan: TPPlan, model: CausalLM) -> list[dict[str, str]]:
     return rows
 
 
-def head_split(config: Any, tp: int) -> dict[str, int]:
+def head_split(config: Any, tp: int, rows: int | None = None) -> dict[str, int]:
     """Query and KV heads each rank computes, and how many ranks compute each KV head: more than one
-    where ``tp`` exceeds the KV heads (Megatron's KV replication, ``shardwise.tp.head_rows``)."""
+    where ``tp`` exceeds the KV heads (Megatron's KV replication, ``shardwise.tp.head_rows``). Attention computed
+    per sequence (``parallel.tp_attention=sequences``) keeps every head, over ``rows`` rows of each micro-batch."""
     heads, kv = config.num_attention_heads, config.num_key_value_heads
+    if rows is not None:
+        return {"query_heads_per_rank": heads, "kv_heads_per_rank": kv, "ranks_per_kv_head": 1, "rows_per_rank": rows}
     return {"query_heads_per_rank": heads // tp, "kv_heads_per_rank": max(kv // tp, 1),
             "ranks_per_kv_head": max(tp // kv, 1)}
 
@@ -141,7 +145,8 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     with fake_world(layout.world_size):
         meshes = build_mesh(layout, "cpu")
         model = build_meta_model(config)
-        styles = style_table(get_plan(config, sp, cfg.parallel.loss_parallel), model) if tp > 1 else []
+        plan = get_plan(config, sp, cfg.parallel.loss_parallel, cfg.parallel.tp_attention)
+        styles = style_table(plan, model) if tp > 1 else []
         qk_norm = hasattr(model.layers[0].self_attn, "q_norm")
         norms = [m for name, m in model.layers[0].named_children() if name.endswith("layernorm")]
         kept = estimate.norm_bytes(norms[0], dtype)
@@ -150,11 +155,15 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         units = fsdp_units(model)
         local = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
                     for p in {id(p): p for p in model.parameters()}.values())
+        partial = sum(p.to_local().numel() for p in {id(p): p for p in partial_grad_params(model)}.values())
         dims = estimate.Dims.of(config, cfg, layout, qk_norm, micro, attends_with_flex(cfg, config, cuda), len(norms),
                                 kept)
         comm = {"tp": None, "cp": None}
         if tp > 1 or layout.cp > 1:
             comm = estimate.parallel_comm(config, cfg, layout, meshes, dtype, dims, micro_batches)
+        if comm["tp"]:  # once per step, replicated parameters whose gradients each rank holds a part of
+            master = getattr(torch, cfg.model.dtype).itemsize
+            comm["tp"]["per_step_bytes"]["all_reduce"] += estimate.ring_bytes("all_reduce", partial * master, tp)
     e = dtype.itemsize
     lp = cfg.parallel.loss_parallel and tp > 1
     per_rank = cfg.train.global_batch_size // layout.dp
@@ -177,7 +186,8 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         "num_params": num_params(model),
         "reshard_after_forward": reshard if fsdp else None,
         "styles": styles,
-        "heads": head_split(config, tp) if tp > 1 else None,
+        "heads": head_split(config, tp, micro // tp if cfg.parallel.tp_attention == "sequences" else None)
+        if tp > 1 else None,
         "parameters": param_table(layout_rows),
         "memory_bytes": memory_for(mode, dims.batch, reshard),
         "memory_options": [{"activation_checkpointing": option, "micro_batch_size": mb,
@@ -239,7 +249,7 @@ def structural_checks(cfg: Config, config: Any, world_size: int) -> tuple[list[d
     checks: list[dict[str, Any]] = []
     layout = _attempt(checks, "world size vs. mesh", lambda: resolve_layout(cfg.parallel, world_size))
     _attempt(checks, "architecture", lambda: get_plan(config, True, True))
-    for message in divisibility_errors(config, cfg, layout.tp if layout else cfg.parallel.tp):
+    for message in divisibility_errors(config, cfg, *((layout.tp, layout.dp) if layout else (cfg.parallel.tp,))):
         checks.append({"check": "shapes", "ok": False, "message": message})
     if cfg.train.cudagraphs and layout:  # planned as on GPUs, like train.compile=auto
         checks += [{"check": "CUDA graphs", "ok": False, "message": m} for m in graphs.errors(config, layout)]
@@ -357,7 +367,8 @@ def _comm_lines(comm: dict[str, Any]) -> list[str]:
         parts = [f"{_OP_NAMES[k]} {v['calls']} calls {_size(v['bytes'])}" for k, v in layer.items() if v["calls"]]
         lines.append(f"  {name} per layer per micro-batch, forward + backward: " + ", ".join(parts))
         step = comm[kind]["per_step_bytes"]
-        lines.append(f"  {name} per step, all layers: "
+        lines.append(f"  {name} per step, all layers and the top" + (", partial gradients summed" if kind == "tp" else "")
+                     + ": "
                      + ", ".join(f"{_OP_NAMES[k]} {_size(v)}" for k, v in step.items() if v))
     lines.append("  FSDP per step: " + ", ".join(f"{_OP_NAMES[k]} {_size(v)}" for k, v in comm["fsdp"].items()))
     return lines
@@ -384,7 +395,10 @@ def _header(r: dict[str, Any]) -> list[str]:
 
 def _heads_line(h: dict[str, int]) -> str:
     line = f"attention heads per rank: {h['query_heads_per_rank']} query, {h['kv_heads_per_rank']} KV"
-    if h["ranks_per_kv_head"] > 1:
+    if "rows_per_rank" in h:
+        line += (f", all of them, over the {h['rows_per_rank']} whole rows of each micro-batch the rank holds "
+                 "(attention weights replicated over TP ranks, gradients summed once per step)")
+    elif h["ranks_per_kv_head"] > 1:
         line += (f"; KV heads replicated: each computed by {h['ranks_per_kv_head']} ranks, each storing "
                  f"1/{h['ranks_per_kv_head']} of its rows (gathered per forward, gradients summed)")
     return line

@@ -656,6 +656,39 @@ class AttentionParallel:
         module.num_key_value_groups = heads // max(mesh.size(), kv)
 
 
+def _sequence_attention_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    x = kwargs["hidden_states"]
+    batch, seq = _batch_shape(kwargs)
+    kwargs["hidden_states"] = x.view(batch, seq, x.shape[-1])
+    out, *rest = self._tp_base_forward(*args, **kwargs)
+    return out.view(1, batch * seq, out.shape[-1]), *rest
+
+
+def per_sequence_refusal(tp: int, micro: int) -> str:
+    """Why ``SequenceAttention`` cannot run micro-batches of ``micro`` sequences at ``tp`` (the fix is the caller's)."""
+    return (f"parallel.tp_attention=sequences needs micro-batches of a multiple of parallel.tp={tp} sequences, not "
+            f"{micro} (each TP rank attends over whole sequences)")
+
+
+@dataclass(frozen=True)
+class SequenceAttention:
+    """Attention that each TP rank computes over the whole sequences it holds, with every head
+    (``parallel.tp_attention=sequences``). Sequence parallelism cuts a micro-batch's tokens, row after row,
+    into ``tp`` contiguous pieces, so where the micro-batch is a multiple of ``tp`` sequences each rank holds
+    ``batch / tp`` whole rows: attention needs nothing from the other ranks, and its input is not gathered
+    nor its output reduce-scattered. Its weights are replicated over the TP ranks (FSDP still shards them over
+    data-parallel ranks) and each rank's gradient covers its own rows, so they are summed over TP ranks once
+    per step (``PartialGradReplica``). ``CausalLM`` hands attention the positions, rotary tables and masks of
+    this rank's rows (``CausalLM.rows``)."""
+
+    def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
+        for sub in list(module.modules())[1:]:
+            if next(sub.parameters(recurse=False), None) is not None:
+                PartialGradReplica().apply(sub, mesh)
+        own = tuple(n for n, _ in module.named_parameters(recurse=False))
+        distribute_params(module, mesh, {}, own, _sequence_attention_forward)
+
+
 @dataclass(frozen=True)
 class PartialGradReplica:
     """Replicated parameters whose module sees only this rank's tokens (norms under sequence
@@ -729,5 +762,5 @@ class VocabParallelHead:
                           group=Group.of(mesh), mesh=mesh, sp=self.sequence_parallel, loss_parallel=self.loss_parallel)
 
 
-Style = (ColwiseParallel | RowwiseParallel | GatherInput | AttentionParallel | ColwiseRMSNorm | PartialGradReplica
-         | TokenLocalReplica | VocabParallelEmbedding | VocabParallelHead)
+Style = (ColwiseParallel | RowwiseParallel | GatherInput | AttentionParallel | SequenceAttention | ColwiseRMSNorm
+         | PartialGradReplica | TokenLocalReplica | VocabParallelEmbedding | VocabParallelHead)

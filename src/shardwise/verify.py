@@ -66,8 +66,8 @@ VOCAB = 320  # the byte tokenizer's 257 ids fit
 # The user's settings a verify case keeps: the layout, and what decides which attention path runs (packed rows
 # take CP's masked all-gather path, one document per row its unmasked one or the ring).
 LAYOUT_KEYS = ("parallel.dp_replicate", "parallel.dp_shard", "parallel.cp", "parallel.cp_exchange", "parallel.tp",
-               "parallel.sequence_parallel", "parallel.loss_parallel", "train.activation_checkpointing",
-               "model.attn_implementation", "data.packing")
+               "parallel.sequence_parallel", "parallel.loss_parallel", "parallel.tp_attention",
+               "train.activation_checkpointing", "model.attn_implementation", "data.packing")
 HEAD_DIM = 8  # even, for rotary embeddings
 WINDOW = 8  # sliding windows shorter than RUN's seq_len
 MLP_WIDTHS = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size")
@@ -132,11 +132,15 @@ def register_presets(presets: dict[str, dict[str, Any]]) -> None:
     PRESETS.update(presets)
 
 
-def verify_overrides(cfg: Config, global_batch: int) -> dict[str, Any]:
-    """The config a verify case runs: the user's layout, verify's own short run on the toy preset."""
+def verify_overrides(cfg: Config, dp: int) -> dict[str, Any]:
+    """The config a verify case runs: the user's layout, verify's own short run on the toy preset, two micro-batches
+    per DP rank (of ``tp`` sequences where each TP rank attends over its own, ``parallel.tp_attention=sequences``)."""
     layout = {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in LAYOUT_KEYS}
-    return {**layout, **RUN, "train.seq_len": seq_len(cfg.parallel.cp, cfg.parallel.tp),
-            "train.global_batch_size": global_batch}
+    p, micro = cfg.parallel, RUN["train.micro_batch_size"]
+    if p.tp_attention == "sequences":
+        micro = -(-micro // p.tp) * p.tp
+    return {**layout, **RUN, "train.seq_len": seq_len(p.cp, p.tp), "train.micro_batch_size": micro,
+            "train.global_batch_size": 2 * dp * micro}
 
 
 def seq_len(cp: int, tp: int) -> int:
@@ -277,7 +281,7 @@ def _describe(config: PretrainedConfig, cfg: Config, world: int) -> str:
             f"{'tied' if config.tie_word_embeddings else 'untied'}); dp_replicate={layout.dp_replicate} "
             f"dp_shard={layout.dp_shard} cp={layout.cp} tp={layout.tp}, sequence parallel "
             f"{'on' if p.sequence_parallel else 'off'}, loss parallel {'on' if p.loss_parallel else 'off'}, "
-            "activation checkpointing "
+            f"{'attention per sequence, ' if p.tp_attention == 'sequences' and layout.tp > 1 else ''}activation checkpointing "
             f"{cfg.train.activation_checkpointing}; {cfg.train.steps} steps on {world} CPU processes vs. 1 process")
 
 
@@ -287,7 +291,7 @@ def run_verify(cfg: Config, world_size: int) -> int:
     presets = {RUN["model.preset"]: preset_spec(small_config(hf_config(cfg.model), cfg.parallel.tp))}
     register_presets(presets)
     dp = world_size // (cfg.parallel.tp * cfg.parallel.cp)
-    overrides = verify_overrides(cfg, global_batch=2 * dp * RUN["train.micro_batch_size"])
+    overrides = verify_overrides(cfg, dp)
     vcfg = load_config(None, overrides)
     preflight(vcfg, world_size, "verify")
     print(f"verify: {_describe(hf_config(vcfg.model), vcfg, world_size)}", flush=True)

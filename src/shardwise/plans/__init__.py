@@ -14,7 +14,7 @@ from collections.abc import Callable
 from transformers import PretrainedConfig
 
 from shardwise.config import ConfigError
-from shardwise.plans.decoder import DecoderForward, TPPlan
+from shardwise.plans.decoder import DecoderForward, TPPlan, per_sequence
 from shardwise.plans.gemma2 import GemmaForward, gemma2_plan
 from shardwise.plans.gemma3 import Gemma3Forward, gemma3_plan
 from shardwise.plans.granite import GraniteForward
@@ -51,14 +51,16 @@ PER_EXPERT: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-def get_plan(config: PretrainedConfig, sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
-    """The plan for ``config.model_type``; anything else is refused with the supported list."""
+def get_plan(config: PretrainedConfig, sequence_parallel: bool, loss_parallel: bool, attention: str = "heads") -> TPPlan:
+    """The plan for ``config.model_type``, its attention split by heads or computed per sequence
+    (``parallel.tp_attention``); any other architecture is refused with the supported list."""
     model_type = config.model_type
     if model_type not in PLANS:
         raise ConfigError(
             f"architecture {model_type!r} is not supported; supported model_type values: {', '.join(sorted(PLANS))}"
         )
-    return PLANS[model_type](config, sequence_parallel, loss_parallel)
+    plan = PLANS[model_type](config, sequence_parallel, loss_parallel)
+    return plan if attention == "heads" else per_sequence(plan)
 
 
 def model_forward(config: PretrainedConfig) -> DecoderForward:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-from shardwise.tp import Style
+from shardwise.tp import SequenceAttention, Style
 
 
 @dataclass
@@ -25,6 +25,14 @@ class TPPlan:
 
     top: dict[str, Style]
     block: dict[str, Style]
+
+
+def per_sequence(plan: TPPlan) -> TPPlan:
+    """``plan`` with attention computed by each TP rank over its own whole sequences (``SequenceAttention``):
+    every style the architecture gives ``self_attn`` or its submodules (head splits, fused q/k/v, q/k norms) is
+    replaced by that one, which replicates them all."""
+    block = {path: style for path, style in plan.block.items() if path.split(".")[0] != "self_attn"}
+    return TPPlan(top=plan.top, block=block | {"self_attn": SequenceAttention()})
 
 
 def attend_through(module: nn.Module, implementation: str) -> None:
