@@ -80,12 +80,17 @@ def test_keeps_newest_complete_checkpoints_and_clears_crashed_saves(resumed):
     assert meta["step"] == 6 and meta["mesh"] == {"dp_replicate": 1, "dp_shard": 2, "cp": 1, "tp": 2}
 
 
-def test_resume_on_another_layout(uninterrupted, tmp_path):
-    """dp_shard=2 x tp=2 -> cp=2 (each sequence split over 2 ranks, FSDP over them, no TP): DCP reshards model
-    and optimizer; losses continue."""
+@pytest.mark.parametrize("layout", [
+    ["--parallel.dp_shard=1", "--parallel.cp=2", "--parallel.tp=1"],
+    [*LAYOUT_2X2, "--parallel.tp_attention=sequences"],
+], ids=["cp2", "dp2xtp2-attention-per-sequence"])
+def test_resume_on_another_layout(uninterrupted, tmp_path, layout):
+    """dp_shard=2 x tp=2 -> cp=2 (each sequence split over 2 ranks, FSDP over them, no TP), or -> the same mesh with
+    attention computed per sequence (its weights, split by heads before, replicated over TP ranks): DCP reshards
+    model and optimizer; losses continue."""
     out = tmp_path / "other-layout"
-    shardwise("train", *RUN, "--parallel.dp_shard=1", "--parallel.cp=2", "--parallel.tp=1",
-              f"--checkpoint.resume={uninterrupted / 'checkpoints' / 'step-3'}", f"--output.dir={out}")
+    shardwise("train", *RUN, *layout, f"--checkpoint.resume={uninterrupted / 'checkpoints' / 'step-3'}",
+              f"--output.dir={out}")
     got, ref = metrics(out), metrics(uninterrupted)
     assert [r["step"] for r in got] == [4, 5, 6]
     assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in ref[3:]], rel=1e-4)

@@ -13,7 +13,8 @@ from conftest import torchrun
 
 from shardwise import plan
 from shardwise.cli import main
-from shardwise.config import load_config
+from shardwise.config import ModelConfig, load_config
+from shardwise.model import hf_config
 from shardwise.plan import RECOMMEND_HEADROOM, group_name
 
 # Three layouts on one 4-process world: FSDP x TP with sequence and loss parallel (Qwen3's q/k norms
@@ -134,6 +135,39 @@ def test_tp_collectives_per_block_are_megatrons(capsys, preset, sp, expected):
                           f"--parallel.sequence_parallel={sp}")
     calls = {k: v["calls"] for k, v in report["comm_bytes"]["tp"]["per_layer_per_micro_batch"].items()}
     assert {k: calls[k] for k in expected} == expected
+
+
+def test_attention_per_sequence_keeps_only_the_mlps_collectives(capsys):
+    """``parallel.tp_attention=sequences``: a block's forward + backward keeps the MLP's all-gather and reduce-scatter
+    only, half the bytes; once a step the replicated attention weights' and norms' gradients are all-reduced (at
+    tp=2 a rank sends their size); parameters take more memory and activations less (attention's input is not
+    gathered), and each rank attends with every head over its micro-batch's rows; micro-batches it recommends give
+    every TP rank whole rows."""
+    args = ["--model.preset=tiny-qwen2", "--parallel.tp=2", "--world-size=2", "--train.micro_batch_size=4"]
+    _, heads = plan_json(capsys, *args)
+    _, rows = plan_json(capsys, *args, "--parallel.tp_attention=sequences")
+    per_layer = {k: (v["calls"], v["bytes"]) for k, v in rows["comm_bytes"]["tp"]["per_layer_per_micro_batch"].items()}
+    split = {k: (v["calls"], v["bytes"]) for k, v in heads["comm_bytes"]["tp"]["per_layer_per_micro_batch"].items()}
+    for kind in ("all_gather_into_tensor", "reduce_scatter_tensor"):
+        assert per_layer[kind] == (split[kind][0] // 2, split[kind][1] // 2) == (2, split[kind][1] // 2)
+    config = hf_config(ModelConfig(preset="tiny-qwen2"))
+    h, kv = config.hidden_size, config.num_key_value_heads * config.hidden_size // config.num_attention_heads
+    attention = (h * h + h) + 2 * (h * kv + kv) + h * h  # q, k, v with biases; o
+    assert rows["comm_bytes"]["tp"]["per_step_bytes"]["all_reduce"] - heads["comm_bytes"]["tp"]["per_step_bytes"][
+        "all_reduce"] == 4 * config.num_hidden_layers * attention
+    assert rows["memory_bytes"]["parameters"] > heads["memory_bytes"]["parameters"]
+    assert rows["memory_bytes"]["activations"] < heads["memory_bytes"]["activations"]
+    assert rows["heads"] == {"query_heads_per_rank": 4, "kv_heads_per_rank": 2, "ranks_per_kv_head": 1,
+                             "rows_per_rank": 2}
+    # what it recommends runs: a budget that fits micro-batches of 3 of a rank's 6 sequences, not 6, gets 3 split by
+    # heads and 2, whole rows on each TP rank, per sequence
+    six = [*args[:-1], "--train.global_batch_size=6", "--train.seq_len=1024"]
+    _, three = plan_json(capsys, *six, "--train.micro_batch_size=3", "--device-memory-gib=80")
+    budget = f"--device-memory-gib={three['memory_bytes']['total'] / 0.9 / 2**30 * 1.001}"
+    for attention, micro in (("heads", 3), ("sequences", 2)):
+        _, fit = plan_json(capsys, *six, budget, f"--parallel.tp_attention={attention}")
+        assert (fit["recommended"]["activation_checkpointing"], fit["recommended"]["micro_batch_size"]) == (
+            "none", micro)
 
 
 def test_async_tp_plans_like_tp(capsys):

@@ -86,7 +86,6 @@ def sequence_errors(cfg: Config, tp: int, dp: int) -> list[str]:
     return [f"{per_sequence_refusal(tp, micro)}; set {fix}, or parallel.tp_attention=heads"]
 
 
-
 def _kv_splits(kv: int, rows: int, tp: int) -> bool:
     """KV heads of ``rows`` rows split over ``tp`` ranks, or each on ``tp / kv`` ranks holding equal shares of it."""
     return kv % tp == 0 or (tp % kv == 0 and rows % (tp // kv) == 0)

@@ -170,6 +170,8 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     compiled = cfg.train.compiles("cuda" if cuda else "cpu")
 
     fsdp = layout.dp_cp > 1
+    per_sequence = tp > 1 and cfg.parallel.tp_attention == "sequences"
+    rows = tp if per_sequence else 1  # sequences per TP rank that micro-batches must hold whole
 
     def memory_for(mode: str, micro_batch: int, reshard: bool) -> dict[str, float]:
         shape = dataclasses.replace(dims, batch=micro_batch)
@@ -186,14 +188,13 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         "num_params": num_params(model),
         "reshard_after_forward": reshard if fsdp else None,
         "styles": styles,
-        "heads": head_split(config, tp, micro // tp if cfg.parallel.tp_attention == "sequences" else None)
-        if tp > 1 else None,
+        "heads": head_split(config, tp, micro // tp if per_sequence else None) if tp > 1 else None,
         "parameters": param_table(layout_rows),
         "memory_bytes": memory_for(mode, dims.batch, reshard),
         "memory_options": [{"activation_checkpointing": option, "micro_batch_size": mb,
                             "reshard_after_forward": frees if fsdp else None,
                             "total_bytes": memory_for(option, mb, frees)["total"]}
-                           for option in RECOMMEND_ORDER for mb in _micro_batch_choices(per_rank)
+                           for option in RECOMMEND_ORDER for mb in _micro_batch_choices(per_rank, rows)
                            for frees in ((True, False) if fsdp else (True,))],
         "comm_bytes": {**comm, "fsdp": estimate.fsdp_comm(units, layout.dp_shard * layout.cp, layout.dp_replicate, e,
                                                           micro_batches, cfg.parallel.defer_grad_reduce, reshard)},
@@ -205,9 +206,10 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
 RECOMMEND_ORDER = ("none", "full")
 
 
-def _micro_batch_choices(per_rank: int) -> list[int]:
-    """Micro-batch sizes that split a DP rank's share of the global batch evenly, largest first."""
-    return [mb for mb in range(per_rank, 0, -1) if per_rank % mb == 0] or [1]
+def _micro_batch_choices(per_rank: int, rows: int = 1) -> list[int]:
+    """Micro-batch sizes that split a DP rank's share of the global batch evenly, largest first; multiples of
+    ``rows`` (``tp`` where each TP rank attends over whole rows)."""
+    return [mb for mb in range(per_rank, 0, -1) if per_rank % mb == 0 and mb % rows == 0] or [rows]
 
 
 # Share of the device a recommendation may plan to fill. The estimate bounds the allocated peak
