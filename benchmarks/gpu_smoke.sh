@@ -11,7 +11,8 @@
 #     and the saved tokenizer round-trips through AutoTokenizer
 #   3 ft-b, started from a copy of ft-a's step-10 checkpoint with --checkpoint.resume=auto, repeats ft-a's steps 11..20
 #   4 ft-a's last checkpoint, exported and loaded with from_pretrained, gives ft-a's val_loss
-#   5 the same 50 bf16 steps on 1 GPU vs dp_shard=2, tp=2, tp=2 without SP, cp=2 (4 GPUs: dp_shard=2 x tp=2, tp=4;
+#   5 the same 50 bf16 steps on 1 GPU vs dp_shard=2, tp=2, tp=2 without SP, tp=2 with attention per sequence, cp=2
+#     (4 GPUs: dp_shard=2 x tp=2, tp=4;
 #     8 GPUs: dp_shard=4 x tp=2, tp=8), and on 1 GPU with packed rows through flex block masks instead of sdpa's
 #     dense mask (model.packed_attention=flex, GPU only); SKIP with 1 GPU
 #   6 shardwise plan's memory total per device >= each run's measured peak (peak_mem_gib)
@@ -70,6 +71,7 @@ if [ "$NDEV" -ge 2 ]; then
   parity dp2 2 1 1
   parity tp2 1 2 1
   parity tp2-nosp 1 2 1 --parallel.sequence_parallel=false
+  parity tp2-seqattn 1 2 1 --parallel.tp_attention=sequences  # each TP rank attends over its own rows, every head
   parity cp2 1 1 2  # each row split over 2 ranks, K/V all-gathered, packed documents' masks on global indices
   if [ "$NDEV" -ge 4 ]; then parity dp2xtp2 2 2 1; parity tp4 1 4 1; fi
   if [ "$NDEV" -ge 8 ]; then parity dp4xtp2 4 2 1; parity tp8 1 8 1; fi
