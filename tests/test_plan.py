@@ -155,6 +155,9 @@ def test_attention_per_sequence_keeps_only_the_mlps_collectives(capsys):
     attention = (h * h + h) + 2 * (h * kv + kv) + h * h  # q, k, v with biases; o
     assert rows["comm_bytes"]["tp"]["per_step_bytes"]["all_reduce"] - heads["comm_bytes"]["tp"]["per_step_bytes"][
         "all_reduce"] == 4 * config.num_hidden_layers * attention
+    # the flat buffer those gradients are summed in before the step
+    assert rows["memory_bytes"]["partial_grad_sum"] - heads["memory_bytes"]["partial_grad_sum"] == (
+        4 * config.num_hidden_layers * attention)
     assert rows["memory_bytes"]["parameters"] > heads["memory_bytes"]["parameters"]
     assert rows["memory_bytes"]["activations"] < heads["memory_bytes"]["activations"]
     assert rows["heads"] == {"query_heads_per_rank": 4, "kv_heads_per_rank": 2, "ranks_per_kv_head": 1,

@@ -416,8 +416,8 @@ CUDA_RUNTIME_BYTES = 256 * 2**20
 def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_bytes: int,
            acts: dict[str, float], defer_grad_reduce: bool = False, cuda: bool = False,
            fsdp: bool = True, master_bytes: int = FP32, checkpointing: str = "none", shard: int = 1,
-           compiled: bool = False, reshard_after_forward: bool = True, graph_buffers: float | None = None
-           ) -> dict[str, float]:
+           compiled: bool = False, reshard_after_forward: bool = True, graph_buffers: float | None = None,
+           partial_numel: int = 0) -> dict[str, float]:
     """Bytes per device: rank 0's exact training state and the estimated transients, each term once, and the peak
     (``total``): the largest of the three phases in ``phases`` (see the module docstring).
 
@@ -426,7 +426,9 @@ def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_b
     ``shard`` is the FSDP shard group's size, ``dp_shard * cp``; ``compiled``: the blocks run compiled; without
     ``reshard_after_forward`` every block stays gathered from its forward to its backward. ``graph_buffers`` (not
     None: the blocks replay CUDA graphs, ``graph_buffer_bytes``): graphs cast per read like compiled blocks, hold
-    every block's gradients as outputs of their backward graphs, and keep ``.grad`` between steps."""
+    every block's gradients as outputs of their backward graphs, and keep ``.grad`` between steps. ``partial_numel``:
+    this rank's elements of the replicated parameters whose gradients are summed over TP ranks before the step, in
+    one flat buffer (``tp.sum_partial_grads``; attention's weights where it is computed per sequence)."""
     root, largest = unit_numels[0], max(unit_numels[1:], default=0)
     graphs = graph_buffers is not None
     if fsdp:
@@ -445,6 +447,7 @@ def memory(local_numel: int, unit_numels: list[int], micro_batches: int, param_b
                          "graph_workspace": 2 * acts["recompute"]}
         backward = {"unreduced_grads": cast * largest}
         end = {}
+    end["partial_grad_sum"] = master_bytes * partial_numel
     parts = {
         "parameters": master_bytes * local_numel,
         "gradients": master_bytes * local_numel,

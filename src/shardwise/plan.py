@@ -179,7 +179,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         graph_buffers = estimate.graph_buffer_bytes(shape, e, tp, sp) if cfg.train.cudagraphs else None
         return estimate.memory(local, units, max(1, per_rank // micro_batch), e, acts, cfg.parallel.defer_grad_reduce,
                                cuda, fsdp, getattr(torch, cfg.model.dtype).itemsize, mode,
-                               layout.dp_shard * layout.cp, compiled, reshard, graph_buffers)
+                               layout.dp_shard * layout.cp, compiled, reshard, graph_buffers, partial)
 
     mode, reshard = cfg.train.activation_checkpointing, cfg.parallel.reshards()
     if fsdp and cfg.parallel.reshard_after_forward == "auto" and budget_gib is not None:
