@@ -17,6 +17,7 @@ from shardwise.model import (
     hf_config,
     init_weights,
     num_params,
+    own_rows,
     ring_note,
 )
 from shardwise.parallelize import check_divisibility, divisibility_errors
@@ -117,6 +118,19 @@ def test_attention_per_sequence_splits_no_heads_but_needs_micro_batches_of_tp_ro
     assert errors(32, 6, 1) == [fix.format(6, "train.micro_batch_size=8")]
     assert errors(48, 12, 2) == [fix.format(12, "train.micro_batch_size=8")]
     assert errors(12, 6, 1) == [fix.format(6, "train.global_batch_size=16 and train.micro_batch_size=8")]
+
+
+def test_each_tp_rank_attends_over_the_rows_sequence_parallelism_gives_it():
+    """SP cuts a micro-batch's tokens row after row into tp pieces: rank r of tp holds rows [r*b/tp, (r+1)*b/tp), and
+    attention per sequence reads their positions; a micro-batch that does not split into whole rows is one line."""
+    positions = torch.arange(4 * 6).view(4, 6)
+    tokens = positions.flatten().chunk(2)  # what each of 2 ranks holds under SP
+    for rank in range(2):
+        assert torch.equal(own_rows(positions, Group("tp", 2, rank)).flatten(), tokens[rank])
+    with pytest.raises(ConfigError, match=r"^parallel.tp_attention=sequences needs micro-batches of a multiple of "
+                                          r"parallel.tp=2 sequences, not 3 .*; set train.micro_batch_size to a "
+                                          r"multiple of 2, or parallel.tp_attention=heads$"):
+        own_rows(positions[:3], Group("tp", 2, 0))
 
 
 def test_init_depends_on_seed_only():

@@ -164,8 +164,8 @@ def own_rows(x: torch.Tensor, g: Group) -> torch.Tensor:
     multiple of ``g.size``."""
     batch = x.shape[0]
     if batch % g.size:
-        raise ConfigError(f"{per_sequence_refusal(g.size, batch)}; set train.micro_batch_size to one, or "
-                          "parallel.tp_attention=heads")
+        raise ConfigError(f"{per_sequence_refusal(g.size, batch)}; set train.micro_batch_size to a multiple of "
+                          f"{g.size}, or parallel.tp_attention=heads")
     rows = batch // g.size
     return x[g.rank * rows:(g.rank + 1) * rows]
 
