@@ -170,8 +170,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     compiled = cfg.train.compiles("cuda" if cuda else "cpu")
 
     fsdp = layout.dp_cp > 1
-    per_sequence = tp > 1 and cfg.parallel.tp_attention == "sequences"
-    rows = tp if per_sequence else 1  # sequences per TP rank that micro-batches must hold whole
+    rows = tp if dims.per_sequence else 1  # sequences per TP rank that micro-batches must hold whole
 
     def memory_for(mode: str, micro_batch: int, reshard: bool) -> dict[str, float]:
         shape = dataclasses.replace(dims, batch=micro_batch)
@@ -188,7 +187,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         "num_params": num_params(model),
         "reshard_after_forward": reshard if fsdp else None,
         "styles": styles,
-        "heads": head_split(config, tp, micro // tp if per_sequence else None) if tp > 1 else None,
+        "heads": head_split(config, tp, micro // tp if dims.per_sequence else None) if tp > 1 else None,
         "parameters": param_table(layout_rows),
         "memory_bytes": memory_for(mode, dims.batch, reshard),
         "memory_options": [{"activation_checkpointing": option, "micro_batch_size": mb,

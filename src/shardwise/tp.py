@@ -682,9 +682,7 @@ class SequenceAttention:
     this rank's rows (``CausalLM.rows``)."""
 
     def apply(self, module: nn.Module, mesh: DeviceMesh) -> None:
-        for sub in list(module.modules())[1:]:
-            if next(sub.parameters(recurse=False), None) is not None:
-                PartialGradReplica().apply(sub, mesh)
+        TokenLocalReplica(sequence_parallel=True).apply(module, mesh)  # every parameter's gradient summed over TP
         own = tuple(n for n, _ in module.named_parameters(recurse=False))
         distribute_params(module, mesh, {}, own, _sequence_attention_forward)
 
