@@ -85,7 +85,7 @@ def test_compile_auto_means_on_gpus_only(tmp_path):
 
 def test_reshard_after_forward_auto_frees_blocks_until_resolved(tmp_path):
     """``parallel.reshard_after_forward=auto`` (the default) frees blocks after forward until the launch resolves it
-    for a GPU (``launch.resolve_reshard``); TOML booleans are accepted, other words refused with the choices."""
+    for a GPU (``launch.resolve_auto``); TOML booleans are accepted, other words refused with the choices."""
     assert load_config(None, {}).parallel.reshard_after_forward == "auto"
     assert load_config(None, {}).parallel.reshards()
     toml = tmp_path / "run.toml"
@@ -135,3 +135,14 @@ def test_attention_per_sequence_needs_each_tp_rank_to_hold_whole_rows(extra):
                                           r"and parallel.cp=1 .*; set parallel.tp_attention=heads$"):
         load_config(None, {"parallel.tp_attention": "sequences", **extra})
     assert load_config(None, {"parallel.tp_attention": "sequences"}).parallel.tp_attention == "sequences"
+    assert load_config(None, {"parallel.tp_attention": "auto", **extra}).parallel.attention() == "heads"
+
+
+def test_attention_auto_splits_heads_until_resolved():
+    """``parallel.tp_attention=auto`` (the default) splits heads, which every layout TP accepts runs, until the launch
+    resolves it for a GPU (``launch.resolve_auto``); the other words are refused with the choices."""
+    assert load_config(None, {}).parallel.tp_attention == "auto"
+    assert load_config(None, {}).parallel.attention() == "heads"
+    assert load_config(None, {"parallel.tp_attention": "sequences"}).parallel.attention() == "sequences"
+    with pytest.raises(ConfigError, match="parallel.tp_attention='rows' is not one of auto, heads, sequences"):
+        load_config(None, {"parallel.tp_attention": "rows"})

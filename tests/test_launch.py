@@ -65,8 +65,11 @@ def test_a_failing_estimate_never_stops_the_launch(monkeypatch, capsys):
     launch.warn_memory(launch.gpu_plan(None, 2))
     assert "no memory estimate before launch (RuntimeError: no plan for this)" in capsys.readouterr().err
     # parallel.reshard_after_forward=auto then takes the choice that needs no estimate
-    assert launch.resolve_reshard(load_config(None, {"parallel.tp": "1"}), 2).parallel.reshard_after_forward == "true"
+    assert launch.resolve_auto(load_config(None, {"parallel.tp": "1"}), 2).parallel.reshard_after_forward == "true"
     assert "auto -> true, no memory estimate (RuntimeError: no plan for this)" in capsys.readouterr().err
+    # and parallel.tp_attention=auto splits heads, which every layout TP accepts runs
+    assert launch.resolve_auto(load_config(None, {"parallel.tp": "2"}), 2).parallel.tp_attention == "heads"
+    assert "(parallel.tp_attention=auto -> heads, no memory estimate (RuntimeError" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("rank,printed", [("0", True), ("1", False)])
@@ -107,10 +110,41 @@ def test_launch_resolves_auto_for_the_gpu(capsys, setting, tp, budget, want):
     cfg = load_config(None, {"model.preset": "llama3-8b", "model.dtype": "bfloat16", "train.seq_len": "4096",
                              "train.global_batch_size": "8", "train.micro_batch_size": "1", "parallel.tp": str(tp),
                              "parallel.reshard_after_forward": setting})
-    resolved = launch.resolve_reshard(cfg, 2, budget)
+    resolved = launch.resolve_auto(cfg, 2, budget)
     assert resolved.parallel.reshard_after_forward == want
     note = capsys.readouterr().err
     assert ("parallel.reshard_after_forward=auto -> " in note) == (setting == "auto" and want != "auto")
+
+
+@pytest.mark.parametrize("flags,budget,want,why", [
+    ({"train.micro_batch_size": "8"}, 80, "sequences", "fits within 90% of 80 GiB"),
+    ({"train.micro_batch_size": "1"}, 80, "heads", "micro-batches of 1 sequence, not a multiple of parallel.tp=2"),
+    ({"train.micro_batch_size": "8"}, 4, "heads", "per sequence would need about"),
+    ({"train.micro_batch_size": "8", "parallel.tp_attention": "heads"}, 80, "heads", None),
+    ({"train.micro_batch_size": "8"}, None, "auto", None)])  # None: this machine, no GPU
+def test_launch_chooses_attention_per_sequence_where_the_plan_fits(capsys, flags, budget, want, why):
+    """``parallel.tp_attention=auto`` becomes ``sequences`` where the plan of that layout runs and fits the GPU, else
+    ``heads``; rank 0 says which and why. Explicit settings and machines without a GPU stay as they are."""
+    cfg = load_config(None, {"model.preset": "qwen2-0.5b", "train.seq_len": "2048", "train.global_batch_size": "8",
+                             "parallel.tp": "2", **flags})
+    assert launch.resolve_auto(cfg, 2, budget).parallel.tp_attention == want
+    notes = [line for line in capsys.readouterr().err.splitlines() if "tp_attention=auto" in line]
+    assert len(notes) == (why is not None) and (why is None or why in notes[0] and f"auto -> {want}" in notes[0])
+
+
+def test_the_launcher_hands_its_workers_the_resolved_settings(monkeypatch):
+    """The launcher plans once and passes what ``auto`` became to every worker as flags, so that no worker plans
+    again, nor decides differently."""
+    from shardwise import cli
+
+    report = {"device_memory_gib": 80.0, "reshard_after_forward": False, "tp_attention": "sequences",
+              "tp_attention_why": "fits within 90% of 80 GiB", "checks": []}
+    seen: list[list[str]] = []
+    monkeypatch.setattr(cli, "gpu_plan", lambda *_: report)
+    monkeypatch.setattr(cli, "launch", lambda module, argv, nproc, **_: seen.append(argv) or 0)
+    argv = ["bench", "--parallel.dp_shard=2", "--parallel.tp=2"]
+    assert cli.main(list(argv)) == 0
+    assert seen == [[*argv, "--parallel.reshard_after_forward=false", "--parallel.tp_attention=sequences"]]
 
 
 @pytest.mark.parametrize("flags,gpus,want", [

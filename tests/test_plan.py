@@ -555,3 +555,39 @@ def test_plans_own_flags_out_of_range_get_one_line(flag, line, capfd):
     """A world of no devices, or a device of no memory: one line and exit 2, not a plan that fails every check."""
     assert main(["plan", flag]) == 2
     assert [x for x in capfd.readouterr().err.splitlines() if x.strip()] == [f"shardwise: error: {line}"]
+
+
+def test_auto_attends_per_sequence_where_that_runs_and_fits(capsys):
+    """``parallel.tp_attention=auto`` (the default) plans attention per sequence where each TP rank holds whole rows
+    and that plan fits within the recommendation's headroom of the device, else split by heads; with no device to
+    plan for, by heads. The report is then the chosen layout's own, and says why."""
+    args = ["--model.preset=qwen2-0.5b", "--world-size=2", "--parallel.tp=2", "--train.seq_len=2048",
+            "--train.global_batch_size=8", "--train.activation_checkpointing=none"]
+    _, seq = plan_json(capsys, *args, "--parallel.tp_attention=sequences", "--device-memory-gib=80")
+    _, heads = plan_json(capsys, *args, "--parallel.tp_attention=heads", "--device-memory-gib=80")
+    _, auto = plan_json(capsys, *args, "--device-memory-gib=80")
+    assert (auto["tp_attention"], auto["memory_bytes"], auto["comm_bytes"], auto["heads"]) == (
+        "sequences", seq["memory_bytes"], seq["comm_bytes"], seq["heads"])
+    assert auto["tp_attention_why"] == "fits within 90% of 80 GiB"
+    assert seq["comm_bytes"]["tp"] != heads["comm_bytes"]["tp"]
+    assert "tp_attention_why" not in seq and seq["tp_attention"] == "sequences" and heads["tp_attention"] == "heads"
+    just_under = seq["memory_bytes"]["total"] / RECOMMEND_HEADROOM / 2**30 * 0.999
+    _, tight = plan_json(capsys, *args, f"--device-memory-gib={just_under}")
+    assert tight["tp_attention"] == "heads" and tight["heads"] == heads["heads"]
+    assert tight["tp_attention_why"].startswith("per sequence would need about ")
+    _, one = plan_json(capsys, *args, "--train.micro_batch_size=1", "--device-memory-gib=80")
+    assert (one["tp_attention"], one["tp_attention_why"]) == (
+        "heads", "micro-batches of 1 sequence, not a multiple of parallel.tp=2")
+    rec = one["recommended"]  # planned in the layout auto gives its setting: set, it is planned the same
+    _, followed = plan_json(capsys, *args, f"--train.micro_batch_size={rec['micro_batch_size']}",
+                            "--device-memory-gib=80")
+    assert (followed["tp_attention"], followed["memory_bytes"]["total"]) == ("sequences", rec["total_bytes"])
+    _, no_sp = plan_json(capsys, *args, "--parallel.sequence_parallel=false", "--device-memory-gib=80")
+    assert no_sp["tp_attention"] == "heads" and "sequence_parallel=true" in no_sp["tp_attention_why"]
+    _, nowhere = plan_json(capsys, *args)
+    assert (nowhere["tp_attention"], nowhere["tp_attention_why"]) == ("heads", "no device memory to plan for")
+    _, no_tp = plan_json(capsys, *args[:2], "--parallel.tp=1", *args[3:], "--device-memory-gib=80")
+    assert no_tp["tp_attention"] is None and no_tp["tp_attention_why"] is None
+    assert main(["plan", *args, "--device-memory-gib=80"]) == 0
+    assert "  attention: per sequence (parallel.tp_attention=auto: fits within 90% of 80 GiB)" in (
+        capsys.readouterr().out.splitlines())

@@ -145,6 +145,7 @@ def summarize(run: Run, times: list[float]) -> dict[str, Any]:
         "sequence_parallel": layout.tp > 1 and cfg.parallel.sequence_parallel,  # in effect only with TP
         "loss_parallel": run.loss_parallel,
         "reshard_after_forward": cfg.parallel.reshards() if layout.dp_cp > 1 else None,  # in effect only with FSDP
+        "tp_attention": cfg.parallel.attention() if layout.tp > 1 else None,  # in effect only with TP
         "document_len": cfg.bench.document_len,
         "packed_attention": "flex" if run.model.block_masks else "mask",  # how rows with a boundary attend
         "step_time_s_median": median,

@@ -22,6 +22,7 @@ import torch
 from shardwise.config import Config, ConfigError, bench_config, load_config, parse_overrides, parse_signals
 from shardwise.faults import Stop
 from shardwise.launch import (
+    AUTO_KEYS,
     cpu_world_size,
     default_tp,
     exit_finished_worker,
@@ -32,7 +33,7 @@ from shardwise.launch import (
     note_choices,
     preflight,
     refuse,
-    resolve_reshard,
+    resolve_auto,
     stopped,
     under_launcher,
     warn_memory,
@@ -70,7 +71,7 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], cfg: Config) -> 
             raise ConfigError("--max-restarts is for shardwise's own launch; under torchrun, pass torchrun "
                               "--max-restarts=N")
         preflight(cfg, int(os.environ["WORLD_SIZE"]), args.command)
-        cfg = resolve_reshard(cfg, int(os.environ["WORLD_SIZE"]))
+        cfg = resolve_auto(cfg, int(os.environ["WORLD_SIZE"]))
         note_choices(cfg, args.command)
         _body(args.command)(cfg)
         leave_group()
@@ -78,9 +79,11 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], cfg: Config) -> 
     nproc = local_world_size(cfg)
     preflight(cfg, nproc, args.command)
     report = gpu_plan(cfg, nproc)  # one plan for both: 8.6 s for Llama-3-8B shapes on a 2xH100 host
-    resolved = resolve_reshard(cfg, nproc, report=report)
-    if resolved is not cfg:  # the workers take the launcher's choice rather than each planning again
-        cfg, argv = resolved, [*argv, f"--parallel.reshard_after_forward={resolved.parallel.reshard_after_forward}"]
+    resolved = resolve_auto(cfg, nproc, report=report)
+    # the workers take the launcher's choices rather than each planning again
+    argv = [*argv, *(f"--parallel.{key}={getattr(resolved.parallel, key)}" for key in AUTO_KEYS
+                     if getattr(resolved.parallel, key) != getattr(cfg.parallel, key))]
+    cfg = resolved
     warn_memory(report)
     if args.command != "train":
         return launch("shardwise.cli", argv, nproc)

@@ -41,8 +41,9 @@ class ParallelConfig:
     loss_parallel: bool = True
     async_tp: bool = False
     # attention under TP: "heads" split over the TP ranks (Megatron), or "sequences": each TP rank attends over the
-    # whole sequences it holds with every head (attention weights replicated over TP ranks; no TP collectives)
-    tp_attention: str = "heads"
+    # whole sequences it holds with every head (attention weights replicated over TP ranks; no TP collectives);
+    # auto = sequences where the micro-batches allow it and shardwise plan says it fits the GPU, else heads
+    tp_attention: str = "auto"
     # FSDP: free a block's gathered weights after its forward (true) or keep them for its backward and the step's
     # next micro-batches (false: one all-gather per block per step instead of two per micro-batch); auto = false
     # where shardwise plan says that fits the GPU
@@ -52,8 +53,13 @@ class ParallelConfig:
 
     def reshards(self) -> bool:
         """Whether FSDP frees gathered blocks after forward: ``true``, or ``auto`` where nothing resolved it
-        (``launch.resolve_reshard`` does on GPUs), as that needs no memory estimate to be safe."""
+        (``launch.resolve_auto`` does on GPUs), as that needs no memory estimate to be safe."""
         return self.reshard_after_forward != "false"
+
+    def attention(self) -> str:
+        """How TP splits attention: ``sequences``, or ``heads`` for ``heads`` and for ``auto`` where nothing resolved
+        it (``launch.resolve_auto`` does on GPUs), as every layout that TP can split runs that way."""
+        return "sequences" if self.tp_attention == "sequences" else "heads"
 
 
 @dataclass
@@ -146,7 +152,7 @@ CHOICES = {
     "model.packed_attention": ("auto", "flex", "mask"),
     "train.on_nonfinite": ("stop", "skip"),
     "parallel.cp_exchange": ("allgather", "ring"),
-    "parallel.tp_attention": ("heads", "sequences"),
+    "parallel.tp_attention": ("auto", "heads", "sequences"),
     "parallel.reshard_after_forward": ("auto", "true", "false"),
 }
 

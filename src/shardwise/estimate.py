@@ -188,7 +188,7 @@ class Dims:
                    len(dense) if impl == "sdpa" else 0, flex and len(masked) == len(windows), norms=norms,
                    norm_bytes=norm_bytes, capped=eager and getattr(config, "attn_logit_softcapping", None) is not None,
                    logit_cap=getattr(config, "final_logit_softcapping", None) is not None,
-                   per_sequence=layout.tp > 1 and cfg.parallel.tp_attention == "sequences")
+                   per_sequence=layout.tp > 1 and cfg.parallel.attention() == "sequences")
 
     def rings(self, e: int) -> bool:
         """Whether CP's K/V go round the ring at ``e`` bytes per activation: fp32 on GPUs has no kernel for it and

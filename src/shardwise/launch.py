@@ -87,7 +87,7 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
 
     layout = resolve_layout(cfg.parallel, world_size)
     config = hf_config(cfg.model)
-    get_plan(config, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel, cfg.parallel.tp_attention)
+    get_plan(config, cfg.parallel.sequence_parallel, cfg.parallel.loss_parallel, cfg.parallel.attention())
     check_divisibility(config, cfg, layout.tp, layout.dp)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     check_cudagraphs(cfg, config, layout, device_type)
@@ -124,7 +124,7 @@ def async_tp_note(cfg: Config) -> str | None:
 
 def gpu_plan(cfg: Config, world_size: int, device_memory_gib: float | None = None) -> dict[str, Any] | None:
     """``shardwise plan`` of this run for this machine's GPU (or ``device_memory_gib``), made once before the
-    workers start for both ``resolve_reshard`` and ``warn_memory``: None with neither; ``{"error": …}`` where the
+    workers start for both ``resolve_auto`` and ``warn_memory``: None with neither; ``{"error": …}`` where the
     plan itself failed, which they note and go on from (the estimate is advice, never a reason to stop)."""
     if device_memory_gib is None and not torch.cuda.is_available():
         return None
@@ -150,30 +150,47 @@ def warn_memory(report: dict[str, Any] | None) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def resolve_reshard(cfg: Config, world_size: int, device_memory_gib: float | None = None,
-                    report: dict[str, Any] | None = None) -> Config:
-    """``parallel.reshard_after_forward=auto`` made true or false for this machine's GPUs by ``shardwise plan``
-    (``report``, else one made here): FSDP keeps each block gathered from its forward to its backward where the
-    plan's estimate of that fits (1.02–1.05× the step at dp_shard=2, BENCHMARKS.md), and frees it otherwise. Rank 0
-    (or the launching process) says which. Explicit settings, CPU runs and layouts without FSDP stay as they are
-    (auto frees blocks: ``reshards``). ``device_memory_gib`` plans for that much memory instead of this GPU."""
-    if cfg.parallel.reshard_after_forward != "auto":
+def resolve_auto(cfg: Config, world_size: int, device_memory_gib: float | None = None,
+                 report: dict[str, Any] | None = None) -> Config:
+    """The settings whose ``auto`` depends on this machine's GPUs, made by ``shardwise plan`` (``report``, else one
+    made here); rank 0 (or the launching process) says what each became. Explicit settings and CPU runs stay as
+    they are (``ParallelConfig.reshards`` and ``attention`` read an unresolved ``auto`` as the choice that needs
+    no estimate). ``device_memory_gib`` plans for that much memory instead of this GPU.
+
+    - ``parallel.reshard_after_forward``: FSDP keeps each block gathered from its forward to its backward where the
+      plan's estimate of that fits (1.02-1.05x the step at dp_shard=2, BENCHMARKS.md), and frees it otherwise.
+    - ``parallel.tp_attention``: each TP rank attends over its own rows where that layout runs and fits
+      (``plan.attention_choice``), else heads are split.
+    """
+    p = cfg.parallel
+    if all(getattr(p, key) != "auto" for key in AUTO_KEYS):
         return cfg
     report = report if report is not None else gpu_plan(cfg, world_size, device_memory_gib)
     if report is None:
         return cfg
-    if "error" in report:  # without an estimate, the choice that needs none
-        reshard, why = True, f"no memory estimate ({report['error']})"
+    if "error" in report:  # without an estimate, the choices that need none
+        why = f"no memory estimate ({report['error']})"
+        choices = {"reshard_after_forward": True, "tp_attention": "heads" if p.tp > 1 else None}
     else:
-        reshard, why = report.get("reshard_after_forward"), f"by shardwise plan for {report['device_memory_gib']:.1f} GiB"
-    if reshard is None:  # no FSDP
-        return cfg
-    value = str(reshard).lower()
+        why = f"by shardwise plan for {report['device_memory_gib']:.1f} GiB"
+        choices = {key: report.get(key) for key in AUTO_KEYS}
+    changes = {key: str(value).lower() for key, value in choices.items()
+               if getattr(p, key) == "auto" and value is not None}  # None: no FSDP, no TP
     if rank_zero():
-        state = "freed after forward" if reshard else "kept gathered from forward to backward"
-        print(f"shardwise: note: FSDP blocks {state} (parallel.reshard_after_forward=auto -> {value}, {why})",
-              file=sys.stderr, flush=True)
-    return dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, reshard_after_forward=value))
+        for key, value in changes.items():
+            print(f"shardwise: note: {_AUTO_NOTES[key][value]} (parallel.{key}=auto -> {value}, "
+                  f"{report.get('tp_attention_why', why) if key == 'tp_attention' else why})", file=sys.stderr,
+                  flush=True)
+    return dataclasses.replace(cfg, parallel=dataclasses.replace(p, **changes)) if changes else cfg
+
+
+AUTO_KEYS = ("reshard_after_forward", "tp_attention")  # the ParallelConfig settings resolve_auto resolves
+_AUTO_NOTES = {
+    "reshard_after_forward": {"true": "FSDP blocks freed after forward",
+                              "false": "FSDP blocks kept gathered from forward to backward"},
+    "tp_attention": {"sequences": "each TP rank attends over its own whole rows, with every head",
+                     "heads": "attention heads split over TP ranks"},
+}
 
 
 def _quiet_launcher_logs() -> None:

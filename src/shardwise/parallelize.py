@@ -50,7 +50,7 @@ def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int, dp: int 
     ``dp`` data-parallel ranks to be a multiple of ``tp`` sequences instead (``tp.SequenceAttention``).
     """
     heads, kv, hd, vocab = config.num_attention_heads, config.num_key_value_heads, head_dim(config), config.vocab_size
-    by_heads = cfg.parallel.tp_attention == "heads"
+    by_heads = cfg.parallel.attention() == "heads"
     ok = [d for d in range(1, tp + 1) if vocab % d == 0 and (not by_heads or heads % d == 0 and _kv_splits(kv, hd, d))]
     fix = f"use parallel.tp in {ok}"
     errors = [f"attention heads ({heads}) is not divisible by parallel.tp={tp}; {fix}"] if by_heads and heads % tp else []
@@ -111,13 +111,13 @@ def apply_tp(model: CausalLM, tp_mesh: DeviceMesh, p: ParallelConfig) -> None:
     own; both are ``Shard(0)`` over the vocab, so pointing ``lm_head`` back at the embedding's
     restores the tie with matching placements.
     """
-    plan = get_plan(model.config, p.sequence_parallel, p.loss_parallel, p.tp_attention)
+    plan = get_plan(model.config, p.sequence_parallel, p.loss_parallel, p.attention())
     for layer in model.layers:
         apply_styles(layer, plan.block, tp_mesh)
     apply_styles(model, plan.top, tp_mesh)
     tie_embeddings(model)
     replicate_remaining(model, tp_mesh)
-    if p.tp_attention == "sequences":
+    if p.attention() == "sequences":
         model.rows = Group.of(tp_mesh)
 
 

@@ -145,7 +145,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     with fake_world(layout.world_size):
         meshes = build_mesh(layout, "cpu")
         model = build_meta_model(config)
-        plan = get_plan(config, sp, cfg.parallel.loss_parallel, cfg.parallel.tp_attention)
+        plan = get_plan(config, sp, cfg.parallel.loss_parallel, cfg.parallel.attention())
         styles = style_table(plan, model) if tp > 1 else []
         qk_norm = hasattr(model.layers[0].self_attn, "q_norm")
         norms = [m for name, m in model.layers[0].named_children() if name.endswith("layernorm")]
@@ -287,6 +287,7 @@ def _summary(cfg: Config, config: Any, world_size: int, layout: Layout | None, d
                   "micro_batches_per_step": max(1, t.global_batch_size // (layout.dp * micro)) if layout else None},
         "activation_checkpointing": t.activation_checkpointing,
         "reshard_setting": cfg.parallel.reshard_after_forward,
+        "tp_attention": cfg.parallel.attention() if tp > 1 else None,
     }
 
 
@@ -296,11 +297,78 @@ def make_plan(cfg: Config, world_size: int, device_memory_gib: float | None) -> 
     ``train.dtype=auto`` and ``train.compile=auto`` are planned as on a GPU (bf16, compiled) when this machine
     has one or a memory budget is given, as on CPU (fp32, eager) otherwise. The budget defaults to this machine's GPU memory;
     with one, the plan also recommends the fastest activation checkpointing and micro-batch that fit.
+    ``parallel.tp_attention=auto`` is planned as ``attention_choice`` decides.
     """
     config = hf_config(cfg.model)
-    checks, layout = structural_checks(cfg, config, world_size)
     if device_memory_gib is None and torch.cuda.is_available():  # plan for this machine's GPUs
         device_memory_gib = torch.cuda.get_device_properties(0).total_memory / GIB
+    if cfg.parallel.tp_attention == "auto":
+        report = attention_choice(cfg, config, world_size, device_memory_gib)
+    else:
+        report = _plan(cfg, config, world_size, device_memory_gib)
+    options = report.pop("memory_options", None)
+    if options is not None and device_memory_gib is not None:
+        report["recommended"] = recommend(options, device_memory_gib)
+    return report
+
+
+def attention_choice(cfg: Config, config: Any, world_size: int, budget_gib: float | None) -> dict[str, Any]:
+    """``parallel.tp_attention=auto``: the plan of attention per sequence where that layout runs (sequence
+    parallelism, ``cp=1``, micro-batches of a multiple of ``tp`` rows, shapes that heads could split too, so that
+    auto never accepts what it would refuse elsewhere) and fits within ``RECOMMEND_HEADROOM`` of the device, else
+    the plan of attention split by heads; without a device to plan for (CPU runs) by heads. ``tp_attention_why``
+    says why. Its settings to recommend are each planned in the layout auto would choose for them, so that a
+    recommendation, once set, is planned as it was recommended."""
+    p, t = cfg.parallel, cfg.train
+    heads = _plan(_attending(cfg, "heads"), config, world_size, budget_gib)
+    layout = None if heads["mesh"] is None else resolve_layout(p, world_size)
+    if layout is None or layout.tp == 1:
+        return heads | {"tp_attention_why": None if layout else "the layout is refused either way"}
+    if budget_gib is None:
+        return heads | {"tp_attention_why": "no device memory to plan for"}
+    if not (p.sequence_parallel and p.cp == 1):
+        return heads | {"tp_attention_why": "per sequence needs parallel.sequence_parallel=true and parallel.cp=1"}
+    if "memory_options" not in heads:  # refused before its memory could be planned
+        return heads | {"tp_attention_why": "the layout is refused either way"}
+    micro = micro_batch_size(t.global_batch_size, t.micro_batch_size, layout.dp)
+    valid = _micro_batch_choices(t.global_batch_size // layout.dp, layout.tp)  # planned at one of them at least
+    seq = _plan(_attending(cfg, "sequences", micro if micro % layout.tp == 0 else valid[-1]), config, world_size,
+                budget_gib)
+    failed = [c["message"] for c in seq["checks"] if not c["ok"] and c["check"] != "memory"]
+    if failed:
+        return heads | {"tp_attention_why": failed[0].split("; set ")[0]}
+    heads["memory_options"] = _auto_options(seq["memory_options"], heads["memory_options"], layout.tp, budget_gib)
+    if micro % layout.tp:
+        why = f"micro-batches of {micro} sequence{'s' * (micro > 1)}, not a multiple of parallel.tp={layout.tp}"
+    elif not fits(seq["memory_bytes"]["total"], budget_gib):
+        why = (f"per sequence would need about {_size(seq['memory_bytes']['total'])}, more than "
+               f"{RECOMMEND_HEADROOM:.0%} of {budget_gib:g} GiB")
+    else:
+        return seq | {"memory_options": heads["memory_options"],
+                      "tp_attention_why": f"fits within {RECOMMEND_HEADROOM:.0%} of {budget_gib:g} GiB"}
+    return heads | {"tp_attention_why": why}
+
+
+def _auto_options(seq: list[dict[str, Any]], heads: list[dict[str, Any]], tp: int,
+                  budget_gib: float) -> list[dict[str, Any]]:
+    """Each setting of ``heads`` as ``parallel.tp_attention=auto`` would plan it: per sequence (``seq``'s option of
+    the same setting) where its micro-batch is a multiple of ``tp`` and that fits with headroom, else by heads."""
+    def key(o: dict[str, Any]) -> tuple:
+        return o["activation_checkpointing"], o["micro_batch_size"], o["reshard_after_forward"]
+
+    per_sequence = {key(o): o for o in seq if fits(o["total_bytes"], budget_gib)}
+    return [per_sequence.get(key(o), o) for o in heads]
+
+
+def _attending(cfg: Config, mode: str, micro_batch: int | None = None) -> Config:
+    """``cfg`` with ``parallel.tp_attention=mode`` (and ``train.micro_batch_size=micro_batch``)."""
+    train = cfg.train if micro_batch is None else dataclasses.replace(cfg.train, micro_batch_size=micro_batch)
+    return dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, tp_attention=mode), train=train)
+
+
+def _plan(cfg: Config, config: Any, world_size: int, device_memory_gib: float | None) -> dict[str, Any]:
+    """``make_plan`` of one attention layout; its settings to recommend are left in ``memory_options``."""
+    checks, layout = structural_checks(cfg, config, world_size)
     gpu = torch.cuda.is_available() or device_memory_gib is not None
     dtype = compute_dtype(cfg, torch.device("cuda" if gpu else "cpu"))
     report = _summary(cfg, config, world_size, layout, dtype)
@@ -309,10 +377,7 @@ def make_plan(cfg: Config, world_size: int, device_memory_gib: float | None) -> 
                                   device_memory_gib)
         if device_memory_gib is not None:
             checks.append(_memory_check(report["memory_bytes"]["total"], device_memory_gib))
-            report["recommended"] = recommend(report.pop("memory_options"), device_memory_gib)
             report["device_memory_gib"] = device_memory_gib
-        else:
-            report.pop("memory_options")
     return report | {"checks": checks, "ok": all(c["ok"] for c in checks)}
 
 
@@ -457,6 +522,9 @@ def render(r: dict[str, Any]) -> str:
                      + ", ".join(f"{k} {_size(v)}" for k, v in mem["phases"].items()))
         if r["reshard_after_forward"] is not None:
             lines.append(_blocks_line(r))
+        if r.get("tp_attention_why"):
+            how = "per sequence" if r["tp_attention"] == "sequences" else "split by heads"
+            lines.append(f"  attention: {how} (parallel.tp_attention=auto: {r['tp_attention_why']})")
         if "recommended" in r:
             lines.append(_recommendation(r["recommended"], r["device_memory_gib"], r["master_dtype"]))
         if r.get("without_tp"):

@@ -137,7 +137,7 @@ def verify_overrides(cfg: Config, dp: int) -> dict[str, Any]:
     per DP rank (of ``tp`` sequences where each TP rank attends over its own, ``parallel.tp_attention=sequences``)."""
     layout = {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in LAYOUT_KEYS}
     p, micro = cfg.parallel, RUN["train.micro_batch_size"]
-    if p.tp_attention == "sequences":
+    if p.attention() == "sequences":
         micro = -(-micro // p.tp) * p.tp
     return {**layout, **RUN, "train.seq_len": seq_len(p.cp, p.tp), "train.micro_batch_size": micro,
             "train.global_batch_size": 2 * dp * micro}
@@ -281,7 +281,7 @@ def _describe(config: PretrainedConfig, cfg: Config, world: int) -> str:
             f"{'tied' if config.tie_word_embeddings else 'untied'}); dp_replicate={layout.dp_replicate} "
             f"dp_shard={layout.dp_shard} cp={layout.cp} tp={layout.tp}, sequence parallel "
             f"{'on' if p.sequence_parallel else 'off'}, loss parallel {'on' if p.loss_parallel else 'off'}, "
-            f"{'attention per sequence, ' if p.tp_attention == 'sequences' and layout.tp > 1 else ''}activation checkpointing "
+            f"{'attention per sequence, ' if p.attention() == 'sequences' and layout.tp > 1 else ''}activation checkpointing "
             f"{cfg.train.activation_checkpointing}; {cfg.train.steps} steps on {world} CPU processes vs. 1 process")
 
 
