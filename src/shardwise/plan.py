@@ -337,7 +337,7 @@ def attention_choice(cfg: Config, config: Any, world_size: int, budget_gib: floa
     failed = [c["message"] for c in seq["checks"] if not c["ok"] and c["check"] != "memory"]
     if failed:
         return heads | {"tp_attention_why": failed[0].split("; set ")[0]}
-    heads["memory_options"] = _auto_options(seq["memory_options"], heads["memory_options"], layout.tp, budget_gib)
+    heads["memory_options"] = _auto_options(seq["memory_options"], heads["memory_options"], budget_gib)
     if micro % layout.tp:
         why = f"micro-batches of {micro} sequence{'s' * (micro > 1)}, not a multiple of parallel.tp={layout.tp}"
     elif not fits(seq["memory_bytes"]["total"], budget_gib):
@@ -349,10 +349,9 @@ def attention_choice(cfg: Config, config: Any, world_size: int, budget_gib: floa
     return heads | {"tp_attention_why": why}
 
 
-def _auto_options(seq: list[dict[str, Any]], heads: list[dict[str, Any]], tp: int,
-                  budget_gib: float) -> list[dict[str, Any]]:
-    """Each setting of ``heads`` as ``parallel.tp_attention=auto`` would plan it: per sequence (``seq``'s option of
-    the same setting) where its micro-batch is a multiple of ``tp`` and that fits with headroom, else by heads."""
+def _auto_options(seq: list[dict[str, Any]], heads: list[dict[str, Any]], budget_gib: float) -> list[dict[str, Any]]:
+    """Each setting of ``heads`` as ``parallel.tp_attention=auto`` would plan it: per sequence where ``seq`` has it
+    (micro-batches of a multiple of ``tp``) and it fits with headroom, else by heads."""
     def key(o: dict[str, Any]) -> tuple:
         return o["activation_checkpointing"], o["micro_batch_size"], o["reshard_after_forward"]
 
