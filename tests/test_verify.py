@@ -31,12 +31,15 @@ def verify(*args: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess
 
 
 def test_verify_passes_a_supported_layout():
-    """FSDP x TP with sequence and loss parallel and selective checkpointing, on 4 CPU processes."""
+    """FSDP x TP with sequence and loss parallel and selective checkpointing, on 4 CPU processes; under
+    ``parallel.tp_attention=auto`` (the default) both ways of attending, as GPUs choose between them."""
     proc = verify("--parallel.dp_shard=2", "--parallel.tp=2", "--train.activation_checkpointing=selective")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert sum(line.startswith("PASS  ") for line in lines) == len(TOLERANCE)
-    assert lines[-1].startswith("verify: PASS")
+    assert sum(line.startswith("PASS  ") for line in lines) == 2 * len(TOLERANCE)
+    assert ["attention split by heads" in line for line in lines if line.startswith("verify: qwen3")] == [True, False]
+    assert ["attention per sequence" in line for line in lines if line.startswith("verify: qwen3")] == [False, True]
+    assert lines[-1].startswith(f"verify: PASS ({2 * len(TOLERANCE)}/{2 * len(TOLERANCE)} checks)")
 
 
 @pytest.mark.parametrize("exchange", [[], ["--parallel.cp_exchange=ring", "--data.packing=false"]],
@@ -66,7 +69,7 @@ def test_verify_passes_attention_per_sequence_at_more_ranks_than_its_micro_batch
 def test_verify_fails_a_broken_plan(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(BROKEN_PLAN)
     env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
-    proc = verify("--parallel.dp_shard=1", "--parallel.tp=2", env=env)
+    proc = verify("--parallel.dp_shard=1", "--parallel.tp=2", "--parallel.tp_attention=heads", env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     grads = [line for line in proc.stdout.splitlines() if "gradients, first step" in line]
     assert len(grads) == 1, proc.stdout + proc.stderr[-3000:]  # the table, not some other failure

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -274,6 +275,9 @@ def compare(got: dict[str, Any], ref: dict[str, Any]) -> list[Check]:
     ]
 
 
+_ATTENTION = {"heads": "attention split by heads, ", "sequences": "attention per sequence, "}
+
+
 def _describe(config: PretrainedConfig, cfg: Config, world: int) -> str:
     p, layout = cfg.parallel, resolve_layout(cfg.parallel, world)
     return (f"{config.model_type} at toy size ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
@@ -281,31 +285,46 @@ def _describe(config: PretrainedConfig, cfg: Config, world: int) -> str:
             f"{'tied' if config.tie_word_embeddings else 'untied'}); dp_replicate={layout.dp_replicate} "
             f"dp_shard={layout.dp_shard} cp={layout.cp} tp={layout.tp}, sequence parallel "
             f"{'on' if p.sequence_parallel else 'off'}, loss parallel {'on' if p.loss_parallel else 'off'}, "
-            f"{'attention per sequence, ' if p.attention() == 'sequences' and layout.tp > 1 else ''}activation checkpointing "
+            f"{_ATTENTION[p.attention()] if layout.tp > 1 else ''}activation checkpointing "
             f"{cfg.train.activation_checkpointing}; {cfg.train.steps} steps on {world} CPU processes vs. 1 process")
 
 
+def verify_layouts(cfg: Config) -> list[Config]:
+    """The layouts a verify checks: the configured one, or under ``parallel.tp_attention=auto`` with TP, sequence
+    parallelism and no CP both ways of attending, as GPUs choose between them run by run (``launch.resolve_auto``)."""
+    p = cfg.parallel
+    if not (p.tp_attention == "auto" and p.tp > 1 and p.sequence_parallel and p.cp == 1):
+        return [cfg]
+    return [dataclasses.replace(cfg, parallel=dataclasses.replace(p, tp_attention=mode))
+            for mode in ("heads", "sequences")]
+
+
 def run_verify(cfg: Config, world_size: int) -> int:
-    """The CLI command: toy model, reference here, the layout in ``world_size`` CPU processes, compare."""
+    """The CLI command: toy model, reference here, the layout (or layouts: ``verify_layouts``) in ``world_size`` CPU
+    processes, compare."""
     start = time.perf_counter()
     presets = {RUN["model.preset"]: preset_spec(small_config(hf_config(cfg.model), cfg.parallel.tp))}
     register_presets(presets)
     dp = world_size // (cfg.parallel.tp * cfg.parallel.cp)
-    overrides = verify_overrides(cfg, dp)
-    vcfg = load_config(None, overrides)
-    preflight(vcfg, world_size, "verify")
-    print(f"verify: {_describe(hf_config(vcfg.model), vcfg, world_size)}", flush=True)
-    ref = run_reference(vcfg)
+    cases = [verify_overrides(layout, dp) for layout in verify_layouts(cfg)]
+    vcfgs = [load_config(None, overrides) for overrides in cases]
+    for vcfg in vcfgs:
+        preflight(vcfg, world_size, "verify")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the workers run on CPU, also on a GPU machine
     with tempfile.TemporaryDirectory(prefix="shardwise-verify-") as tmp:
         out = Path(tmp) / "results.pt"
-        code = launch("shardwise.verify", ["--presets", json.dumps(presets), "--cases", json.dumps([overrides]),
+        code = launch("shardwise.verify", ["--presets", json.dumps(presets), "--cases", json.dumps(cases),
                                            "--out", str(out)], world_size)
         if code:
             print(f"FAIL  the parallel run did not finish (exit code {code})", flush=True)
             return code
-        checks = compare(torch.load(out, weights_only=True)[0], ref)
-    print("\n".join(c.line() for c in checks), flush=True)
+        results = torch.load(out, weights_only=True)
+    checks: list[Check] = []
+    for vcfg, got in zip(vcfgs, results, strict=True):
+        print(f"verify: {_describe(hf_config(vcfg.model), vcfg, world_size)}", flush=True)
+        layout_checks = compare(got, run_reference(vcfg))
+        print("\n".join(c.line() for c in layout_checks), flush=True)
+        checks += layout_checks
     ok = all(c.ok for c in checks)
     print(f"verify: {'PASS' if ok else 'FAIL'} ({sum(c.ok for c in checks)}/{len(checks)} checks) "
           f"in {time.perf_counter() - start:.0f} s", flush=True)
