@@ -68,7 +68,8 @@ def test_a_failing_estimate_never_stops_the_launch(monkeypatch, capsys):
     assert launch.resolve_auto(load_config(None, {"parallel.tp": "1"}), 2).parallel.reshard_after_forward == "true"
     assert "auto -> true, no memory estimate (RuntimeError: no plan for this)" in capsys.readouterr().err
     # and parallel.tp_attention=auto splits heads, which every layout TP accepts runs
-    assert launch.resolve_auto(load_config(None, {"parallel.tp": "2"}), 2).parallel.tp_attention == "heads"
+    auto = load_config(None, {"parallel.tp": "2", "parallel.tp_attention": "auto"})
+    assert launch.resolve_auto(auto, 2).parallel.tp_attention == "heads"
     assert "(parallel.tp_attention=auto -> heads, no memory estimate (RuntimeError" in capsys.readouterr().err
 
 
@@ -126,7 +127,7 @@ def test_launch_chooses_attention_per_sequence_where_the_plan_fits(capsys, flags
     """``parallel.tp_attention=auto`` becomes ``sequences`` where the plan of that layout runs and fits the GPU, else
     ``heads``; rank 0 says which and why. Explicit settings and machines without a GPU stay as they are."""
     cfg = load_config(None, {"model.preset": "qwen2-0.5b", "train.seq_len": "2048", "train.global_batch_size": "8",
-                             "parallel.tp": "2", **flags})
+                             "parallel.tp": "2", "parallel.tp_attention": "auto", **flags})
     assert launch.resolve_auto(cfg, 2, budget).parallel.tp_attention == want
     notes = [line for line in capsys.readouterr().err.splitlines() if "tp_attention=auto" in line]
     assert len(notes) == (why is not None) and (why is None or why in notes[0] and f"auto -> {want}" in notes[0])
@@ -142,7 +143,7 @@ def test_the_launcher_hands_its_workers_the_resolved_settings(monkeypatch):
     seen: list[list[str]] = []
     monkeypatch.setattr(cli, "gpu_plan", lambda *_: report)
     monkeypatch.setattr(cli, "launch", lambda module, argv, nproc, **_: seen.append(argv) or 0)
-    argv = ["bench", "--parallel.dp_shard=2", "--parallel.tp=2"]
+    argv = ["bench", "--parallel.dp_shard=2", "--parallel.tp=2", "--parallel.tp_attention=auto"]
     assert cli.main(list(argv)) == 0
     assert seen == [[*argv, "--parallel.reshard_after_forward=false", "--parallel.tp_attention=sequences"]]
 

@@ -558,11 +558,11 @@ def test_plans_own_flags_out_of_range_get_one_line(flag, line, capfd):
 
 
 def test_auto_attends_per_sequence_where_that_runs_and_fits(capsys):
-    """``parallel.tp_attention=auto`` (the default) plans attention per sequence where each TP rank holds whole rows
+    """``parallel.tp_attention=auto`` plans attention per sequence where each TP rank holds whole rows
     and that plan fits within the recommendation's headroom of the device, else split by heads; with no device to
     plan for, by heads. The report is then the chosen layout's own, and says why."""
     args = ["--model.preset=qwen2-0.5b", "--world-size=2", "--parallel.tp=2", "--train.seq_len=2048",
-            "--train.global_batch_size=8", "--train.activation_checkpointing=none"]
+            "--train.global_batch_size=8", "--train.activation_checkpointing=none", "--parallel.tp_attention=auto"]
     _, seq = plan_json(capsys, *args, "--parallel.tp_attention=sequences", "--device-memory-gib=80")
     _, heads = plan_json(capsys, *args, "--parallel.tp_attention=heads", "--device-memory-gib=80")
     _, auto = plan_json(capsys, *args, "--device-memory-gib=80")

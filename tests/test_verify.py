@@ -32,8 +32,9 @@ def verify(*args: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess
 
 def test_verify_passes_a_supported_layout():
     """FSDP x TP with sequence and loss parallel and selective checkpointing, on 4 CPU processes; under
-    ``parallel.tp_attention=auto`` (the default) both ways of attending, as GPUs choose between them."""
-    proc = verify("--parallel.dp_shard=2", "--parallel.tp=2", "--train.activation_checkpointing=selective")
+    ``parallel.tp_attention=auto`` both ways of attending, as GPUs choose between them."""
+    proc = verify("--parallel.dp_shard=2", "--parallel.tp=2", "--train.activation_checkpointing=selective",
+                  "--parallel.tp_attention=auto")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("PASS  ") for line in lines) == 2 * len(TOLERANCE)
