@@ -69,7 +69,7 @@ if [ "$NDEV" -ge 2 ]; then
   parity 1 1 1 1
   wait
   parity dp2 2 1 1
-  parity tp2 1 2 1 --parallel.tp_attention=heads  # Megatron's head split (auto would attend per sequence here)
+  parity tp2 1 2 1
   parity tp2-nosp 1 2 1 --parallel.sequence_parallel=false
   parity tp2-seqattn 1 2 1 --parallel.tp_attention=sequences  # each TP rank attends over its own rows, every head
   parity cp2 1 1 2  # each row split over 2 ranks, K/V all-gathered, packed documents' masks on global indices
