@@ -300,35 +300,41 @@ def verify_layouts(cfg: Config) -> list[Config]:
 
 
 def run_verify(cfg: Config, world_size: int) -> int:
-    """The CLI command: toy model, reference here, the layout (or layouts: ``verify_layouts``) in ``world_size`` CPU
+    """The CLI command: toy model, reference here, the layout (each of ``verify_layouts``) in ``world_size`` CPU
     processes, compare."""
     start = time.perf_counter()
     presets = {RUN["model.preset"]: preset_spec(small_config(hf_config(cfg.model), cfg.parallel.tp))}
     register_presets(presets)
     dp = world_size // (cfg.parallel.tp * cfg.parallel.cp)
-    cases = [verify_overrides(layout, dp) for layout in verify_layouts(cfg)]
-    vcfgs = [load_config(None, overrides) for overrides in cases]
-    for vcfg in vcfgs:
-        preflight(vcfg, world_size, "verify")
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the workers run on CPU, also on a GPU machine
-    with tempfile.TemporaryDirectory(prefix="shardwise-verify-") as tmp:
-        out = Path(tmp) / "results.pt"
-        code = launch("shardwise.verify", ["--presets", json.dumps(presets), "--cases", json.dumps(cases),
-                                           "--out", str(out)], world_size)
-        if code:
-            print(f"FAIL  the parallel run did not finish (exit code {code})", flush=True)
-            return code
-        results = torch.load(out, weights_only=True)
     checks: list[Check] = []
-    for vcfg, got in zip(vcfgs, results, strict=True):
-        print(f"verify: {_describe(hf_config(vcfg.model), vcfg, world_size)}", flush=True)
-        layout_checks = compare(got, run_reference(vcfg))
-        print("\n".join(c.line() for c in layout_checks), flush=True)
-        checks += layout_checks
+    for layout in verify_layouts(cfg):
+        result = _verify_layout(verify_overrides(layout, dp), presets, world_size)
+        if isinstance(result, int):
+            return result
+        checks += result
     ok = all(c.ok for c in checks)
     print(f"verify: {'PASS' if ok else 'FAIL'} ({sum(c.ok for c in checks)}/{len(checks)} checks) "
           f"in {time.perf_counter() - start:.0f} s", flush=True)
     return 0 if ok else 1
+
+
+def _verify_layout(overrides: dict[str, Any], presets: dict[str, Any], world_size: int) -> list[Check] | int:
+    """One layout's checks, printed; or the exit code of parallel processes that did not finish."""
+    vcfg = load_config(None, overrides)
+    preflight(vcfg, world_size, "verify")
+    print(f"verify: {_describe(hf_config(vcfg.model), vcfg, world_size)}", flush=True)
+    ref = run_reference(vcfg)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the workers run on CPU, also on a GPU machine
+    with tempfile.TemporaryDirectory(prefix="shardwise-verify-") as tmp:
+        out = Path(tmp) / "results.pt"
+        code = launch("shardwise.verify", ["--presets", json.dumps(presets), "--cases", json.dumps([overrides]),
+                                           "--out", str(out)], world_size)
+        if code:
+            print(f"FAIL  the parallel run did not finish (exit code {code})", flush=True)
+            return code
+        checks = compare(torch.load(out, weights_only=True)[0], ref)
+    print("\n".join(c.line() for c in checks), flush=True)
+    return checks
 
 
 def worker_main(argv: list[str]) -> int:
