@@ -105,7 +105,11 @@ def test_attention_per_sequence_splits_no_heads_but_needs_micro_batches_of_tp_ro
     micro-batch (or, where no multiple of 8 divides a rank's share, the global batch) to use."""
     config = hf_config(ModelConfig(preset="tiny-qwen2"))
     heads = divisibility_errors(config, load_config(None, {"train.micro_batch_size": 8}), 8)
-    assert [e.split(" is ")[0] for e in heads] == ["attention heads (4)"]
+    assert heads == [("attention heads (4) is not divisible by parallel.tp=8; use parallel.tp in [1, 2, 4], or "
+                      "parallel.tp_attention=sequences (every head on each rank)")]  # the refusal names it
+    for flags in ({"train.micro_batch_size": 4}, {"parallel.sequence_parallel": False}):  # where it would not run
+        assert divisibility_errors(config, load_config(None, {"train.global_batch_size": 8, **flags}), 8) == [
+            "attention heads (4) is not divisible by parallel.tp=8; use parallel.tp in [1, 2, 4]"]
 
     def errors(gb: int, mb: int, dp: int) -> list[str]:
         cfg = load_config(None, {"parallel.tp_attention": "sequences", "train.global_batch_size": gb,

@@ -53,14 +53,18 @@ def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int, dp: int 
     by_heads = cfg.parallel.attention() == "heads"
     ok = [d for d in range(1, tp + 1) if vocab % d == 0 and (not by_heads or heads % d == 0 and _kv_splits(kv, hd, d))]
     fix = f"use parallel.tp in {ok}"
-    errors = [f"attention heads ({heads}) is not divisible by parallel.tp={tp}; {fix}"] if by_heads and heads % tp else []
+    # where heads are what stops this tp, attention per sequence may not be
+    p, widths = cfg.parallel, (vocab, config.intermediate_size)
+    per_sequence = p.sequence_parallel and p.cp == 1 and not sequence_errors(cfg, tp, dp) and all(n % tp == 0 for n in widths)
+    heads_fix = fix + (", or parallel.tp_attention=sequences (every head on each rank)" if per_sequence else "")
+    errors = [f"attention heads ({heads}) is not divisible by parallel.tp={tp}; {heads_fix}"] if by_heads and heads % tp else []
     if not by_heads:
         errors += sequence_errors(cfg, tp, dp)
     elif kv % tp and tp % kv:
-        errors.append(f"KV heads ({kv}) is neither divisible by nor a divisor of parallel.tp={tp}; {fix}")
+        errors.append(f"KV heads ({kv}) is neither divisible by nor a divisor of parallel.tp={tp}; {heads_fix}")
     elif not _kv_splits(kv, hd, tp):
         errors.append(f"head_dim ({hd}) is not divisible by parallel.tp / KV heads = {tp // kv}, the ranks "
-                      f"sharing each KV head; {fix}")
+                      f"sharing each KV head; {heads_fix}")
     errors += [f"{what} ({n}) is not divisible by parallel.tp={tp}; {fix}"
                for what, n in (("vocab size", vocab), ("intermediate size", config.intermediate_size)) if n % tp]
     errors += model_forward(config).errors()
