@@ -56,6 +56,11 @@ class ParallelConfig:
         (``launch.resolve_auto`` does on GPUs), as that needs no memory estimate to be safe."""
         return self.reshard_after_forward != "false"
 
+    def holds_whole_rows(self) -> bool:
+        """Whether sequence parallelism's cut can give each TP rank whole rows (micro-batches of a multiple of
+        ``tp`` sequences permitting), as attention per sequence needs: SP on, and no CP cutting the rows."""
+        return self.sequence_parallel and self.cp == 1
+
     def attention(self) -> str:
         """How TP splits attention: ``sequences``, or ``heads`` for ``heads`` and for ``auto`` where nothing resolved
         it (``launch.resolve_auto`` does on GPUs), as every layout that TP can split runs that way."""
@@ -302,7 +307,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("parallel.async_tp=true needs train.compile (auto or true), train.cudagraphs=false, "
                           "parallel.tp > 1 and parallel.sequence_parallel=true (it pipelines the SP "
                           "all-gather/reduce-scatter in compiled blocks)")
-    if p.tp_attention == "sequences" and p.tp > 1 and not (p.sequence_parallel and p.cp == 1):
+    if p.tp_attention == "sequences" and p.tp > 1 and not p.holds_whole_rows():
         raise ConfigError("parallel.tp_attention=sequences needs parallel.sequence_parallel=true and parallel.cp=1 "
                           "(each TP rank must hold whole sequences); set parallel.tp_attention=heads")
     if p.dp_shard < 1 and p.dp_shard != -1:

@@ -53,9 +53,10 @@ def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int, dp: int 
     by_heads = cfg.parallel.attention() == "heads"
     ok = [d for d in range(1, tp + 1) if vocab % d == 0 and (not by_heads or heads % d == 0 and _kv_splits(kv, hd, d))]
     fix = f"use parallel.tp in {ok}"
+    widths = [f"{what} ({n}) is not divisible by parallel.tp={tp}; {fix}"
+              for what, n in (("vocab size", vocab), ("intermediate size", config.intermediate_size)) if n % tp]
     # where heads are what stops this tp, attention per sequence may not be
-    p, widths = cfg.parallel, (vocab, config.intermediate_size)
-    per_sequence = p.sequence_parallel and p.cp == 1 and not sequence_errors(cfg, tp, dp) and all(n % tp == 0 for n in widths)
+    per_sequence = cfg.parallel.holds_whole_rows() and not widths and not sequence_errors(cfg, tp, dp)
     heads_fix = fix + (", or parallel.tp_attention=sequences (every head on each rank)" if per_sequence else "")
     errors = [f"attention heads ({heads}) is not divisible by parallel.tp={tp}; {heads_fix}"] if by_heads and heads % tp else []
     if not by_heads:
@@ -65,8 +66,7 @@ def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int, dp: int 
     elif not _kv_splits(kv, hd, tp):
         errors.append(f"head_dim ({hd}) is not divisible by parallel.tp / KV heads = {tp // kv}, the ranks "
                       f"sharing each KV head; {heads_fix}")
-    errors += [f"{what} ({n}) is not divisible by parallel.tp={tp}; {fix}"
-               for what, n in (("vocab size", vocab), ("intermediate size", config.intermediate_size)) if n % tp]
+    errors += widths
     errors += model_forward(config).errors()
     errors += cp.errors(config, cfg.train.seq_len, cfg.parallel.cp, tp)
     limit = config.max_position_embeddings

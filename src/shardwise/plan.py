@@ -326,7 +326,7 @@ def attention_choice(cfg: Config, config: Any, world_size: int, budget_gib: floa
         return heads | {"tp_attention_why": None if layout else "the layout is refused either way"}
     if budget_gib is None:
         return heads | {"tp_attention_why": "no device memory to plan for"}
-    if not (p.sequence_parallel and p.cp == 1):
+    if not p.holds_whole_rows():
         return heads | {"tp_attention_why": "per sequence needs parallel.sequence_parallel=true and parallel.cp=1"}
     if "memory_options" not in heads:  # refused before its memory could be planned
         return heads | {"tp_attention_why": "the layout is refused either way"}

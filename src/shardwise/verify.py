@@ -293,7 +293,7 @@ def verify_layouts(cfg: Config) -> list[Config]:
     """The layouts a verify checks: the configured one, or under ``parallel.tp_attention=auto`` with TP, sequence
     parallelism and no CP both ways of attending, as GPUs choose between them run by run (``launch.resolve_auto``)."""
     p = cfg.parallel
-    if not (p.tp_attention == "auto" and p.tp > 1 and p.sequence_parallel and p.cp == 1):
+    if not (p.tp_attention == "auto" and p.tp > 1 and p.holds_whole_rows()):
         return [cfg]
     return [dataclasses.replace(cfg, parallel=dataclasses.replace(p, tp_attention=mode))
             for mode in ("heads", "sequences")]
