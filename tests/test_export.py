@@ -23,11 +23,13 @@ from shardwise.data import StepBatches, load_data
 RUN = {"train.seq_len": "32", "train.global_batch_size": "4", "train.micro_batch_size": "2",
        "data.max_bytes": "100000", "train.steps": "2", "train.lr": "1e-2", "train.warmup_steps": "0",
        "train.dtype": "float32", "output.progress": "false", "checkpoint.every": "1"}
-# Tied embeddings under tensor parallelism (re-tied DTensors), untied under FSDP sharding, and Phi-3 on
-# tp=4: fused q/k/v and gate/up stored in HF's layout, its 2 KV heads each computed by 2 ranks.
+# Tied embeddings under tensor parallelism (re-tied DTensors), untied under FSDP sharding, Phi-3 on tp=4: fused
+# q/k/v and gate/up stored in HF's layout, its 2 KV heads each computed by 2 ranks; and Mixtral on dp_shard=2 x tp=2:
+# fused experts sharded by FSDP, stored one matrix per expert under Mixtral's original names.
 CASES = {"qwen2-tp2": {"model.preset": "tiny-qwen2", "parallel.tp": "2", "parallel.dp_shard": "1"},
          "llama-dp2": {"model.preset": "tiny-llama", "parallel.tp": "1", "parallel.dp_shard": "2"},
-         "phi3-tp4": {"model.preset": "tiny-phi3", "parallel.tp": "4", "parallel.dp_shard": "1"}}
+         "phi3-tp4": {"model.preset": "tiny-phi3", "parallel.tp": "4", "parallel.dp_shard": "1"},
+         "mixtral-dp2xtp2": {"model.preset": "tiny-mixtral", "parallel.tp": "2", "parallel.dp_shard": "2"}}
 
 
 def train(overrides: dict[str, str]) -> None:
@@ -56,6 +58,9 @@ def test_export_round_trip(trained, tmp_path):
     with safe_open(hf_dir / "model.safetensors", "pt") as f:
         stored = set(f.keys())
     assert ("lm_head.weight" in stored) == (not tied), "a tied lm_head is stored once, as the embedding"
+    if cfg.model.preset == "tiny-mixtral":  # the names released Mixtral checkpoints have
+        assert "model.layers.0.block_sparse_moe.experts.3.w1.weight" in stored
+        assert not any(".mlp." in name for name in stored)
     assert sum(p.numel() for p in model.parameters()) == json.loads((out / "run.json").read_text())["num_params"]
     t = cfg.train
     samples, _ = load_data(cfg, AutoTokenizer.from_pretrained(hf_dir))

@@ -69,8 +69,9 @@ def test_refuses_what_graphs_cannot_replay():
     assert "one data-parallel rank" in errors(config, Layout(1, 2, 1, 1))[0]
     config.attention_dropout = 0.1
     assert "dropout (attention_dropout=0.1)" in errors(config, Layout(1, 1, 1, 2))[0]
-    moe = hf_config(load_config(None, {"model.preset": "tiny-qwen2-moe"}).model)
-    assert "mixture-of-experts" in errors(moe, Layout(1, 1, 1, 2))[0]
+    for preset in ("tiny-qwen2-moe", "tiny-mixtral"):  # num_experts, and Mixtral's num_local_experts
+        moe = hf_config(load_config(None, {"model.preset": preset}).model)
+        assert "mixture-of-experts" in errors(moe, Layout(1, 1, 1, 2))[0]
     with pytest.raises(ConfigError, match="needs CUDA GPUs; set train.cudagraphs=false"):
         check_cudagraphs(cfg, hf_config(cfg.model), Layout(1, 1, 1, 2), "cpu")
     with pytest.raises(ConfigError, match="set train.compile=auto or false"):

@@ -2,9 +2,9 @@
 
 The checkpoints are written here by ``save_pretrained`` (indexed shards and single files, fp32 and
 bf16, tied and untied, a tied one that also stores ``lm_head.weight``, Phi-3's fused projections,
-Gemma 3's scaled embedding, Qwen2-MoE's experts stored one matrix per expert), loaded by shardwise
-on 1, 2 (tp=2 with sequence and loss parallel) and 4 (dp_shard=2 x tp=2, and tp=4 with KV heads
-replicated) CPU processes, and compared with ``AutoModelForCausalLM.from_pretrained`` on one
+Gemma 3's scaled embedding, Qwen2-MoE's and Qwen3-MoE's experts stored one matrix per expert, Mixtral's
+under its original names), loaded by shardwise on 1, 2 (tp=2 with sequence and loss parallel) and 4
+(dp_shard=2 x tp=2, and tp=4 with KV heads replicated) CPU processes, and compared with ``AutoModelForCausalLM.from_pretrained`` on one
 process: same logits on a fixed batch.
 """
 
@@ -19,6 +19,7 @@ import pytest
 import torch
 from _load_worker import fixed_batch
 from conftest import torchrun
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
@@ -37,6 +38,8 @@ CHECKPOINTS = {
     "phi3-fused-untied-single": ("tiny-phi3", torch.float32, "single"),
     "gemma3-scaled-embedding-shards": ("tiny-gemma3", torch.float32, "shards"),
     "qwen2-moe-per-expert-shards": ("tiny-qwen2-moe", torch.float32, "shards"),
+    "qwen3-moe-per-expert-single": ("tiny-qwen3-moe", torch.float32, "single"),
+    "mixtral-renamed-per-expert-single": ("tiny-mixtral", torch.float32, "single"),
 }
 LAYOUTS = {
     "1proc": ({"parallel.tp": 1, "parallel.dp_shard": 1}, 1),
@@ -120,6 +123,17 @@ def test_experts_are_stored_one_matrix_per_expert(checkpoints):
     names = stored["weight_map"]
     assert "model.layers.0.mlp.experts.7.up_proj.weight" in names
     assert not any(n.endswith(("experts.gate_up_proj", "experts.down_proj")) for n in names)
+
+
+def test_mixtral_is_stored_under_its_original_names(checkpoints):
+    """The premise of the Mixtral case above: its block is stored as ``block_sparse_moe``, the router as ``gate``
+    and each expert's gate, down and up matrices as ``w1``, ``w2``, ``w3``; the loader maps them onto transformers'
+    ``mlp.gate`` and fused ``mlp.experts`` (``plans.mixtral.STORED_AS``)."""
+    with safe_open(checkpoints["mixtral-renamed-per-expert-single"] / "model.safetensors", framework="pt") as f:
+        names = set(f.keys())
+    assert {"model.layers.0.block_sparse_moe.gate.weight", "model.layers.3.block_sparse_moe.experts.3.w3.weight",
+            "model.layers.0.block_sparse_moe.experts.0.w2.weight"} <= names
+    assert not any(".mlp." in n for n in names)
 
 
 def _single_file_checkpoint(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:

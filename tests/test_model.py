@@ -167,6 +167,17 @@ def test_param_counts_tied_and_untied():
     assert flop_params(untied) == num_params(untied) - embed
 
 
+@pytest.mark.parametrize("preset,experts,per_token", [("tiny-qwen2-moe", 8, 2), ("tiny-mixtral", 4, 2)])
+def test_flop_params_count_the_experts_a_token_runs(preset, experts, per_token):
+    """MFU's N holds a token's routed experts only (2 of 8, 2 of 4), not every expert; the shared expert, the
+    routers and attention whole."""
+    model = build_meta_model(hf_config(ModelConfig(preset=preset)))
+    routed = sum(p.numel() for name, p in model.named_parameters() if ".mlp.experts." in name)
+    assert routed > 0 and routed % experts == 0
+    embed = model.hf.model.embed_tokens.weight.numel()
+    assert flop_params(model) == num_params(model) - embed - routed + routed // experts * per_token
+
+
 def test_unknown_preset_and_architecture():
     with pytest.raises(ConfigError, match="choose one of tiny-qwen2"):
         hf_config(ModelConfig(preset="gpt-5"))
@@ -174,4 +185,4 @@ def test_unknown_preset_and_architecture():
     with pytest.raises(ConfigError, match=f"'gpt2' is not supported; supported model_type values: {supported}$"):
         get_plan(AutoConfig.for_model("gpt2"), True, True)
     assert set(PLANS) == {"llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "phi3", "olmo2", "granite",
-                          "qwen2_moe"}
+                          "qwen2_moe", "qwen3_moe", "mixtral"}

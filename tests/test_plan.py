@@ -591,3 +591,12 @@ def test_auto_attends_per_sequence_where_that_runs_and_fits(capsys):
     assert main(["plan", *args, "--device-memory-gib=80"]) == 0
     assert "  attention: per sequence (parallel.tp_attention=auto: fits within 90% of 80 GiB)" in (
         capsys.readouterr().out.splitlines())
+
+
+@pytest.mark.parametrize("preset,width", [("tiny-mixtral", 2 * 352), ("tiny-qwen3-moe", 352), ("tiny-llama", 352)])
+def test_mlp_width_is_a_tokens_routed_experts_where_wider(preset, width):
+    """The MLP activations a token keeps: Mixtral's 2 routed experts, each ``intermediate_size`` wide; Qwen3-MoE's 2
+    of ``moe_intermediate_size`` 64, narrower than its dense width 352 (which the estimate keeps); a dense MLP."""
+    from shardwise.estimate import mlp_width
+
+    assert mlp_width(hf_config(ModelConfig(preset=preset))) == width

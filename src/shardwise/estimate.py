@@ -139,6 +139,7 @@ from shardwise.mesh import Layout, Meshes
 from shardwise.model import build_meta_model, needs_mask
 from shardwise.parallelize import apply_activation_checkpointing, apply_cp, apply_tp
 from shardwise.plans import model_forward
+from shardwise.plans.decoder import expert_width, num_experts
 
 FP32 = 4
 
@@ -225,8 +226,9 @@ def norm_bytes(norm: nn.Module, dtype: torch.dtype, rows: int = 8) -> float:
 
 def mlp_width(config: PretrainedConfig) -> int:
     """The intermediate width whose activations a block's MLP keeps per token: a mixture of experts' ``top-k``
-    routed experts and its shared one where that is wider than the dense layers' (Qwen2-MoE)."""
-    routed = getattr(config, "num_experts_per_tok", 0) * (getattr(config, "moe_intermediate_size", 0) or 0)
+    routed experts and its shared one where that is wider than the dense layers' (Qwen2-MoE; Mixtral's experts
+    are each ``intermediate_size`` wide)."""
+    routed = config.num_experts_per_tok * expert_width(config) if num_experts(config) else 0
     return max(config.intermediate_size, routed + (getattr(config, "shared_expert_intermediate_size", 0) or 0))
 
 

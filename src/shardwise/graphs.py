@@ -39,6 +39,7 @@ from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 from transformers import PretrainedConfig
 
 from shardwise.mesh import Layout
+from shardwise.plans.decoder import num_experts
 from shardwise.tp import capturing, renew_grad_leaves
 
 Block = Callable[[nn.Module, torch.Tensor, dict[str, Any]], torch.Tensor]
@@ -58,7 +59,7 @@ def errors(config: PretrainedConfig, layout: Layout) -> list[str]:
     if dropout:
         out.append(f"train.cudagraphs=true replays blocks without their random state, but the model has dropout "
                    f"({', '.join(f'{k}={v}' for k, v in dropout.items())}); {fix}")
-    if getattr(config, "num_experts", 0) or getattr(config, "num_local_experts", 0):
+    if num_experts(config):
         out.append(f"train.cudagraphs=true cannot capture mixture-of-experts blocks (their routing syncs with the "
                    f"host); {fix}")
     return out

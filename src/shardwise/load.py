@@ -6,8 +6,9 @@ loader materializes the local shards and fills each with ``get_slice(name)[slice
 just that block out of the memory-mapped file. No rank ever holds a tensor it does not own, so
 host memory per rank falls with the world size (README, "Fine-tune a Hugging Face model folder").
 Weights are cast on copy to the dtype the model was built in (``model.dtype``), whatever dtype the
-checkpoint stores. A parameter that transformers holds fused over experts and checkpoints store one matrix per
-expert (``plans.PER_EXPERT``) is read the same way, from the pieces its block covers.
+checkpoint stores. A parameter that checkpoints store under another name, or that transformers holds fused over
+experts and checkpoints store one matrix per expert (``plans.STORED_AS``), is read the same way, from the pieces
+its block covers.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch.distributed.tensor import DTensor
 
 from shardwise.config import ConfigError
 from shardwise.model import CausalLM, local_slices, materialize, reset_buffers
-from shardwise.plans import PER_EXPERT
+from shardwise.plans import STORED_AS
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -118,11 +119,14 @@ def _read(ckpt: Checkpoint, name: str, block: tuple[slice, ...]) -> torch.Tensor
         return f.get_slice(name)[block]
 
 
-def _per_expert(model: CausalLM, name: str, experts: int, ckpt: Checkpoint) -> PerExpert | None:
-    """How ``ckpt`` stores ``name`` one matrix per expert, where its architecture does and the file has them all."""
-    for suffix, parts in PER_EXPERT.get(model.hf.config.model_type, {}).items():
+def _stored_as(model: CausalLM, name: str, experts: int, ckpt: Checkpoint) -> Stored | None:
+    """How ``ckpt`` stores ``name`` under its architecture's other name, or one matrix per expert
+    (``plans.STORED_AS``), where the file has them all."""
+    for suffix, parts in STORED_AS.get(model.hf.config.model_type, {}).items():
         if name.endswith(suffix):
             prefix = name.removesuffix(suffix)
+            if "{}" not in parts[0]:
+                return prefix + parts[0] if prefix + parts[0] in ckpt.files else None
             stored = PerExpert(tuple(tuple(prefix + part.format(e) for e in range(experts)) for part in parts))
             return stored if all(n in ckpt.files for n in stored.names()) else None
     return None
@@ -143,7 +147,7 @@ def match_tensors(model: CausalLM, ckpt: Checkpoint) -> dict[str, Stored]:
         hf_name = name.removeprefix("hf.")
         stored = next((a for a in aliases[id(param)] if a in ckpt.files), None)
         if stored is None:
-            stored = _per_expert(model, hf_name, param.shape[0], ckpt)
+            stored = _stored_as(model, hf_name, param.shape[0], ckpt)
         if stored is None:
             raise ConfigError(f"model.path={ckpt.folder}: {ckpt.listing} has no tensor {hf_name!r}; "
                               "its weights do not match its config.json")
@@ -157,7 +161,7 @@ def match_tensors(model: CausalLM, ckpt: Checkpoint) -> dict[str, Stored]:
                               f"{shape}, but config.json implies {list(param.shape)}")
         plan[name] = stored
     known = {a for names in aliases.values() for a in names}
-    known |= {n for stored in plan.values() if isinstance(stored, PerExpert) for n in stored.names()}
+    known |= {n for stored in plan.values() for n in (stored.names() if isinstance(stored, PerExpert) else [stored])}
     for stored, path in ckpt.files.items():
         if stored not in known and not stored.endswith(RECOMPUTED_SUFFIX):
             raise ConfigError(f"model.path={ckpt.folder}: {path.name} holds unexpected tensor {stored!r}; "

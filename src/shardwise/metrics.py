@@ -5,9 +5,10 @@ MFU (one formula everywhere, also in ``shardwise bench``)::
     flops_per_token = 6 * N + 12 * L * H * S
     MFU = tokens_per_s_per_device * flops_per_token / peak_flops_per_device
 
-N counts every matmul weight with lm_head once and not the embedding lookup (``flop_params``),
-L = layers, H = hidden size, S = sequence length (the attention score and value matmuls,
-forward and backward, without causal halving). Peak is the dense bf16 rate of the device:
+N counts every matmul weight with lm_head once and not the embedding lookup, and of a mixture of
+experts' routed experts the ``num_experts_per_tok`` a token runs through (``flop_params``); L = layers,
+H = hidden size, S = sequence length (the attention score and value matmuls, forward and backward,
+without causal halving). Peak is the dense bf16 rate of the device:
 989 TFLOP/s for H100 and H200. On CPU, MFU is null.
 """
 

@@ -26,6 +26,7 @@ from shardwise.cp import ordered_token, sequence_order
 from shardwise.flex import block_mask
 from shardwise.graphs import BlockGraphs
 from shardwise.plans import model_forward
+from shardwise.plans.decoder import num_experts
 from shardwise.tp import Group, per_sequence_refusal
 
 _TINY = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
@@ -49,6 +50,12 @@ PRESETS: dict[str, dict] = {
     "tiny-qwen2-moe": dict(model_type="qwen2_moe", tie_word_embeddings=False, num_experts=8, num_experts_per_tok=2,
                            moe_intermediate_size=64, shared_expert_intermediate_size=176, mlp_only_layers=[1],
                            **_TINY),
+    # Every layer a mixture of 8 experts, 2 per token, their weights renormalized; Qwen3's per-head q/k norms.
+    "tiny-qwen3-moe": dict(model_type="qwen3_moe", tie_word_embeddings=False, head_dim=32, num_experts=8,
+                           num_experts_per_tok=2, moe_intermediate_size=64, norm_topk_prob=True, **_TINY),
+    # Every layer a mixture of 4 experts of intermediate_size, 2 per token.
+    "tiny-mixtral": dict(model_type="mixtral", tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2,
+                         sliding_window=None, **_TINY),
     "qwen2-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                        num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
                        max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1e6),
@@ -321,13 +328,19 @@ def num_params(model: nn.Module) -> int:
 
 
 def flop_params(model: CausalLM) -> int:
-    """N in the MFU formula: all matmul weights, lm_head once, no embedding lookup.
+    """N in the MFU formula: the matmul weights a token runs through, lm_head once, no embedding lookup; of a
+    mixture of experts' routed experts only the ``num_experts_per_tok`` each token is sent to (as TorchTitan
+    counts them), or a 64-expert model would claim 64/k times the work it does.
 
     The registered parameter (a DTensor's numel is global), not ``weight``: under tensor parallelism without
     FSDP that attribute reads this rank's local shard (``shardwise.tp``)."""
     n = num_params(model)
     if not model.config.tie_word_embeddings:
         n -= model.hf.model.embed_tokens._parameters["weight"].numel()
+    experts = num_experts(model.config)
+    if experts:
+        routed = sum(p.numel() for name, p in model.named_parameters() if ".mlp.experts." in name)
+        n -= routed // experts * (experts - model.config.num_experts_per_tok)
     return n
 
 

@@ -1,10 +1,10 @@
 """Per HF ``model_type``: the tensor-parallel plan, and the model-level forward ``CausalLM`` runs.
 
 A plan names, for each submodule of a decoder block and of the model's top, the parallel style
-that shards it (``shardwise.tp``). Llama, Qwen2, Mistral and Granite share one layout; every
-other architecture has its own file here. ``FORWARDS`` names the architectures whose top-level forward
-differs from Llama's (``plans.decoder.DecoderForward``); ``PER_EXPERT`` those whose checkpoints store a fused
-parameter as one matrix per expert.
+that shards it (``shardwise.tp``). Llama, Qwen2, Mistral and Granite share one layout, Qwen2-MoE and
+Mixtral another (Mixtral's file holds its stored names); every other architecture has its own file here. ``FORWARDS`` names the architectures whose top-level forward
+differs from Llama's (``plans.decoder.DecoderForward``); ``STORED_AS`` those whose checkpoints store a
+parameter under another name, or a fused one as one matrix per expert.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from shardwise.plans.gemma2 import GemmaForward, gemma2_plan
 from shardwise.plans.gemma3 import Gemma3Forward, gemma3_plan
 from shardwise.plans.granite import GraniteForward
 from shardwise.plans.llama import llama_plan
+from shardwise.plans.mixtral import STORED_AS as MIXTRAL_STORED_AS
 from shardwise.plans.olmo2 import olmo2_plan
 from shardwise.plans.phi3 import phi3_plan
 from shardwise.plans.qwen2_moe import STORED_PER_EXPERT, qwen2_moe_plan
 from shardwise.plans.qwen3 import qwen3_plan
+from shardwise.plans.qwen3_moe import qwen3_moe_plan
 
 PlanFn = Callable[[PretrainedConfig, bool, bool], TPPlan]
 
@@ -37,6 +39,8 @@ PLANS: dict[str, PlanFn] = {
     "olmo2": olmo2_plan,
     "granite": llama_plan,
     "qwen2_moe": qwen2_moe_plan,
+    "qwen3_moe": qwen3_moe_plan,
+    "mixtral": qwen2_moe_plan,
 }
 FORWARDS: dict[str, type[DecoderForward]] = {
     "gemma2": GemmaForward,
@@ -44,10 +48,13 @@ FORWARDS: dict[str, type[DecoderForward]] = {
     "granite": GraniteForward,
 }
 
-# model_type -> {fused parameter's name suffix: its parts' names per expert, "{}" the expert's number}; each part
-# stacks its experts along dim 0 and the parts follow each other along dim 1
-PER_EXPERT: dict[str, dict[str, tuple[str, ...]]] = {
+# model_type -> {parameter's name suffix: the name(s) checkpoints store it under, after the same prefix}. One name
+# without "{}": the parameter renamed. Names with "{}" (the expert's number): a fused parameter stored one matrix per
+# expert and part; each part stacks its experts along dim 0 and the parts follow each other along dim 1.
+STORED_AS: dict[str, dict[str, tuple[str, ...]]] = {
     "qwen2_moe": STORED_PER_EXPERT,
+    "qwen3_moe": STORED_PER_EXPERT,
+    "mixtral": MIXTRAL_STORED_AS,
 }
 
 
@@ -68,4 +75,4 @@ def model_forward(config: PretrainedConfig) -> DecoderForward:
     return FORWARDS.get(config.model_type, DecoderForward)(config)
 
 
-__all__ = ["FORWARDS", "PER_EXPERT", "PLANS", "DecoderForward", "TPPlan", "get_plan", "model_forward"]
+__all__ = ["FORWARDS", "PLANS", "STORED_AS", "DecoderForward", "TPPlan", "get_plan", "model_forward"]

@@ -44,6 +44,16 @@ def attend_through(module: nn.Module, implementation: str) -> None:
     module.config = config
 
 
+def num_experts(config: PretrainedConfig) -> int:
+    """Routed experts per sparse block (``num_experts``; Mixtral's ``num_local_experts``); 0 for a dense model."""
+    return getattr(config, "num_experts", None) or getattr(config, "num_local_experts", None) or 0
+
+
+def expert_width(config: PretrainedConfig) -> int:
+    """One routed expert's intermediate width: ``moe_intermediate_size``, or Mixtral's ``intermediate_size``."""
+    return getattr(config, "moe_intermediate_size", None) or config.intermediate_size
+
+
 def head_dim(config: PretrainedConfig) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 

@@ -14,12 +14,12 @@ from transformers import PretrainedConfig
 
 from shardwise.plans.decoder import TPPlan
 from shardwise.plans.gemma2 import GemmaForward, gemma2_plan
-from shardwise.tp import PartialGradReplica
+from shardwise.plans.qwen3 import head_norms
 
 
 def gemma3_plan(config: PretrainedConfig, sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
     plan = gemma2_plan(config, sequence_parallel, loss_parallel)
-    plan.block |= {"self_attn.q_norm": PartialGradReplica(), "self_attn.k_norm": PartialGradReplica()}
+    plan.block |= head_norms()
     return plan
 
 

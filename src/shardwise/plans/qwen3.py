@@ -11,10 +11,15 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 from shardwise.plans.llama import TPPlan, llama_plan
-from shardwise.tp import PartialGradReplica
+from shardwise.tp import PartialGradReplica, Style
+
+
+def head_norms() -> dict[str, Style]:
+    """Per-head ``q_norm``/``k_norm``: replicated, their gradients summed over the TP ranks' heads."""
+    return {"self_attn.q_norm": PartialGradReplica(), "self_attn.k_norm": PartialGradReplica()}
 
 
 def qwen3_plan(config: PretrainedConfig, sequence_parallel: bool, loss_parallel: bool) -> TPPlan:
     plan = llama_plan(config, sequence_parallel, loss_parallel)
-    plan.block |= {"self_attn.q_norm": PartialGradReplica(), "self_attn.k_norm": PartialGradReplica()}
+    plan.block |= head_norms()
     return plan
