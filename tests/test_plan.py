@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import torchrun
+from transformers import AutoConfig
 
 from shardwise import plan
 from shardwise.cli import main
 from shardwise.config import ModelConfig, load_config
-from shardwise.model import hf_config
+from shardwise.model import PRESETS, hf_config
 from shardwise.plan import RECOMMEND_HEADROOM, group_name
 
 # Three layouts on one 4-process world: FSDP x TP with sequence and loss parallel (Qwen3's q/k norms
@@ -343,6 +344,21 @@ def test_nothing_fits_names_what_to_change(capsys, master):
     out = capsys.readouterr().out
     assert "recommended: nothing fits 40 GiB, even with full checkpointing at micro-batch 1: raise parallel.tp" in out
     assert ("set model.dtype=bfloat16" in out) is (master == "float32")
+
+
+def test_nothing_fits_a_mixture_of_experts_names_fsdp_first(capsys, tmp_path):
+    """Released Mixtral-8x7B shapes at tp=2 on 2 devices of 80 GiB: its experts, most of its 47B weights, are
+    replicated over TP ranks, so more FSDP ranks are the fix that shrinks them."""
+    spec = dict(PRESETS["llama3-8b"], model_type="mixtral", vocab_size=32000, num_local_experts=8,
+                num_experts_per_tok=2, max_position_embeddings=32768, sliding_window=None)
+    AutoConfig.for_model(spec.pop("model_type"), **spec).save_pretrained(tmp_path)
+    args = [f"--model.path={tmp_path}", "--parallel.tp=2", "--world-size=2", "--device-memory-gib=80"]
+    code, report = plan_json(capsys, *args)
+    assert code == 1 and report["model"]["experts"] == 8 and report["recommended"] is None
+    assert main(["plan", *args]) == 1
+    assert ("nothing fits 80 GiB, even with full checkpointing at micro-batch 1: raise parallel.dp_shard (the experts "
+            "are sharded by FSDP only, not over TP ranks), parallel.tp or (long sequences) parallel.cp, or set "
+            "model.dtype=bfloat16") in capsys.readouterr().out
 
 
 # Peaks measured on GPUs (benchmarks/results): ``shardwise bench`` sweeps (compiled and eager) and the GPU smoke's

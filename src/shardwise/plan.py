@@ -29,6 +29,7 @@ from shardwise.mesh import Layout, build_mesh, resolve_layout
 from shardwise.model import CausalLM, build_meta_model, hf_config, num_params
 from shardwise.parallelize import divisibility_errors, parallelize
 from shardwise.plans import TPPlan, get_plan
+from shardwise.plans.decoder import num_experts
 from shardwise.run import compute_dtype
 from shardwise.tp import partial_grad_params
 
@@ -276,7 +277,7 @@ def _summary(cfg: Config, config: Any, world_size: int, layout: Layout | None, d
                   "model_type": config.model_type, "layers": config.num_hidden_layers,
                   "hidden_size": config.hidden_size, "attention_heads": config.num_attention_heads,
                   "kv_heads": config.num_key_value_heads, "vocab_size": config.vocab_size,
-                  "tied_embeddings": bool(config.tie_word_embeddings)},
+                  "tied_embeddings": bool(config.tie_word_embeddings), "experts": num_experts(config)},
         "world_size": world_size,
         "mesh": layout.sizes() if layout else None,
         "sequence_parallel": cfg.parallel.sequence_parallel and tp > 1,
@@ -483,16 +484,21 @@ def _sharding(r: dict[str, Any]) -> list[str]:
     return lines + _table(rows)
 
 
-def _larger_layout(master_dtype: str) -> str:
-    """What to change when no setting fits: more model-parallel ranks, or narrower weights if they are fp32."""
-    narrower = ", or set model.dtype=bfloat16 (bf16 weights and AdamW states)" if master_dtype == "float32" else ""
+def _larger_layout(r: dict[str, Any]) -> str:
+    """What to change when no setting fits: more model-parallel ranks (a mixture of experts' experts, most of its
+    weights, only more FSDP ranks shard), or narrower weights if they are fp32."""
+    narrower = ", or set model.dtype=bfloat16 (bf16 weights and AdamW states)" if r["master_dtype"] == "float32" else ""
+    if r["model"]["experts"]:
+        return ("raise parallel.dp_shard (the experts are sharded by FSDP only, not over TP ranks), parallel.tp or "
+                f"(long sequences) parallel.cp{narrower}")
     return f"raise parallel.tp, parallel.dp_shard or (long sequences) parallel.cp{narrower}"
 
 
-def _recommendation(rec: dict[str, Any] | None, budget_gib: float, master_dtype: str) -> str:
+def _recommendation(r: dict[str, Any]) -> str:
+    rec, budget_gib = r["recommended"], r["device_memory_gib"]
     if rec is None:
         return (f"  recommended: nothing fits {budget_gib:g} GiB, even with full checkpointing at micro-batch 1: "
-                f"{_larger_layout(master_dtype)}")
+                f"{_larger_layout(r)}")
     fill = (f"tight: above {RECOMMEND_HEADROOM:.0%} of it, the allocator may need more" if rec["tight"]
             else f"within {RECOMMEND_HEADROOM:.0%} of it")
     return f"  recommended for {budget_gib:g} GiB ({fill}): {_setting_flags(rec)} (about {_size(rec['total_bytes'])})"
@@ -525,7 +531,7 @@ def render(r: dict[str, Any]) -> str:
             how = "per sequence" if r["tp_attention"] == "sequences" else "split by heads"
             lines.append(f"  attention: {how} (parallel.tp_attention=auto: {r['tp_attention_why']})")
         if "recommended" in r:
-            lines.append(_recommendation(r["recommended"], r["device_memory_gib"], r["master_dtype"]))
+            lines.append(_recommendation(r))
         if r.get("without_tp"):
             w = r["without_tp"]
             lines.append(f"  without TP it fits too: {w['flags']} (about {_size(w['total_bytes'])}); where both fit, "
@@ -544,7 +550,7 @@ def memory_warning(report: dict[str, Any]) -> str | None:
     if memory is None or memory["ok"]:
         return None
     rec = report["recommended"]
-    fix = (f"nothing fits; {_larger_layout(report['master_dtype'])}" if rec is None
+    fix = (f"nothing fits; {_larger_layout(report)}" if rec is None
            else f"shardwise plan recommends {_setting_flags(rec)}")
     return (f"shardwise: warning: this run needs about {_size(report['memory_bytes']['total'])} per device by "
             f"shardwise plan's estimate, more than the {report['device_memory_gib']:.1f} GiB there; {fix}")
