@@ -59,7 +59,7 @@ PARITY_SHAPES = {
 # benchmarks/gpu_archs.sh: every model_type's plan file beyond Llama/Qwen2 (this smoke's) on small real shapes,
 # each with what its tiny preset adds (shardwise.model.PRESETS), sized to them by ``arch_spec``.
 ARCH_PRESETS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-gemma2", "tiny-gemma3", "tiny-phi3", "tiny-olmo2",
-                "tiny-granite", "tiny-qwen2-moe", "tiny-qwen3-moe", "tiny-mixtral")
+                "tiny-granite", "tiny-qwen2-moe", "tiny-qwen3-moe", "tiny-mixtral", "tiny-olmoe")
 ARCH_SHAPES = {
     "gpu": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
                 num_key_value_heads=4, vocab_size=512, max_position_embeddings=4096),

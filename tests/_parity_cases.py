@@ -16,7 +16,8 @@ VARIANTS = [v for p in BASE_PRESETS for v in (f"{p}-2l", f"{p}-2l-flip")]
 # untied only where the family ships both (Phi-3 and Phi-4-mini); their presets keep their sliding windows,
 # soft-capping, multipliers and experts.
 FAMILY_PRESETS = {"tiny-gemma2": False, "tiny-gemma3": False, "tiny-phi3": True, "tiny-olmo2": False,
-                  "tiny-granite": False, "tiny-qwen2-moe": False, "tiny-qwen3-moe": False, "tiny-mixtral": False}
+                  "tiny-granite": False, "tiny-qwen2-moe": False, "tiny-qwen3-moe": False, "tiny-mixtral": False,
+                  "tiny-olmoe": False}
 FAMILY_VARIANTS = [v for p, flip in FAMILY_PRESETS.items() for v in (f"{p}-2l", f"{p}-2l-flip")[: 1 + flip]]
 # KV-head replication at tp=4: 2 KV heads (each on 2 ranks: plain, fused q/k/v, full-width k norm) and 1
 # (on all 4, with q/k/v biases).

@@ -73,7 +73,7 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], int, str]]:
         "unknown key": (["--train.seqlen=64"], 4, "unknown config key 'train.seqlen'; did you mean train.seq_len?"),
         "unsupported architecture": ([f"--model.path={gpt2}"], 4, (
             "architecture 'gpt2' is not supported; supported model_type values: gemma2, gemma3_text, granite, llama, "
-            "mistral, mixtral, olmo2, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe")),
+            "mistral, mixtral, olmo2, olmoe, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe")),
         "indivisible heads": (["--parallel.tp=3"], 3,
                               "attention heads (4) is not divisible by parallel.tp=3; use parallel.tp in [1, 2]"),
         "missing model folder": (["--model.path=/nonexistent"], 4,

@@ -167,7 +167,8 @@ def test_param_counts_tied_and_untied():
     assert flop_params(untied) == num_params(untied) - embed
 
 
-@pytest.mark.parametrize("preset,experts,per_token", [("tiny-qwen2-moe", 8, 2), ("tiny-mixtral", 4, 2)])
+@pytest.mark.parametrize("preset,experts,per_token", [("tiny-qwen2-moe", 8, 2), ("tiny-mixtral", 4, 2),
+                                                       ("tiny-olmoe", 8, 2)])
 def test_flop_params_count_the_experts_a_token_runs(preset, experts, per_token):
     """MFU's N holds a token's routed experts only (2 of 8, 2 of 4), not every expert; the shared expert, the
     routers and attention whole."""
@@ -185,4 +186,4 @@ def test_unknown_preset_and_architecture():
     with pytest.raises(ConfigError, match=f"'gpt2' is not supported; supported model_type values: {supported}$"):
         get_plan(AutoConfig.for_model("gpt2"), True, True)
     assert set(PLANS) == {"llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "phi3", "olmo2", "granite",
-                          "qwen2_moe", "qwen3_moe", "mixtral"}
+                          "qwen2_moe", "qwen3_moe", "mixtral", "olmoe"}

@@ -53,6 +53,9 @@ PRESETS: dict[str, dict] = {
     # Every layer a mixture of 8 experts, 2 per token, their weights renormalized; Qwen3's per-head q/k norms.
     "tiny-qwen3-moe": dict(model_type="qwen3_moe", tie_word_embeddings=False, head_dim=32, num_experts=8,
                            num_experts_per_tok=2, moe_intermediate_size=64, norm_topk_prob=True, **_TINY),
+    # OLMo 2's q/k norms over the whole projection, Llama's norms, every layer a mixture of 8 experts, 2 per token.
+    "tiny-olmoe": dict(model_type="olmoe", tie_word_embeddings=False, num_experts=8, num_experts_per_tok=2,
+                       eos_token_id=None, **{**_TINY, "intermediate_size": 64}),
     # Every layer a mixture of 4 experts of intermediate_size, 2 per token.
     "tiny-mixtral": dict(model_type="mixtral", tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2,
                          sliding_window=None, **_TINY),

@@ -21,6 +21,7 @@ from shardwise.plans.granite import GraniteForward
 from shardwise.plans.llama import llama_plan
 from shardwise.plans.mixtral import STORED_AS as MIXTRAL_STORED_AS
 from shardwise.plans.olmo2 import olmo2_plan
+from shardwise.plans.olmoe import olmoe_plan
 from shardwise.plans.phi3 import phi3_plan
 from shardwise.plans.qwen2_moe import STORED_PER_EXPERT, qwen2_moe_plan
 from shardwise.plans.qwen3 import qwen3_plan
@@ -41,6 +42,7 @@ PLANS: dict[str, PlanFn] = {
     "qwen2_moe": qwen2_moe_plan,
     "qwen3_moe": qwen3_moe_plan,
     "mixtral": qwen2_moe_plan,
+    "olmoe": olmoe_plan,
 }
 FORWARDS: dict[str, type[DecoderForward]] = {
     "gemma2": GemmaForward,
@@ -54,6 +56,7 @@ FORWARDS: dict[str, type[DecoderForward]] = {
 STORED_AS: dict[str, dict[str, tuple[str, ...]]] = {
     "qwen2_moe": STORED_PER_EXPERT,
     "qwen3_moe": STORED_PER_EXPERT,
+    "olmoe": STORED_PER_EXPERT,
     "mixtral": MIXTRAL_STORED_AS,
 }
 
