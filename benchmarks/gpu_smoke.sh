@@ -69,11 +69,11 @@ if [ "$NDEV" -ge 2 ]; then
   parity 1 1 1 1
   wait
   parity dp2 2 1 1
-  parity tp2 1 2 1
+  parity tp2 1 2 1 --parallel.tp_attention=heads  # the default (auto) attends per sequence where that fits
   parity tp2-nosp 1 2 1 --parallel.sequence_parallel=false
   parity tp2-seqattn 1 2 1 --parallel.tp_attention=sequences  # each TP rank attends over its own rows, every head
   parity cp2 1 1 2  # each row split over 2 ranks, K/V all-gathered, packed documents' masks on global indices
-  if [ "$NDEV" -ge 4 ]; then parity dp2xtp2 2 2 1; parity tp4 1 4 1; fi
+  if [ "$NDEV" -ge 4 ]; then parity dp2xtp2 2 2 1 --parallel.tp_attention=heads; parity tp4 1 4 1 --parallel.tp_attention=heads; fi
   if [ "$NDEV" -ge 8 ]; then parity dp4xtp2 4 2 1; parity tp8 1 8 1; fi
 else
   export_check 0

@@ -140,8 +140,8 @@ def test_attention_per_sequence_needs_each_tp_rank_to_hold_whole_rows(extra):
 
 def test_attention_auto_splits_heads_until_resolved():
     """``parallel.tp_attention=auto`` splits heads, which every layout TP accepts runs, until the launch resolves it
-    for a GPU (``launch.resolve_auto``); the default is ``heads``; other words are refused with the choices."""
-    assert load_config(None, {}).parallel.tp_attention == "heads"
+    for a GPU (``launch.resolve_auto``); it is the default; other words are refused with the choices."""
+    assert load_config(None, {}).parallel.tp_attention == "auto"
     assert load_config(None, {"parallel.tp_attention": "auto"}).parallel.attention() == "heads"
     assert load_config(None, {"parallel.tp_attention": "sequences"}).parallel.attention() == "sequences"
     with pytest.raises(ConfigError, match="parallel.tp_attention='rows' is not one of auto, heads, sequences"):

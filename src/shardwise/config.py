@@ -43,7 +43,7 @@ class ParallelConfig:
     # attention under TP: "heads" split over the TP ranks (Megatron), or "sequences": each TP rank attends over the
     # whole sequences it holds with every head (attention weights replicated over TP ranks; no TP collectives);
     # auto = sequences where the micro-batches allow it and shardwise plan says it fits the GPU, else heads
-    tp_attention: str = "heads"
+    tp_attention: str = "auto"
     # FSDP: free a block's gathered weights after its forward (true) or keep them for its backward and the step's
     # next micro-batches (false: one all-gather per block per step instead of two per micro-batch); auto = false
     # where shardwise plan says that fits the GPU
