@@ -4,8 +4,8 @@ The checkpoints are written here by ``save_pretrained`` (indexed shards and sing
 bf16, tied and untied, a tied one that also stores ``lm_head.weight``, Phi-3's fused projections,
 Gemma 3's scaled embedding, Qwen2-MoE's and Qwen3-MoE's experts stored one matrix per expert, Mixtral's
 under its original names), loaded by shardwise on 1, 2 (tp=2 with sequence and loss parallel) and 4
-(dp_shard=2 x tp=2, and tp=4 with KV heads replicated) CPU processes, and compared with ``AutoModelForCausalLM.from_pretrained`` on one
-process: same logits on a fixed batch.
+(dp_shard=2 x tp=2, and tp=4 with KV heads replicated) CPU processes, and compared with
+``AutoModelForCausalLM.from_pretrained`` on one process: same logits on a fixed batch.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 A plan names, for each submodule of a decoder block and of the model's top, the parallel style
 that shards it (``shardwise.tp``). Llama, Qwen2, Mistral and Granite share one layout, Qwen2-MoE and
-Mixtral another (Mixtral's file holds its stored names); every other architecture has its own file here. ``FORWARDS`` names the architectures whose top-level forward
-differs from Llama's (``plans.decoder.DecoderForward``); ``STORED_AS`` those whose checkpoints store a
-parameter under another name, or a fused one as one matrix per expert.
+Mixtral another (Mixtral's file holds its stored names); every other architecture has its own file here.
+``FORWARDS`` names the architectures whose top-level forward differs from Llama's
+(``plans.decoder.DecoderForward``); ``STORED_AS`` those whose checkpoints store a parameter under another
+name, or a fused one as one matrix per expert.
 """
 
 from __future__ import annotations
