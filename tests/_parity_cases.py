@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from transformers import PretrainedConfig
+
 from shardwise.config import ModelConfig
 from shardwise.model import hf_config
+from shardwise.plans.decoder import expert_width, has_dense_mlp
 from shardwise.verify import preset_spec, resize
 
 # Trained in every layout, tied and untied: "<preset>-2l" as shipped but with 2 layers, "<preset>-2l-flip"
@@ -56,11 +59,20 @@ def variant_presets() -> dict[str, dict[str, Any]]:
         window = {"sliding_window": WINDOW} if getattr(config, "sliding_window", None) else {}
         for variant, tied in ((f"{preset}-2l", config.tie_word_embeddings),
                               (f"{preset}-2l-flip", not config.tie_word_embeddings))[: 1 + flip]:
-            presets[variant] = preset_spec(resize(config, num_hidden_layers=2, tie_word_embeddings=tied, **window))
+            presets[variant] = preset_spec(resize(config, num_hidden_layers=2, tie_word_embeddings=tied, **window,
+                                                  **unused_width(config)))
     kv1 = resize(hf_config(ModelConfig(preset="tiny-qwen2")), num_hidden_layers=2, num_key_value_heads=1)
     heads3 = resize(hf_config(ModelConfig(preset="tiny-qwen3")), num_hidden_layers=2, num_attention_heads=3,
                     num_key_value_heads=1)
     return presets | {KV1_VARIANT: preset_spec(kv1), HEADS3_VARIANT: preset_spec(heads3)}
+
+
+def unused_width(config: PretrainedConfig) -> dict[str, int]:
+    """An odd ``intermediate_size`` where no block is that wide (Qwen3-MoE's are all experts of
+    ``moe_intermediate_size``): tensor parallelism splits no such width, so tp=2 must take it. (Mixtral's and
+    OLMoE's experts are that wide, and grouped matmuls need rows of a multiple of 16 bytes.)"""
+    unused = not has_dense_mlp(config) and expert_width(config) != config.intermediate_size
+    return {"intermediate_size": config.intermediate_size // 2 * 2 - 1} if unused else {}
 
 
 def case_overrides(variant: str, layout: dict[str, object]) -> dict[str, object]:

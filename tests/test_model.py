@@ -23,6 +23,7 @@ from shardwise.model import (
 from shardwise.parallelize import check_divisibility, divisibility_errors
 from shardwise.plans import PLANS, get_plan, model_forward
 from shardwise.tp import Group
+from shardwise.verify import resize
 
 
 def _accepted(preset: str, attn: str) -> bool:
@@ -97,6 +98,19 @@ def test_soft_capped_attention_refuses_sdpa():
     with pytest.raises(ConfigError, match=r"^gemma2 soft-caps attention logits \(attn_logit_softcapping=50.0\), which "
                                           r"sdpa cannot .*; set model.attn_implementation=eager$"):
         check_divisibility(config, load_config(None, {}), 2)
+
+
+@pytest.mark.parametrize("preset,dense", [("tiny-mixtral", {}), ("tiny-olmoe", {}), ("tiny-qwen3-moe", {}),
+                                          ("tiny-qwen3-moe", {"decoder_sparse_step": 2}),
+                                          ("tiny-qwen2-moe", {}), ("tiny-qwen2", {})])
+def test_intermediate_size_must_divide_tp_only_where_a_block_splits_it(preset, dense):
+    """TP splits the dense MLP, not the experts: all-sparse Mixtral, OLMoE and Qwen3-MoE take any tp their heads
+    and vocabulary allow, whatever ``intermediate_size`` is; a model with a dense block (Qwen2-MoE's
+    ``mlp_only_layers``, a ``decoder_sparse_step`` of 2, a dense model) is refused with the tp values to use."""
+    config = resize(hf_config(ModelConfig(preset=preset)), intermediate_size=351, **dense)
+    errors = divisibility_errors(config, load_config(None, {}), 2)
+    want = ["intermediate size (351) is not divisible by parallel.tp=2; use parallel.tp in [1]"]
+    assert errors == (want if dense or preset in ("tiny-qwen2-moe", "tiny-qwen2") else [])
 
 
 def test_attention_per_sequence_splits_no_heads_but_needs_micro_batches_of_tp_rows():

@@ -138,6 +138,19 @@ def test_tp_collectives_per_block_are_megatrons(capsys, preset, sp, expected):
     assert {k: calls[k] for k in expected} == expected
 
 
+@pytest.mark.parametrize("preset,norms", [("tiny-mixtral", 0), ("tiny-olmoe", 4), ("tiny-qwen3-moe", 0)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_experts_add_no_tp_collectives(capsys, preset, norms, dtype):
+    """Every block of these is a mixture of experts on each rank's own tokens: a block's forward + backward keeps
+    attention's all-gather and reduce-scatter each way (and OLMoE's q and k norms over the whole projection, an
+    all-reduce each, each way) and nothing for the experts, in fp32 as in bf16 (torch's meta grouped matmul takes
+    bf16 only, and the plan traces on meta tensors)."""
+    _, report = plan_json(capsys, f"--model.preset={preset}", "--parallel.tp=2", f"--train.dtype={dtype}")
+    calls = {k: v["calls"] for k, v in report["comm_bytes"]["tp"]["per_layer_per_micro_batch"].items()}
+    assert calls == {"all_gather_into_tensor": 2, "reduce_scatter_tensor": 2, "all_reduce": norms,
+                     "all_to_all_single": 0}
+
+
 def test_attention_per_sequence_keeps_only_the_mlps_collectives(capsys):
     """``parallel.tp_attention=sequences``: a block's forward + backward keeps the MLP's all-gather and reduce-scatter
     only, half the bytes; once a step the replicated attention weights' and norms' gradients are all-reduced (at

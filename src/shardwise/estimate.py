@@ -352,6 +352,8 @@ def _parallel_step(config: PretrainedConfig, cfg: Config, layout: Layout, meshes
     collectives."""
     small = copy.deepcopy(config)
     small.num_hidden_layers = layers
+    if num_experts(config):  # torch's meta grouped_mm takes bf16 only; batched matmuls issue the same (no) collectives
+        small._experts_implementation = "batched_mm"
     model = build_meta_model(small)
     if layout.tp > 1:
         apply_tp(model, meshes.tp, cfg.parallel)

@@ -25,7 +25,7 @@ from shardwise.data import micro_batch_size
 from shardwise.mesh import Layout, Meshes
 from shardwise.model import CausalLM, tie_embeddings
 from shardwise.plans import get_plan, model_forward
-from shardwise.plans.decoder import head_dim
+from shardwise.plans.decoder import has_dense_mlp, head_dim
 from shardwise.tp import Group, Style, compute_in, per_sequence_refusal, replicate_remaining
 
 # Ops whose outputs selective checkpointing keeps: recomputing them costs FLOPs or communication.
@@ -51,10 +51,11 @@ def divisibility_errors(config: PretrainedConfig, cfg: Config, tp: int, dp: int 
     """
     heads, kv, hd, vocab = config.num_attention_heads, config.num_key_value_heads, head_dim(config), config.vocab_size
     by_heads = cfg.parallel.attention() == "heads"
-    ok = [d for d in range(1, tp + 1) if vocab % d == 0 and (not by_heads or heads % d == 0 and _kv_splits(kv, hd, d))]
+    split = {"vocab size": vocab} | ({"intermediate size": config.intermediate_size} if has_dense_mlp(config) else {})
+    ok = [d for d in range(1, tp + 1) if all(n % d == 0 for n in split.values())
+          and (not by_heads or heads % d == 0 and _kv_splits(kv, hd, d))]
     fix = f"use parallel.tp in {ok}"
-    widths = [f"{what} ({n}) is not divisible by parallel.tp={tp}; {fix}"
-              for what, n in (("vocab size", vocab), ("intermediate size", config.intermediate_size)) if n % tp]
+    widths = [f"{what} ({n}) is not divisible by parallel.tp={tp}; {fix}" for what, n in split.items() if n % tp]
     # where heads are what stops this tp, attention per sequence may not be
     per_sequence = cfg.parallel.holds_whole_rows() and not widths and not sequence_errors(cfg, tp, dp)
     heads_fix = fix + (", or parallel.tp_attention=sequences (every head on each rank)" if per_sequence else "")

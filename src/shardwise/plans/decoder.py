@@ -54,6 +54,17 @@ def expert_width(config: PretrainedConfig) -> int:
     return getattr(config, "moe_intermediate_size", None) or config.intermediate_size
 
 
+def has_dense_mlp(config: PretrainedConfig) -> bool:
+    """Whether some block keeps a dense MLP, the one tensor parallelism splits (``intermediate_size`` wide): every
+    block of a dense model, a mixture of experts' ``mlp_only_layers`` and the layers ``decoder_sparse_step`` skips
+    (Qwen2/3-MoE), none of Mixtral's or OLMoE's, whose ``intermediate_size`` is each unsplit expert's width. The
+    rule is transformers' own for building the blocks."""
+    if not num_experts(config):
+        return True
+    step, dense = getattr(config, "decoder_sparse_step", 1) or 1, set(getattr(config, "mlp_only_layers", None) or ())
+    return any(layer in dense or (layer + 1) % step for layer in range(config.num_hidden_layers))
+
+
 def head_dim(config: PretrainedConfig) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
