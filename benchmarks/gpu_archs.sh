@@ -12,6 +12,7 @@
 #   <model_type>-dp2  dp_shard=2 (FSDP alone), the same defaults
 #   <model_type>-dp2xtp2  dp_shard=2 x tp=2 (FSDP over TP), where there are 4 GPUs
 # ARCH_LAYOUTS="tp2 dp2 ..." picks the layouts (the reference always runs); the runs share the GPUs, side by side.
+# Mixtures of experts run all of theirs in fp32, eager (smoke_checks.MOE_FLAGS says why).
 # Checks: each loss curve within 2% of its reference at every step (smoke_checks.PARITY_TOL), and shardwise
 # plan's memory total above every run's measured peak. $OUT (default runs/archs) receives archs.json and archs.log;
 # runs and model folders go to $SMOKE_WORK (default runs/archs-work, emptied first); RUN_TIMEOUT=S ends a run after S s.
@@ -30,14 +31,14 @@ else
 fi
 RUN+=(--train.global_batch_size=8 --train.micro_batch_size=4 --train.eval_every=0 --train.activation_checkpointing=none
       --parallel.dp_shard=1 --parallel.cp=1)
-ARCHS=$(python3 -c 'import sys; sys.path.insert(0, "benchmarks"); import smoke_checks as s
-print(" ".join(s.arch_name(p) for p in s.ARCH_PRESETS))')
+declare -A EXTRA  # per architecture, what its runs add (smoke_checks.arch_flags: Gemma 2's eager attention, MoE fp32)
+ARCHS=
+while read -r arch flags; do ARCHS+="$arch " EXTRA[$arch]=$flags; done < <("${CHECKS[@]}" archs)
 
 train() {  # NAME GPUS ARGS...: shardwise train seeing only GPUS (CPU: the processes ARGS ask for), logs/NAME.log
   local name=$1 gpus=$2; shift 2
   local arch=${name%-*} cmd=(python3 -m shardwise.cli train --output.dir="$WORK/runs/$name" --output.progress=false)
-  cmd+=(--model.path="$WORK/$arch" --data.cache_dir="$WORK/cache/$name" "${RUN[@]}" "$@")
-  [ "$arch" = gemma2 ] && cmd+=(--model.attn_implementation=eager)  # its soft-capped attention scores
+  cmd+=(--model.path="$WORK/$arch" --data.cache_dir="$WORK/cache/$name" "${RUN[@]}" "$@" ${EXTRA[$arch]})
   [ -n "${RUN_TIMEOUT:-}" ] && cmd=(timeout "$RUN_TIMEOUT" "${cmd[@]}")  # a run that hangs is one FAIL, not all
   step "$name" "$gpus" "${cmd[@]}"
   rm -rf "$WORK/runs/$name/checkpoints"  # the always-saved final checkpoint; nothing reads it

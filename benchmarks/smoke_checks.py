@@ -67,6 +67,13 @@ ARCH_SHAPES = {
                 num_key_value_heads=2, vocab_size=320, max_position_embeddings=2048),
 }
 ARCH_WINDOW = {"gpu": 256, "cpu": 16}  # sliding windows: a quarter of the check's rows (gpu_archs.sh's seq_len)
+# Mixtures of experts train every gpu_archs.sh run (reference and layouts) in fp32, eager. In bf16 a token whose top
+# experts' router scores nearly tie goes to another expert when two runs sum in another order, and the curves part:
+# on one H200, compiled against eager, 8.3e-3 to 4.5e-2 over 50 steps (calls 148-150), as wide as the errors the
+# check is there to catch, while a run in fp32 stays nearer the truth than either bf16 run. transformers 5.17 cannot
+# trace fp32 experts (parallelize.check_compile), so eager; bf16's compiled blocks are checked against eager bf16 on
+# one GPU (call 148).
+MOE_FLAGS = ("--train.dtype=float32", "--train.compile=false")
 CHAT_RECORDS = 400
 ROUND_TRIP_TEXTS = ["Hello, world!", "déjà vu — ünïcödé ✓ 🎉", "def f(x):\n\treturn x ** 2\n", "  spaces  "]
 LOG_CAP = 200_000  # characters kept of each log in smoke.log (head and tail)
@@ -185,6 +192,24 @@ def arch_name(preset: str) -> str:
     from shardwise.model import PRESETS
 
     return PRESETS[preset]["model_type"]
+
+
+def arch_flags(preset: str) -> list[str]:
+    """What every ``gpu_archs.sh`` run of a preset's architecture adds to the layout's flags."""
+    from types import SimpleNamespace
+
+    from shardwise.model import PRESETS
+    from shardwise.plans.decoder import num_experts
+
+    spec = PRESETS[preset]
+    eager = ["--model.attn_implementation=eager"] if spec["model_type"] == "gemma2" else []  # soft-capped scores
+    return eager + (list(MOE_FLAGS) if num_experts(SimpleNamespace(**spec)) else [])
+
+
+def archs() -> None:
+    """One line per ``ARCH_PRESETS`` entry for ``gpu_archs.sh``: its runs' name, then ``arch_flags``."""
+    for preset in ARCH_PRESETS:
+        print(arch_name(preset), *arch_flags(preset))
 
 
 def prepare_archs(work: Path, cpu: bool) -> None:
@@ -506,7 +531,8 @@ def report_archs(work: Path, out: Path, seconds: int | None) -> int:
     peak; ``OUT/archs.json`` (every number) and ``OUT/archs.log`` (every log)."""
     w = Work(work)
     device = w.device()
-    rows = [r for preset in ARCH_PRESETS for r in check_parity(w, device, f"{arch_name(preset)}-1", arch_name(preset))]
+    rows = [r for preset in ARCH_PRESETS for r in check_parity(w, device, f"{arch_name(preset)}-1", " ".join(
+        [arch_name(preset), *(["fp32 eager"] if MOE_FLAGS[0] in arch_flags(preset) else [])]))]
     rows += check_plans(w, device)
     text = table(rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -514,6 +540,7 @@ def report_archs(work: Path, out: Path, seconds: int | None) -> int:
     result = {"device": device, "runs_seconds": seconds, "parity_tolerance": PARITY_TOL[device],
               "versions": versions_log.read_text().strip() if versions_log.exists() else None,
               "configs": {arch_name(p): arch_spec(p, "cpu" if device == "cpu" else "gpu") for p in ARCH_PRESETS},
+              "flags": {arch_name(p): arch_flags(p) for p in ARCH_PRESETS},
               "checks": rows, "runs": run_summaries(w), "table": text}
     (out / "archs.json").write_text(json.dumps(result, indent=1) + "\n")
     write_log(w, out, text, "archs.log")
@@ -570,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("versions")
+    sub.add_parser("archs", help="gpu_archs.sh's architectures, one per line: name, then the flags its runs add")
     p = sub.add_parser("prepare")
     p.add_argument("work", type=Path)
     p.add_argument("--cpu", action="store_true", help="tiny shapes for the CPU dry-run")
@@ -591,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "versions":
         versions()
+    elif args.command == "archs":
+        archs()
     elif args.command == "prepare":
         prepare(args.work, args.cpu)
     elif args.command == "export-check":
