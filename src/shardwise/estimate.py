@@ -18,7 +18,8 @@ counted per token a device holds (``b·s/cp`` of them under context parallelism)
             its tokens as they are)
             ``+ e(3hq + kv) / t`` (q, k, v into attention; its output, kept by SDPA and o_proj), where
             ``kv = 2hkv``, or ``2hq`` in layers whose K/V transformers repeats to the query heads first
-            (eager attention, and sdpa given a dense mask: its grouped-query path takes none), and under
+            (eager attention, sdpa given a dense mask: its grouped-query path takes none, and fp32 compute,
+            whose grouped-query path is sdpa's math kernel on GPUs: ``shardwise.sdpa``), and under
             context parallelism ``2·cp·hq``: every rank's K/V, repeated to the query heads (by
             ``cp.chunk_pair_attention``, or for the mask, which rules out sdpa's grouped-query path),
             ``2·cp·hkv`` where every layer attends through flex (``shardwise.flex``, which reads grouped
@@ -29,7 +30,8 @@ counted per token a device holds (``b·s/cp`` of them under context parallelism)
             CPU too, where the ring does run)
             ``+ r(hq + hkv) / t`` (Qwen3's q/k norms) ``+ p·a·s / t`` (eager attention's scores, below)
             ``+ 4e·I / t`` (gate, up, silu(gate), product), ``I`` a mixture of experts' routed and shared
-            widths where that is wider (``mlp_width``)
+            widths where that is wider (``mlp_width``), ``+ 2e·k·h / t`` for its ``k`` experts' sorted inputs
+            and weighed outputs (``routed_width``)
 ``full``    ``e·h / t_sp`` (the block input); one layer's ``none`` is recomputed during backward
 ``selective`` the outputs the policy keeps: block input ``e·h / t_sp``, q/k/v ``e(hq + 2hkv) / t``,
             attention ``e·hq / t``, o/down matmuls (partial sums, full sequence) ``2e·h``, their
@@ -169,6 +171,7 @@ class Dims:
     capped: bool = False  # eager attention soft-caps its scores (Gemma 2)
     logit_cap: bool = False  # the logits are soft-capped (Gemma 2)
     per_sequence: bool = False  # each TP rank attends over its own rows: attention's input and output stay local
+    routed: int = 0  # a mixture of experts' k copies of a token's hidden state, sorted by expert (``routed_width``)
 
     @classmethod
     def of(cls, config: PretrainedConfig, cfg: Config, layout: Layout, qk_norm: bool, micro_batch: int,
@@ -189,7 +192,7 @@ class Dims:
                    len(dense) if impl == "sdpa" else 0, flex and len(masked) == len(windows), norms=norms,
                    norm_bytes=norm_bytes, capped=eager and getattr(config, "attn_logit_softcapping", None) is not None,
                    logit_cap=getattr(config, "final_logit_softcapping", None) is not None,
-                   per_sequence=layout.tp > 1 and cfg.parallel.attention() == "sequences")
+                   per_sequence=layout.tp > 1 and cfg.parallel.attention() == "sequences", routed=routed_width(config))
 
     def rings(self, e: int) -> bool:
         """Whether CP's K/V go round the ring at ``e`` bytes per activation: fp32 on GPUs has no kernel for it and
@@ -232,6 +235,14 @@ def mlp_width(config: PretrainedConfig) -> int:
     return max(config.intermediate_size, routed + (getattr(config, "shared_expert_intermediate_size", 0) or 0))
 
 
+def routed_width(config: PretrainedConfig) -> int:
+    """What a mixture of experts keeps per token beyond its intermediate widths, in hidden-state elements: the
+    ``top-k`` copies of each token's input sorted by expert, and as many of the experts' outputs before they are
+    weighed (each saved for backward; 1×H200, call 158: 2 × (8192, 512) fp32 a layer at ``gpu_archs.sh``'s
+    Mixtral shapes); 0 for a dense model."""
+    return config.num_experts_per_tok * config.hidden_size if num_experts(config) else 0
+
+
 def score_bytes(d: Dims, e: int, compiled: bool) -> tuple[int, int]:
     """Bytes per eager attention score: kept until backward, and worked on by one layer's backward (module
     docstring); 0 without eager attention."""
@@ -254,13 +265,15 @@ def layer_bytes_per_token(d: Dims, mode: str, e: int, tp: int, sp: bool, compile
     if d.cp > 1:
         kv = 2 * d.cp * (d.kv_dim if d.grouped else d.q_dim)
     else:
-        repeated = d.layers if d.eager else d.biased  # layers whose K/V are repeated to the query heads
+        # layers whose K/V are repeated to the query heads; in fp32 all (``shardwise.sdpa``, on GPUs)
+        repeated = d.layers if d.eager or e == FP32 else d.biased
         kv = 2 * (d.kv_dim * (d.layers - repeated) + d.q_dim * repeated) / d.layers
     if d.rings(e):
         kv = (4 if compiled else 2) * d.kv_dim
     # per element of a norm's input: compiled, the fp32 upcast is recomputed
     norm = e if compiled else d.norm_bytes or FP32 + e
-    mlp = (3 if compiled else 4) * e * d.intermediate  # compiled, silu(gate) is recomputed from gate
+    # compiled, silu(gate) is recomputed from gate; a mixture of experts keeps its sorted inputs and weighted outputs
+    mlp = (3 if compiled else 4) * e * d.intermediate + 2 * e * d.routed
     # attention's and the MLP's inputs, gathered (per sequence, attention's is this rank's tokens); selective keeps
     # o_proj's and down_proj's outputs alike
     gathered = e * d.hidden * (1 + 1 / tp if d.per_sequence else 2)

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 from transformers import AttentionInterface, PretrainedConfig
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from shardwise import sdpa
 from shardwise.config import Config, ConfigError
 from shardwise.plans.decoder import attend_through
 
@@ -99,10 +99,11 @@ def flex_or_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Te
                            attention_mask: BlockMask | torch.Tensor | None, dropout: float = 0.0,
                            scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """The function registered as ``FLEX_ATTENTION``: a ``BlockMask`` attends through flex (grouped K/V heads
-    read in place), anything else through transformers' sdpa. Returns ``(batch, seq, heads, head_dim)``."""
+    read in place), anything else through transformers' sdpa (``sdpa.sdpa_attention``, which keeps fp32 off its
+    math kernel). Returns ``(batch, seq, heads, head_dim)``."""
     if not isinstance(attention_mask, BlockMask):
-        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, dropout=dropout,
-                                              scaling=scaling, **kwargs)
+        return sdpa.sdpa_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                   **kwargs)
     as_is = torch.compiler.is_compiling() or not query.is_cuda  # inside a compiled block; CPU: forward only (tests)
     attend = flex_attention if as_is else _compiled_flex()
     out = attend(query, key, value, block_mask=attention_mask, scale=scaling,

@@ -19,13 +19,13 @@ from torch.utils.checkpoint import (
 )
 from transformers import PretrainedConfig
 
-from shardwise import cp, flex, fuse, graphs
+from shardwise import cp, flex, fuse, graphs, sdpa
 from shardwise.config import Config, ConfigError, ParallelConfig
 from shardwise.data import micro_batch_size
 from shardwise.mesh import Layout, Meshes
 from shardwise.model import CausalLM, tie_embeddings
 from shardwise.plans import get_plan, model_forward
-from shardwise.plans.decoder import has_dense_mlp, head_dim
+from shardwise.plans.decoder import attend_through, has_dense_mlp, head_dim
 from shardwise.tp import Group, Style, compute_in, per_sequence_refusal, replicate_remaining
 
 # Ops whose outputs selective checkpointing keeps: recomputing them costs FLOPs or communication.
@@ -288,6 +288,9 @@ def parallelize(model: CausalLM, cfg: Config, meshes: Meshes, layout: Layout, pa
         apply_cp(model, meshes.cp, cfg.parallel.cp_exchange)
     if flex.uses_flex(cfg, model.config, meshes.tp.device_type):
         apply_flex(model)
+    elif sdpa.needs_repeat(cfg.model.attn_implementation, param_dtype, meshes.tp.device_type, layout.cp > 1):
+        for layer in model.layers:
+            attend_through(layer.self_attn, sdpa.REPEATED_KV)
     apply_activation_checkpointing(model, cfg.train.activation_checkpointing, keep_rng=not cfg.train.cudagraphs)
     if cfg.train.cudagraphs:
         check_cudagraphs(cfg, model.config, layout, meshes.tp.device_type)
