@@ -624,12 +624,12 @@ def test_auto_attends_per_sequence_where_that_runs_and_fits(capsys):
         capsys.readouterr().out.splitlines())
 
 
-@pytest.mark.parametrize("preset,width", [("tiny-mixtral", 2 * 352), ("tiny-olmoe", 2 * 64), ("tiny-qwen3-moe", 352),
-                                          ("tiny-llama", 352)])
+@pytest.mark.parametrize("preset,width", [("tiny-mixtral", 2 * 352), ("tiny-olmoe", 2 * 64), ("tiny-qwen3-moe", 2 * 64),
+                                          ("tiny-qwen2-moe", 352), ("tiny-llama", 352)])
 def test_mlp_width_is_a_tokens_routed_experts_where_wider(preset, width):
     """The MLP activations a token keeps: Mixtral's (OLMoE's) 2 routed experts, each ``intermediate_size`` wide;
-    Qwen3-MoE's 2 of ``moe_intermediate_size`` 64, narrower than its ``intermediate_size`` 352, which the estimate
-    keeps (an upper bound); a dense MLP."""
+    Qwen3-MoE's 2 of ``moe_intermediate_size`` 64 (its ``intermediate_size`` 352 is no block's width); Qwen2-MoE's
+    dense layer, wider than its 2 routed experts and shared one (2 * 64 + 176); a dense MLP."""
     from shardwise.estimate import mlp_width
 
     assert mlp_width(hf_config(ModelConfig(preset=preset))) == width

@@ -141,7 +141,7 @@ from shardwise.mesh import Layout, Meshes
 from shardwise.model import build_meta_model, needs_mask
 from shardwise.parallelize import apply_activation_checkpointing, apply_cp, apply_tp
 from shardwise.plans import model_forward
-from shardwise.plans.decoder import expert_width, num_experts
+from shardwise.plans.decoder import expert_width, has_dense_mlp, num_experts
 
 FP32 = 4
 
@@ -228,11 +228,13 @@ def norm_bytes(norm: nn.Module, dtype: torch.dtype, rows: int = 8) -> float:
 
 
 def mlp_width(config: PretrainedConfig) -> int:
-    """The intermediate width whose activations a block's MLP keeps per token: a mixture of experts' ``top-k``
-    routed experts and its shared one where that is wider than the dense layers' (Qwen2-MoE; Mixtral's experts
-    are each ``intermediate_size`` wide)."""
+    """The intermediate width whose activations a block's MLP keeps per token, the widest block's: a mixture of
+    experts' ``top-k`` routed experts and its shared one, or a dense layer's ``intermediate_size`` where there is
+    one (Qwen2-MoE's ``mlp_only_layers``; Mixtral's experts are each ``intermediate_size`` wide, Qwen3-MoE's
+    blocks leave it unused: ``plans.decoder.has_dense_mlp``)."""
     routed = config.num_experts_per_tok * expert_width(config) if num_experts(config) else 0
-    return max(config.intermediate_size, routed + (getattr(config, "shared_expert_intermediate_size", 0) or 0))
+    dense = config.intermediate_size if has_dense_mlp(config) else 0
+    return max(dense, routed + (getattr(config, "shared_expert_intermediate_size", 0) or 0))
 
 
 def routed_width(config: PretrainedConfig) -> int:
