@@ -194,16 +194,20 @@ def arch_name(preset: str) -> str:
     return PRESETS[preset]["model_type"]
 
 
-def arch_flags(preset: str) -> list[str]:
-    """What every ``gpu_archs.sh`` run of a preset's architecture adds to the layout's flags."""
+def is_moe(preset: str) -> bool:
+    """Whether a preset is a mixture of experts, which ``gpu_archs.sh`` trains with ``MOE_FLAGS``."""
     from types import SimpleNamespace
 
     from shardwise.model import PRESETS
     from shardwise.plans.decoder import num_experts
 
-    spec = PRESETS[preset]
-    eager = ["--model.attn_implementation=eager"] if spec["model_type"] == "gemma2" else []  # soft-capped scores
-    return eager + (list(MOE_FLAGS) if num_experts(SimpleNamespace(**spec)) else [])
+    return num_experts(SimpleNamespace(**PRESETS[preset])) > 0
+
+
+def arch_flags(preset: str) -> list[str]:
+    """What every ``gpu_archs.sh`` run of a preset's architecture adds to the layout's flags."""
+    eager = ["--model.attn_implementation=eager"] if arch_name(preset) == "gemma2" else []  # soft-capped scores
+    return eager + (list(MOE_FLAGS) if is_moe(preset) else [])
 
 
 def archs() -> None:
@@ -531,8 +535,8 @@ def report_archs(work: Path, out: Path, seconds: int | None) -> int:
     peak; ``OUT/archs.json`` (every number) and ``OUT/archs.log`` (every log)."""
     w = Work(work)
     device = w.device()
-    rows = [r for preset in ARCH_PRESETS for r in check_parity(w, device, f"{arch_name(preset)}-1", " ".join(
-        [arch_name(preset), *(["fp32 eager"] if MOE_FLAGS[0] in arch_flags(preset) else [])]))]
+    rows = [r for preset in ARCH_PRESETS for r in check_parity(w, device, f"{arch_name(preset)}-1", arch_name(preset)
+                                                               + (" fp32 eager" if is_moe(preset) else ""))]
     rows += check_plans(w, device)
     text = table(rows)
     out.mkdir(parents=True, exist_ok=True)
