@@ -9,7 +9,8 @@ import pytest
 import torch.distributed.run
 
 from shardwise import launch
-from shardwise.config import ParallelConfig, load_config
+from shardwise.config import ModelConfig, ParallelConfig, load_config
+from shardwise.model import hf_config
 
 
 @pytest.mark.parametrize("has_flag", [True, False])
@@ -100,6 +101,20 @@ def test_notes_name_the_settings_measured_slower(monkeypatch, capsys, command, f
     launch.note_choices(load_config(None, flags), command)
     lines = capsys.readouterr().err.splitlines()
     assert [line.removeprefix("shardwise: note: ").split(" ")[0] for line in lines] == notes
+
+
+@pytest.mark.parametrize("asked,coef,noted", [(True, 0.02, True), (False, 0.02, False), (True, 0.0, False)])
+def test_a_router_loss_the_config_asks_for_gets_a_note(tmp_path, monkeypatch, capsys, asked, coef, noted):
+    """transformers adds a mixture of experts' load-balancing loss where its config sets ``output_router_logits``
+    (off in released configs); shardwise does not, and says so before training when a config asks for it."""
+    config = hf_config(ModelConfig(preset="tiny-mixtral"))
+    config.output_router_logits, config.router_aux_loss_coef = asked, coef
+    config.save_pretrained(tmp_path)
+    monkeypatch.setenv("RANK", "0")
+    launch.note_choices(load_config(None, {"model.path": str(tmp_path)}), "train")
+    err = capsys.readouterr().err
+    assert ("output_router_logits=true (router_aux_loss_coef=0.02)" in err) == noted
+    assert not noted or "shardwise does not add it" in err
 
 
 @pytest.mark.parametrize("setting,tp,budget,want", [

@@ -101,13 +101,31 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
 def note_choices(cfg: Config, command: str) -> None:
     """From rank 0 (of shardwise's own launch too): one line for each setting that would otherwise cost speed
     without a word: ``parallel.cp_exchange=ring`` where it cannot carry some of the attention (``model.ring_note``;
-    training only, as bench's rows are one document each) and async TP at small micro-batches."""
+    training only, as bench's rows are one document each), async TP at small micro-batches, and a router loss the
+    model's config asks for that shardwise does not add."""
     from shardwise.model import ring_note
 
     if not rank_zero():
         return
-    for line in filter(None, (ring_note(cfg) if command == "train" else None, async_tp_note(cfg))):
+    lines = (ring_note(cfg) if command == "train" else None, async_tp_note(cfg), router_loss_note(cfg))
+    for line in filter(None, lines):
         print(f"shardwise: note: {line}", file=sys.stderr, flush=True)
+
+
+def router_loss_note(cfg: Config) -> str | None:
+    """A mixture of experts whose config has transformers add the router's load-balancing loss to the training loss
+    (``output_router_logits`` with a ``router_aux_loss_coef``, off in the released Mixtral, OLMoE, Qwen-MoE configs):
+    shardwise's loss is the token cross-entropy alone (docs/architectures.md), which a user who turned it on should
+    hear before training."""
+    from shardwise.model import hf_config
+
+    config = hf_config(cfg.model)
+    coef = getattr(config, "router_aux_loss_coef", 0.0)
+    if not (getattr(config, "output_router_logits", False) and coef):
+        return None
+    return (f"the model's config sets output_router_logits=true (router_aux_loss_coef={coef}), with which "
+            "transformers adds the router's load-balancing loss; shardwise does not add it and trains on the token "
+            "cross-entropy alone (docs/architectures.md)")
 
 
 def async_tp_note(cfg: Config) -> str | None:
