@@ -27,6 +27,28 @@ def test_fused_adamw_skips_nonfinite_steps_on_the_device(layout, tmp_path):
     check_skips(torch.load(out))
 
 
+@pytest.mark.parametrize("layout", [{"parallel.tp": 2, "parallel.dp_shard": 1}, {"parallel.tp": 1, "parallel.dp_shard": 2}],
+                         ids=["tp2", "dp_shard2"])
+def test_the_update_on_local_tensors_is_the_update_through_dtensors(layout, tmp_path):
+    """``optim.on_local_tensors`` hands AdamW the storage the DTensors wrap (once the first step has made the
+    state): after each of three clipped steps the weights and both moments are those of the same steps through
+    the DTensors, bit for bit, fused and foreach; and the optimizer did see plain tensors from the second step."""
+    out = tmp_path / "out.pt"
+    overrides = {"model.preset": "tiny-qwen2", **layout, "train.seq_len": 32, "train.global_batch_size": 4,
+                 "train.micro_batch_size": 2, "train.dtype": "float32", "train.compile": "false",
+                 "output.progress": False, "compare": True}
+    torchrun(2, "_optim_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
+    result = torch.load(out)
+    for kind in ("fused", "foreach"):
+        local, through = result[f"{kind}-local"], result[f"{kind}-dtensor"]
+        assert local["updated"] == ["DTensor", "Tensor", "Tensor"] and through["updated"] == ["DTensor"] * 3
+        for got, want in zip(local["states"], through["states"], strict=True):
+            assert all(torch.equal(got["weights"][n], w) for n, w in want["weights"].items())
+            assert all(torch.equal(got["optim"][n][k], v) for n, s in want["optim"].items() for k, v in s.items())
+        first, last = local["states"][0]["weights"], local["states"][-1]["weights"]
+        assert not all(torch.equal(last[n], w) for n, w in first.items())  # it trained
+
+
 def check_skips(result: dict) -> None:
     """The worker's four states (also run on GPUs: ``benchmarks/results/*-sync-free/run.sh``)."""
     first, *skipped, last = result["states"]

@@ -86,7 +86,7 @@ def optimizer_step(run: Run, loss: torch.Tensor | None = None) -> tuple[torch.Te
     step leaves the weights and the optimizer state (moments, step count) as they were and drops its gradients;
     the schedule still advances, so the lr stays a function of the step, like the data.
     """
-    params = [p for p in run.model.parameters() if p.grad is not None]
+    params = [p for group in run.optimizer.param_groups for p in group["params"] if p.grad is not None]
     grad_norm = clip_grad_norm_(params, run.cfg.train.grad_clip)
     finite = torch.isfinite(grad_norm)
     if loss is not None:
