@@ -7,8 +7,9 @@ so each layout has the same optimizer groups, which resuming on another layout n
 
 The step's tail (the gradient norm, clipping, the update) runs on the DTensors' local tensors, the
 storage they wrap: through DTensor's dispatch, each of those foreach calls over a few hundred
-parameters cost the host milliseconds while the GPU, done with the backward, waited (19 ms of a 0.34 s
-``dp_shard=2`` step at Qwen2-1.5B shapes on an H200, BENCHMARKS.md, session 38).
+parameters cost the host milliseconds while the GPU, done with the backward, could wait (19 ms of rank 0's 0.34 s
+``dp_shard=2`` step at Qwen2-1.5B shapes with its collectives faked on one H200; on two H200s, where the backward's
+communication covers most of that time, 1.004-1.008x: BENCHMARKS.md, session 38).
 """
 
 from __future__ import annotations

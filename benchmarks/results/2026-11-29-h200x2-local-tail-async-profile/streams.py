@@ -1,0 +1,74 @@
+"""Per-stream view of profiled steps (bench.profile traces): where a TP step's time goes beyond its compute.
+
+Usage: python streams.py NAME=TRACE.json ...   (e.g. plain=…/trace-rank0.json async=…/trace-rank0.json)
+
+For each trace: the device span; per stream, busy ms (union) and the top kernels; kernel time by kind summed over
+every stream; the main stream (the one with most matmul time): its idle ms inside the span, matmul ms and the
+count/mean of its matmuls; then, across traces, the matmul kernels by name with their total ms side by side.
+"""
+
+import json
+import sys
+from collections import defaultdict
+
+from shardwise.profile import device_events, kernel_kind, length, union
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)["traceEvents"]
+
+
+def summarize(name, events):
+    dev = device_events(events)
+    t0 = min(e["ts"] for e in dev)
+    t1 = max(e["ts"] + e["dur"] for e in dev)
+    by_stream = defaultdict(list)
+    for e in dev:
+        by_stream[e.get("args", {}).get("stream", -1)].append(e)
+    print(f"== {name}: device span {(t1 - t0) / 1e3:.1f} ms, {len(dev)} device events")
+    matmul_by_stream = {s: sum(e["dur"] for e in es if kernel_kind(e) == "matmul") for s, es in by_stream.items()}
+    main = max(matmul_by_stream, key=matmul_by_stream.get)
+    for s, es in sorted(by_stream.items(), key=lambda kv: -len(kv[1])):
+        busy = length(union((e["ts"], e["ts"] + e["dur"]) for e in es)) / 1e3
+        names = defaultdict(float)
+        for e in es:
+            names[e["name"][:90]] += e["dur"] / 1e3
+        top = sorted(names.items(), key=lambda kv: -kv[1])[:4]
+        print(f"  stream {s}{' (main)' if s == main else ''}: {len(es)} events, busy {busy:.1f} ms")
+        for n, ms in top:
+            print(f"      {ms:8.2f} ms  {n}")
+    kinds = defaultdict(float)
+    for e in dev:
+        kinds[kernel_kind(e)] += e["dur"] / 1e3
+    print("  by kind (all streams): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])))
+    es = by_stream[main]
+    busy = length(union((e["ts"], e["ts"] + e["dur"]) for e in es)) / 1e3
+    mm = [e["dur"] / 1e3 for e in es if kernel_kind(e) == "matmul"]
+    kinds_main = defaultdict(float)
+    for e in es:
+        kinds_main[kernel_kind(e)] += e["dur"] / 1e3
+    print(f"  main stream: busy {busy:.1f} of {(t1 - t0) / 1e3:.1f} ms (idle {(t1 - t0) / 1e3 - busy:.1f}); "
+          f"matmuls {sum(mm):.1f} ms in {len(mm)}; by kind " +
+          ", ".join(f"{k} {v:.1f}" for k, v in sorted(kinds_main.items(), key=lambda kv: -kv[1])))
+    mms = defaultdict(lambda: [0.0, 0])
+    for e in dev:
+        if kernel_kind(e) == "matmul":
+            mms[e["name"][:100]][0] += e["dur"] / 1e3
+            mms[e["name"][:100]][1] += 1
+    return mms
+
+
+def main():
+    tables = {}
+    for arg in sys.argv[1:]:
+        name, path = arg.split("=", 1)
+        tables[name] = summarize(name, load(path))
+    names = sorted({n for t in tables.values() for n in t}, key=lambda n: -max(t.get(n, [0])[0] for t in tables.values()))
+    print("== matmul kernels, ms (calls) per trace: " + " | ".join(tables))
+    for n in names[:20]:
+        print("  " + " | ".join(f"{t.get(n, [0, 0])[0]:8.2f} ({t.get(n, [0, 0])[1]:4d})" for t in tables.values()) + f"  {n}")
+
+
+if __name__ == "__main__":
+    main()
