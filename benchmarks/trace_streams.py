@@ -1,11 +1,13 @@
 """Per-stream view of profiled steps (bench.profile traces): where a TP step's time goes beyond its compute.
 
-Usage: python streams.py NAME=TRACE.json ...   (e.g. plain=…/trace-rank0.json async=…/trace-rank0.json)
+Usage: python benchmarks/trace_streams.py NAME=TRACE.json ...   (e.g. plain=…/trace-rank0.json async=…/trace-rank0.json)
 
 For each trace: the device span; per stream, busy ms (union) and the top kernels; kernel time by kind summed over
 every stream; the main stream (the one with most matmul time): its idle ms inside the span, matmul ms and the
 count/mean of its matmuls; then, across traces, the matmul kernels by name with their total ms side by side.
 """
+
+from __future__ import annotations
 
 import json
 import sys
@@ -14,12 +16,13 @@ from collections import defaultdict
 from shardwise.profile import device_events, kernel_kind, length, union
 
 
-def load(path):
+def load(path: str) -> list[dict]:
     with open(path) as f:
         return json.load(f)["traceEvents"]
 
 
-def summarize(name, events):
+def summarize(name: str, events: list[dict]) -> dict[str, list]:
+    """Print one trace's per-stream view; return its matmul kernels: name -> [total ms, calls]."""
     dev = device_events(events)
     t0 = min(e["ts"] for e in dev)
     t1 = max(e["ts"] + e["dur"] for e in dev)
@@ -59,7 +62,7 @@ def summarize(name, events):
     return mms
 
 
-def main():
+def main() -> None:
     tables = {}
     for arg in sys.argv[1:]:
         name, path = arg.split("=", 1)
