@@ -9,16 +9,13 @@ count/mean of its matmuls; then, across traces, the matmul kernels by name with 
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
+from pathlib import Path
+
+from trace_gaps import load  # this folder's script: the same trace reader, .gz included
 
 from shardwise.profile import device_events, kernel_kind, length, union
-
-
-def load(path: str) -> list[dict]:
-    with open(path) as f:
-        return json.load(f)["traceEvents"]
 
 
 def summarize(name: str, events: list[dict]) -> dict[str, list]:
@@ -66,7 +63,7 @@ def main() -> None:
     tables = {}
     for arg in sys.argv[1:]:
         name, path = arg.split("=", 1)
-        tables[name] = summarize(name, load(path))
+        tables[name] = summarize(name, load(Path(path)))
     names = sorted({n for t in tables.values() for n in t}, key=lambda n: -max(t.get(n, [0])[0] for t in tables.values()))
     print("== matmul kernels, ms (calls) per trace: " + " | ".join(tables))
     for n in names[:20]:

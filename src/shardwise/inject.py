@@ -23,10 +23,10 @@ import time
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
 
 from shardwise.config import ConfigError, parse_signals
 from shardwise.run import Run
+from shardwise.tp import local_tensor
 
 KINDS = ("nan", "inf-grad", "kill", "crash", "hang", "preempt")
 
@@ -58,8 +58,7 @@ def mid_step(run: Run, step: int, loss: torch.Tensor) -> torch.Tensor:
 
 def _act(run: Run, kind: str) -> None:
     if kind in ("nan", "inf-grad"):
-        grads = (p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad for p in run.model.parameters()
-                 if p.grad is not None)
+        grads = (local_tensor(p.grad) for p in run.model.parameters() if p.grad is not None)
         with torch.no_grad():
             next(g for g in grads if g.numel()).view(-1)[0] = float("nan" if kind == "nan" else "inf")
     elif kind == "kill" and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from torch.distributed.tensor import DTensor
 
 from shardwise.config import ConfigError
 from shardwise.model import CausalLM, local_slices, materialize, reset_buffers
 from shardwise.plans import STORED_AS
+from shardwise.tp import local_tensor
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -184,7 +184,7 @@ def load_weights(model: CausalLM, folder: str | Path, device: torch.device) -> i
     for name, param in model.named_parameters():
         stored, slices = plan[name], local_slices(param)
         block = stored.read(ckpt, slices) if isinstance(stored, PerExpert) else _read(ckpt, stored, slices)
-        (param.to_local() if isinstance(param, DTensor) else param).copy_(block)
+        local_tensor(param).copy_(block)
         read += block.numel()
     reset_buffers(model, device)
     return read

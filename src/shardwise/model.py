@@ -27,7 +27,7 @@ from shardwise.flex import block_mask
 from shardwise.graphs import BlockGraphs
 from shardwise.plans import model_forward
 from shardwise.plans.decoder import num_experts
-from shardwise.tp import Group, per_sequence_refusal
+from shardwise.tp import Group, local_tensor, per_sequence_refusal
 
 _TINY = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=320, max_position_embeddings=2048, rms_norm_eps=1e-6)
@@ -395,8 +395,7 @@ def init_weights(model: CausalLM, device: torch.device, seed: int) -> None:
     std = model.config.initializer_range
     for name, param in model.named_parameters():
         full = _full_init(name, param.shape, std, seed, device)
-        local = param.to_local() if isinstance(param, DTensor) else param
-        local.copy_(full[local_slices(param)])
+        local_tensor(param).copy_(full[local_slices(param)])
     reset_buffers(model, device)
 
 

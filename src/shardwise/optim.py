@@ -25,6 +25,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from shardwise.config import TrainConfig
+from shardwise.tp import local_tensor
 
 
 def _mesh_key(p: torch.Tensor) -> object:
@@ -74,16 +75,10 @@ def step_if(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:
     """
     if all(group.get("fused") for group in optimizer.param_groups):
         optimizer.found_inf = (~finite).to(torch.float32)
-        with on_local_tensors(optimizer):
-            optimizer.step()
-    elif bool(finite):
-        with on_local_tensors(optimizer):
-            optimizer.step()
-
-
-def local(t: torch.Tensor) -> torch.Tensor:
-    """The tensor a DTensor wraps (this rank's shard or replica, the same storage); a plain tensor itself."""
-    return t._local_tensor if isinstance(t, DTensor) else t
+    elif not bool(finite):
+        return
+    with on_local_tensors(optimizer):
+        optimizer.step()
 
 
 @contextmanager
@@ -99,10 +94,10 @@ def on_local_tensors(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     kept_params, kept_state = [group["params"] for group in optimizer.param_groups], optimizer.state
     swapped: defaultdict[torch.Tensor, dict] = defaultdict(dict)
     for p in params:
-        swapped[local(p)] = {k: local(v) for k, v in kept_state[p].items()}
-        local(p).grad = local(p.grad)
+        swapped[local_tensor(p)] = {k: local_tensor(v) for k, v in kept_state[p].items()}
+        local_tensor(p).grad = local_tensor(p.grad)
     for group, kept in zip(optimizer.param_groups, kept_params, strict=True):
-        group["params"] = [local(p) for p in kept]
+        group["params"] = [local_tensor(p) for p in kept]
     optimizer.state = swapped
     try:
         yield
@@ -111,7 +106,7 @@ def on_local_tensors(optimizer: torch.optim.Optimizer) -> Iterator[None]:
         for group, kept in zip(optimizer.param_groups, kept_params, strict=True):
             group["params"] = kept
         for p in params:
-            local(p).grad = None  # the DTensor keeps its gradient; this reference would outlive zero_grad
+            local_tensor(p).grad = None  # the DTensor keeps its gradient; this reference would outlive zero_grad
 
 
 @torch.no_grad()
@@ -123,10 +118,10 @@ def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor
     host or copies one from it (either would wait for the GPU): the norm stays on the device.
     """
     grads = [p.grad for p in params if p.grad is not None]
-    total_sq = torch.zeros((), dtype=torch.float32, device=local(grads[0]).device if grads else None)
+    total_sq = torch.zeros((), dtype=torch.float32, device=grads[0].device if grads else None)
     groups: dict[tuple, list[torch.Tensor]] = defaultdict(list)
     for g in grads:
-        groups[shard_dims(g)].append(local(g))
+        groups[shard_dims(g)].append(local_tensor(g))
     for (mesh, dims), tensors in groups.items():
         square = torch.stack([n.float() for n in torch._foreach_norm(tensors, 2.0)]).square().sum()
         for dim in dims:
@@ -135,7 +130,7 @@ def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor
     total = total_sq.sqrt()
     if max_norm > 0:
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        torch._foreach_mul_([local(g) for g in grads], coef)
+        torch._foreach_mul_([local_tensor(g) for g in grads], coef)
     return total
 
 

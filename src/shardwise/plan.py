@@ -31,7 +31,7 @@ from shardwise.parallelize import divisibility_errors, parallelize
 from shardwise.plans import TPPlan, get_plan
 from shardwise.plans.decoder import num_experts
 from shardwise.run import compute_dtype
-from shardwise.tp import partial_grad_params
+from shardwise.tp import local_tensor, partial_grad_params
 
 GIB = 2**30
 
@@ -52,7 +52,7 @@ def param_layout(model: nn.Module) -> dict[str, dict[str, Any]]:
     """Each unique parameter's global shape, this rank's local shape and placements (verify records it too)."""
     out = {}
     for name, p in model.named_parameters():  # tied weights are listed once, under the embedding
-        local = p.to_local() if isinstance(p, DTensor) else p
+        local = local_tensor(p)
         out[name.removeprefix("hf.")] = {
             "global_shape": list(p.shape), "local_shape": list(local.shape),
             "placements": [str(x) for x in p.placements] if isinstance(p, DTensor) else [],
@@ -154,7 +154,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
         parallelize(model, without_gpu_only(cfg), meshes, layout, dtype)
         layout_rows = param_layout(model)
         units = fsdp_units(model)
-        local = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
+        local = sum(local_tensor(p).numel()
                     for p in {id(p): p for p in model.parameters()}.values())
         partial = sum(p.to_local().numel() for p in {id(p): p for p in partial_grad_params(model)}.values())
         dims = estimate.Dims.of(config, cfg, layout, qk_norm, micro, attends_with_flex(cfg, config, cuda), len(norms),

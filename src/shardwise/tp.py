@@ -424,7 +424,7 @@ def _move_grad(module: nn.Module, name: str, leaf: torch.Tensor) -> None:
         param.grad = grad if not isinstance(param, DTensor) else DTensor.from_local(
             grad, param.device_mesh, param.placements, run_check=False, shape=param.shape, stride=param.stride())
     else:
-        (param.grad._local_tensor if isinstance(param.grad, DTensor) else param.grad).add_(grad)
+        local_tensor(param.grad).add_(grad)
 
 
 @cache
@@ -495,10 +495,16 @@ def partial_grad_params(model: nn.Module) -> list[nn.Parameter]:
     return [m._parameters[n] for m in model.modules() for n in getattr(m, "_tp_partial_grads", ())]
 
 
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The tensor a DTensor wraps (this rank's shard or replica: the same storage, outside autograd); a plain
+    tensor itself."""
+    return t._local_tensor if isinstance(t, DTensor) else t
+
+
 @torch.no_grad()
 def sum_partial_grads(params: list[nn.Parameter], mesh: DeviceMesh) -> None:
     """Add the partial gradients of ``params`` over TP ranks in one all-reduce (of this rank's FSDP shards)."""
-    grads = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad for p in params if p.grad is not None]
+    grads = [local_tensor(p.grad) for p in params if p.grad is not None]
     if not grads or mesh.size() == 1:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
