@@ -11,9 +11,13 @@
 #                     through flex block masks (sdpa architectures)
 #   <model_type>-dp2  dp_shard=2 (FSDP alone), the same defaults
 #   <model_type>-dp2xtp2  dp_shard=2 x tp=2 (FSDP over TP), where there are 4 GPUs
-# ARCH_LAYOUTS="tp2 dp2 ..." picks the layouts (the reference always runs); the runs share the GPUs, side by side.
+#   <model_type>-twin one GPU as the reference but micro-batch 2: the same sums in another order (mixtures of experts)
+# ARCH_LAYOUTS="tp2 dp2 ..." picks the layouts (the reference always runs); ARCH_NAMES="olmoe mixtral ..." the
+# architectures (default: all); the runs share the GPUs, side by side.
 # Mixtures of experts run all of theirs in fp32, eager (smoke_checks.MOE_FLAGS says why).
-# Checks: each loss curve within 2% of its reference at every step (smoke_checks.PARITY_TOL), and shardwise
+# Checks: each loss curve within 2% of its reference at every step (smoke_checks.PARITY_TOL); a mixture of experts'
+# within fp32's 1e-4 over its first 10 steps, with the rest of the curve reported beside its twin's, which shows how
+# far rounding alone carries it once routing ties break another way (smoke_checks.MOE_STEPS); and shardwise
 # plan's memory total above every run's measured peak. $OUT (default runs/archs) receives archs.json and archs.log;
 # runs and model folders go to $SMOKE_WORK (default runs/archs-work, emptied first); RUN_TIMEOUT=S ends a run after S s.
 set -uo pipefail
@@ -32,8 +36,12 @@ fi
 RUN+=(--train.global_batch_size=8 --train.micro_batch_size=4 --train.eval_every=0 --train.activation_checkpointing=none
       --parallel.dp_shard=1 --parallel.cp=1)
 declare -A EXTRA  # per architecture, what its runs add (smoke_checks.arch_flags: Gemma 2's eager attention, MoE fp32)
-ARCHS=
-while read -r arch flags; do ARCHS+="$arch " EXTRA[$arch]=$flags; done < <("${CHECKS[@]}" archs)
+ARCHS= MOE=
+while read -r arch flags; do
+  [[ " ${ARCH_NAMES:-$arch} " == *" $arch "* ]] || continue
+  ARCHS+="$arch " EXTRA[$arch]=$flags
+done < <("${CHECKS[@]}" archs)
+for arch in $("${CHECKS[@]}" archs --moe); do [[ " $ARCHS" == *" $arch "* ]] && MOE+="$arch "; done
 
 train() {  # NAME GPUS ARGS...: shardwise train seeing only GPUS (CPU: the processes ARGS ask for), logs/NAME.log
   local name=$1 gpus=$2; shift 2
@@ -43,19 +51,21 @@ train() {  # NAME GPUS ARGS...: shardwise train seeing only GPUS (CPU: the proce
   step "$name" "$gpus" "${cmd[@]}"
   rm -rf "$WORK/runs/$name/checkpoints"  # the always-saved final checkpoint; nothing reads it
 }
-declare -A FLAGS=([1]="--parallel.tp=1 --train.compile=false --model.packed_attention=mask" [tp2]="--parallel.tp=2"
+REF="--parallel.tp=1 --train.compile=false --model.packed_attention=mask"
+declare -A FLAGS=([1]="$REF" [twin]="$REF --train.micro_batch_size=2" [tp2]="--parallel.tp=2"
                   [dp2]="--parallel.tp=1 --parallel.dp_shard=2" [dp2xtp2]="--parallel.tp=2 --parallel.dp_shard=2")
-declare -A WIDTH=([1]=1 [tp2]=2 [dp2]=2 [dp2xtp2]=4)
+declare -A WIDTH=([1]=1 [twin]=1 [tp2]=2 [dp2]=2 [dp2xtp2]=4)
 LAYOUTS=${ARCH_LAYOUTS:-tp2 dp2$([ "$NDEV" -ge 4 ] && echo " dp2xtp2")}
 queue() {  # KIND GPUS ARCH...: one architecture after another on GPUS
   local kind=$1 gpus=$2 arch; shift 2
   for arch in "$@"; do train "$arch-$kind" "$gpus" ${FLAGS[$kind]}; done
 }
-spread() {  # KIND WIDTH: the architectures dealt round-robin over one queue per GPU (CPU: one queue), queue q on
-  # WIDTH GPUs from GPU q * WIDTH round the machine; the queues run side by side, sharing GPUs (nothing here is timed)
+spread() {  # KIND WIDTH ARCH...: the architectures dealt round-robin over one queue per GPU (CPU: one queue), queue
+  # q on WIDTH GPUs from GPU q * WIDTH round the machine; the queues run side by side, sharing GPUs (nothing is timed)
   local kind=$1 width=$2 queues=$(( CPU == 1 ? 1 : NDEV )) i=0 q g arch gpus
   local -a lists
-  for arch in $ARCHS; do lists[i % queues]+="$arch "; i=$((i + 1)); done
+  shift 2
+  for arch in "$@"; do lists[i % queues]+="$arch "; i=$((i + 1)); done
   for ((q = 0; q < queues; q++)); do
     gpus=; for ((g = 0; g < width; g++)); do gpus+="${gpus:+,}$(( (q * width + g) % NDEV ))"; done
     queue "$kind" "$gpus" ${lists[q]} &
@@ -64,8 +74,9 @@ spread() {  # KIND WIDTH: the architectures dealt round-robin over one queue per
 }
 
 "${CHECKS[@]}" prepare-archs "$WORK" $SIZE > "$WORK/logs/prepare.log" 2>&1 || cat "$WORK/logs/prepare.log"
-for kind in 1 $LAYOUTS; do
-  if [ "$CPU" = 1 ]; then spread "$kind" "${WIDTH[$kind]}"; else spread "$kind" "${WIDTH[$kind]}" & fi
+for kind in 1 twin $LAYOUTS; do
+  [ "$kind" = twin ] && names=$MOE || names=$ARCHS
+  if [ "$CPU" = 1 ]; then spread "$kind" "${WIDTH[$kind]}" $names; else spread "$kind" "${WIDTH[$kind]}" $names & fi
 done
 wait
 echo "runs took $SECONDS s; plans and report:"

@@ -447,11 +447,14 @@ BF16_ROWS = ("2026-11-25-h100x2-cp:", "2026-11-26-h200x2-cp-32k:", "2026-11-26-h
              "2026-11-26-h100x2-keep-through-accumulation-b:8b-")
 SMOKE = RESULTS / "2026-11-25-h100x2-smoke-pass"
 # benchmarks/gpu_archs.sh: every architecture on 1 GPU, at tp=2, at dp_shard=2 and at dp_shard=2 x tp=2; the
-# mixtures of experts on 1 GPU compiled and eager in bf16, and eager in fp32 (with Llama; K/V repeated: shardwise.sdpa)
+# mixtures of experts on 1 GPU compiled and eager in bf16, and eager in fp32 (with Llama; K/V repeated: shardwise.sdpa),
+# and in fp32 on 2 GPUs at tp=2 and dp_shard=2, with their one-GPU twins at micro-batch 2
 ARCHS = [RESULTS / name for name in ("2026-11-27-h200x2-archs", "2026-11-27-h200x2-archs-fsdp",
                                      "2026-11-28-h100x4-archs-2d", "2026-11-28-h100x4-archs-tp2-mlp2d",
                                      "2026-11-28-h100x4-archs-tp2-attn", "2026-11-29-h200x1-moe-archs",
-                                     "2026-11-29-h200x1-olmoe-archs", "2026-11-29-h200x1-fp32-repeated-kv")]
+                                     "2026-11-29-h200x1-olmoe-archs", "2026-11-29-h200x1-fp32-repeated-kv",
+                                     "2026-11-29-h200x2-archs-tp2-moe", "2026-11-29-h200x2-moe-twin",
+                                     "2026-11-29-h200x2-archs-dp2")]
 LARGE_GIB, MAX_RATIO = 10, 1.35
 
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Device call 169 (2 GPUs), session 39: the eight dense families' gpu_archs.sh check at dp_shard=2 (FSDP alone, the
+# GPU defaults) on main with session 38's step tail on local tensors (their tp=2: call 164);
+# beside it README's `shardwise train` with no arguments. Nothing is timed.
+set -uo pipefail
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl > /tmp/pip.log 2>&1 || cat /tmp/pip.log
+export PYTHONPATH=$PWD/src:/tmp/site
+OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
+W=/tmp/w169
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | uniq -c
+( timeout 400 python3 -m shardwise.cli train --output.dir=/tmp/qs --output.progress=false > $OUT/quickstart.log 2>&1
+  echo "shardwise train (no arguments), 2 GPUs: exit $? [at $SECONDS s]" > /tmp/qs.txt ) &
+ARCH_NAMES="llama qwen3 mistral gemma2 gemma3_text phi3 olmo2 granite" ARCH_LAYOUTS=dp2 RUN_TIMEOUT=300 SMOKE_WORK=$W \
+  timeout 520 bash benchmarks/gpu_archs.sh > $OUT/archs.out 2>&1
+rc=$?
+[ -f $OUT/archs.json ] || python3 benchmarks/smoke_checks.py report-archs $W $OUT >> $OUT/archs.out 2>&1
+wait
+echo "gpu_archs exit $rc after $SECONDS s"
+cat /tmp/qs.txt; grep -E "^shardwise|done" $OUT/quickstart.log | tail -n 3
+cp $W/steps.tsv $OUT/ 2>/dev/null; cp .carry/run169.sh $OUT/run.sh
+cd $W && find runs logs -name 'run.json' -o -name 'metrics.jsonl' -o -name '*.log' | grep -v '/checkpoints/' > /tmp/list \
+  && find . -maxdepth 2 -name config.json | sed 's#^\./##' >> /tmp/list && tar czf $OUT/work.tgz -T /tmp/list steps.tsv
+tail -n 30 $OUT/archs.out
