@@ -393,7 +393,7 @@ def check_resume(w: Work, device: str) -> list[dict[str, Any]]:
     val = [x for x in b if x["val_loss"] is not None and a[x["step"]]["val_loss"] is not None]
     gaps += rel_gaps([x["val_loss"] for x in val], [a[x["step"]]["val_loss"] for x in val])
     tol = RESUME_TOL[device]
-    return [row("3 resume", max(gaps) <= tol, f"steps {b[0]['step']}..{b[-1]['step']} loss and {len(val)} val_loss: "
+    return [row("3 resume", all(g <= tol for g in gaps), f"steps {b[0]['step']}..{b[-1]['step']} loss and {len(val)} val_loss: "
                 f"max rel diff {max(gaps):.2e} (tol {tol:g})", max_rel_diff=max(gaps), rel_diffs=gaps, tolerance=tol)]
 
 
