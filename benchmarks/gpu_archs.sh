@@ -42,6 +42,9 @@ while read -r arch flags; do
   ARCHS+="$arch " EXTRA[$arch]=$flags
 done < <("${CHECKS[@]}" archs)
 for arch in $("${CHECKS[@]}" archs --moe); do [[ " $ARCHS" == *" $arch "* ]] && MOE+="$arch "; done
+for arch in ${ARCH_NAMES:-}; do
+  [[ " $ARCHS" == *" $arch "* ]] || { echo "ARCH_NAMES: no architecture $arch; these are: $("${CHECKS[@]}" archs | cut -d' ' -f1 | xargs)"; exit 2; }
+done
 
 train() {  # NAME GPUS ARGS...: shardwise train seeing only GPUS (CPU: the processes ARGS ask for), logs/NAME.log
   local name=$1 gpus=$2; shift 2
