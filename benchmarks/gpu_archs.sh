@@ -36,14 +36,15 @@ fi
 RUN+=(--train.global_batch_size=8 --train.micro_batch_size=4 --train.eval_every=0 --train.activation_checkpointing=none
       --parallel.dp_shard=1 --parallel.cp=1)
 declare -A EXTRA  # per architecture, what its runs add (smoke_checks.arch_flags: Gemma 2's eager attention, MoE fp32)
-ARCHS= MOE=
-while read -r arch flags; do
+ALL= ARCHS= MOE=
+while read -r arch kind flags; do
+  ALL+="$arch "
   [[ " ${ARCH_NAMES:-$arch} " == *" $arch "* ]] || continue
   ARCHS+="$arch " EXTRA[$arch]=$flags
+  [ "$kind" = moe ] && MOE+="$arch "
 done < <("${CHECKS[@]}" archs)
-for arch in $("${CHECKS[@]}" archs --moe); do [[ " $ARCHS" == *" $arch "* ]] && MOE+="$arch "; done
 for arch in ${ARCH_NAMES:-}; do
-  [[ " $ARCHS" == *" $arch "* ]] || { echo "ARCH_NAMES: no architecture $arch; these are: $("${CHECKS[@]}" archs | cut -d' ' -f1 | xargs)"; exit 2; }
+  [[ " $ALL" == *" $arch "* ]] || { echo "ARCH_NAMES: no architecture $arch; these are: $ALL"; exit 2; }
 done
 
 train() {  # NAME GPUS ARGS...: shardwise train seeing only GPUS (CPU: the processes ARGS ask for), logs/NAME.log

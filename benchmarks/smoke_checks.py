@@ -219,14 +219,11 @@ def arch_flags(preset: str) -> list[str]:
     return eager + (list(MOE_FLAGS) if is_moe(preset) else [])
 
 
-def archs(moe: bool) -> None:
-    """One line per ``ARCH_PRESETS`` entry for ``gpu_archs.sh``: its runs' name, then ``arch_flags``; ``moe``: the
-    names of the mixtures of experts alone."""
+def archs() -> None:
+    """One line per ``ARCH_PRESETS`` entry for ``gpu_archs.sh``: its runs' name, ``moe`` or ``dense``, then
+    ``arch_flags``."""
     for preset in ARCH_PRESETS:
-        if not moe:
-            print(arch_name(preset), *arch_flags(preset))
-        elif is_moe(preset):
-            print(arch_name(preset))
+        print(arch_name(preset), "moe" if is_moe(preset) else "dense", *arch_flags(preset))
 
 
 def prepare_archs(work: Path, cpu: bool) -> None:
@@ -647,8 +644,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("versions")
-    p = sub.add_parser("archs", help="gpu_archs.sh's architectures, one per line: name, then the flags its runs add")
-    p.add_argument("--moe", action="store_true", help="the mixtures of experts' names alone")
+    sub.add_parser("archs", help="gpu_archs.sh's architectures, one per line: name, moe or dense, then the flags its "
+                   "runs add")
     p = sub.add_parser("prepare")
     p.add_argument("work", type=Path)
     p.add_argument("--cpu", action="store_true", help="tiny shapes for the CPU dry-run")
@@ -671,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "versions":
         versions()
     elif args.command == "archs":
-        archs(args.moe)
+        archs()
     elif args.command == "prepare":
         prepare(args.work, args.cpu)
     elif args.command == "export-check":
