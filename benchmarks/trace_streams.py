@@ -15,42 +15,41 @@ from pathlib import Path
 
 from trace_gaps import load  # this folder's script: the same trace reader, .gz included
 
-from shardwise.profile import device_events, kernel_kind, length, union
+from shardwise.profile import device_events, kernel_kind, kernel_kinds, length, union
+
+
+def busy_ms(events: list[dict]) -> float:
+    return length(union((e["ts"], e["ts"] + e["dur"]) for e in events)) / 1e3
+
+
+def by_kind(events: list[dict]) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in kernel_kinds(events).items())
 
 
 def summarize(name: str, events: list[dict]) -> dict[str, list]:
     """Print one trace's per-stream view; return its matmul kernels: name -> [total ms, calls]."""
     dev = device_events(events)
     t0 = min(e["ts"] for e in dev)
-    t1 = max(e["ts"] + e["dur"] for e in dev)
+    span = (max(e["ts"] + e["dur"] for e in dev) - t0) / 1e3
     by_stream = defaultdict(list)
     for e in dev:
         by_stream[e.get("args", {}).get("stream", -1)].append(e)
-    print(f"== {name}: device span {(t1 - t0) / 1e3:.1f} ms, {len(dev)} device events")
+    print(f"== {name}: device span {span:.1f} ms, {len(dev)} device events")
     matmul_by_stream = {s: sum(e["dur"] for e in es if kernel_kind(e) == "matmul") for s, es in by_stream.items()}
     main = max(matmul_by_stream, key=matmul_by_stream.get)
+    busy = {s: busy_ms(es) for s, es in by_stream.items()}
     for s, es in sorted(by_stream.items(), key=lambda kv: -len(kv[1])):
-        busy = length(union((e["ts"], e["ts"] + e["dur"]) for e in es)) / 1e3
         names = defaultdict(float)
         for e in es:
             names[e["name"][:90]] += e["dur"] / 1e3
         top = sorted(names.items(), key=lambda kv: -kv[1])[:4]
-        print(f"  stream {s}{' (main)' if s == main else ''}: {len(es)} events, busy {busy:.1f} ms")
+        print(f"  stream {s}{' (main)' if s == main else ''}: {len(es)} events, busy {busy[s]:.1f} ms")
         for n, ms in top:
             print(f"      {ms:8.2f} ms  {n}")
-    kinds = defaultdict(float)
-    for e in dev:
-        kinds[kernel_kind(e)] += e["dur"] / 1e3
-    print("  by kind (all streams): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])))
-    es = by_stream[main]
-    busy = length(union((e["ts"], e["ts"] + e["dur"]) for e in es)) / 1e3
-    mm = [e["dur"] / 1e3 for e in es if kernel_kind(e) == "matmul"]
-    kinds_main = defaultdict(float)
-    for e in es:
-        kinds_main[kernel_kind(e)] += e["dur"] / 1e3
-    print(f"  main stream: busy {busy:.1f} of {(t1 - t0) / 1e3:.1f} ms (idle {(t1 - t0) / 1e3 - busy:.1f}); "
-          f"matmuls {sum(mm):.1f} ms in {len(mm)}; by kind " +
-          ", ".join(f"{k} {v:.1f}" for k, v in sorted(kinds_main.items(), key=lambda kv: -kv[1])))
+    print(f"  by kind (all streams): {by_kind(dev)}")
+    mm = [e["dur"] / 1e3 for e in by_stream[main] if kernel_kind(e) == "matmul"]
+    print(f"  main stream: busy {busy[main]:.1f} of {span:.1f} ms (idle {span - busy[main]:.1f}); "
+          f"matmuls {sum(mm):.1f} ms in {len(mm)}; by kind {by_kind(by_stream[main])}")
     mms = defaultdict(lambda: [0.0, 0])
     for e in dev:
         if kernel_kind(e) == "matmul":
