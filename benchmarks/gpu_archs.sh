@@ -13,7 +13,8 @@
 #   <model_type>-dp2xtp2  dp_shard=2 x tp=2 (FSDP over TP), where there are 4 GPUs
 #   <model_type>-twin one GPU as the reference but micro-batch 2: the same sums in another order (mixtures of experts)
 # ARCH_LAYOUTS="tp2 dp2 ..." picks the layouts (the reference always runs); ARCH_NAMES="olmoe mixtral ..." the
-# architectures (default: all); the runs share the GPUs, side by side.
+# architectures (default: all); ARCH_FLAGS="--train.router_aux_loss=0.1" adds flags to every run; the runs share the
+# GPUs, side by side.
 # Mixtures of experts run all of theirs in fp32, eager (smoke_checks.MOE_FLAGS says why).
 # Checks: each loss curve within 2% of its reference at every step (smoke_checks.PARITY_TOL); a mixture of experts'
 # within fp32's 1e-4 over its first 10 steps, with the rest of the curve reported beside its twin's, which shows how
@@ -34,7 +35,7 @@ else
   RUN=(--train.steps=50 --train.seq_len=1024 --train.lr=1e-3 --train.warmup_steps=10 --data.max_bytes=1000000)
 fi
 RUN+=(--train.global_batch_size=8 --train.micro_batch_size=4 --train.eval_every=0 --train.activation_checkpointing=none
-      --parallel.dp_shard=1 --parallel.cp=1)
+      --parallel.dp_shard=1 --parallel.cp=1 ${ARCH_FLAGS:-})
 declare -A EXTRA  # per architecture, what its runs add (smoke_checks.arch_flags: Gemma 2's eager attention, MoE fp32)
 ALL= ARCHS= MOE=
 while read -r arch kind flags; do
@@ -72,14 +73,17 @@ spread() {  # KIND WIDTH ARCH...: the architectures dealt round-robin over one q
   for arch in "$@"; do lists[i % queues]+="$arch "; i=$((i + 1)); done
   for ((q = 0; q < queues; q++)); do
     gpus=; for ((g = 0; g < width; g++)); do gpus+="${gpus:+,}$(( (q * width + g) % NDEV ))"; done
-    queue "$kind" "$gpus" ${lists[q]} &
+    queue "$kind" "$gpus" ${lists[q]:-} &
   done
   wait
 }
 
 "${CHECKS[@]}" prepare-archs "$WORK" $SIZE > "$WORK/logs/prepare.log" 2>&1 || cat "$WORK/logs/prepare.log"
+# The twin's smaller micro-batch changes a loss taken per micro-batch (the routers', train.router_aux_loss) instead of
+# only its order of sums: with that among ARCH_FLAGS no twin runs.
+TWINS=$MOE; [[ "${ARCH_FLAGS:-}" == *router_aux_loss* ]] && TWINS=
 for kind in 1 twin $LAYOUTS; do
-  [ "$kind" = twin ] && names=$MOE || names=$ARCHS
+  [ "$kind" = twin ] && names=$TWINS || names=$ARCHS
   if [ "$CPU" = 1 ]; then spread "$kind" "${WIDTH[$kind]}" $names; else spread "$kind" "${WIDTH[$kind]}" $names & fi
 done
 wait

@@ -8,7 +8,7 @@ from transformers import PretrainedConfig
 
 from shardwise.config import ModelConfig
 from shardwise.model import hf_config
-from shardwise.plans.decoder import expert_width, has_dense_mlp
+from shardwise.plans.decoder import expert_width, has_dense_mlp, num_experts
 from shardwise.verify import preset_spec, resize
 
 # Trained in every layout, tied and untied: "<preset>-2l" as shipped but with 2 layers, "<preset>-2l-flip"
@@ -35,6 +35,11 @@ CP_VARIANTS = ["tiny-qwen2-2l", "tiny-llama-2l"]
 CP_EAGER_VARIANT = "tiny-gemma2-2l"
 # Phi-3's attention reads this rank's head counts from a config of its own (plans.phi3), which CP must keep.
 CP_PHI3_VARIANT = "tiny-phi3-2l"
+# The routers' load-balancing loss (every mixture of experts here trains with it, ``router_loss``) sums over the
+# ranks sharing a micro-batch's tokens: CP's and TP's together (OLMoE), and again in checkpointed blocks' recomputation
+# (Qwen2-MoE: a shared expert, a dense layer).
+CP_MOE_VARIANT = "tiny-olmoe-2l"
+MOE_AC_VARIANT = "tiny-qwen2-moe-2l"
 # Gemma 2 soft-caps attention logits, which only eager attention does.
 VARIANT_OVERRIDES = {v: {"model.attn_implementation": "eager"} for v in FAMILY_VARIANTS if v.startswith("tiny-gemma2")}
 
@@ -60,11 +65,18 @@ def variant_presets() -> dict[str, dict[str, Any]]:
         for variant, tied in ((f"{preset}-2l", config.tie_word_embeddings),
                               (f"{preset}-2l-flip", not config.tie_word_embeddings))[: 1 + flip]:
             presets[variant] = preset_spec(resize(config, num_hidden_layers=2, tie_word_embeddings=tied, **window,
-                                                  **unused_width(config)))
+                                                  **unused_width(config), **router_loss(config)))
     kv1 = resize(hf_config(ModelConfig(preset="tiny-qwen2")), num_hidden_layers=2, num_key_value_heads=1)
     heads3 = resize(hf_config(ModelConfig(preset="tiny-qwen3")), num_hidden_layers=2, num_attention_heads=3,
                     num_key_value_heads=1)
     return presets | {KV1_VARIANT: preset_spec(kv1), HEADS3_VARIANT: preset_spec(heads3)}
+
+
+def router_loss(config: PretrainedConfig) -> dict[str, object]:
+    """Mixtures of experts train with the routers' load-balancing loss as transformers adds it (``shardwise.router``),
+    at a coefficient of 1 so that its gradients weigh as much as the cross-entropy's: at the released models' 0.001
+    to 0.02 a fault in it would hide within the tolerances."""
+    return {"output_router_logits": True, "router_aux_loss_coef": 1.0} if num_experts(config) else {}
 
 
 def unused_width(config: PretrainedConfig) -> dict[str, int]:

@@ -29,7 +29,8 @@ RUN = {"train.seq_len": "32", "train.global_batch_size": "4", "train.micro_batch
 CASES = {"qwen2-tp2": {"model.preset": "tiny-qwen2", "parallel.tp": "2", "parallel.dp_shard": "1"},
          "llama-dp2": {"model.preset": "tiny-llama", "parallel.tp": "1", "parallel.dp_shard": "2"},
          "phi3-tp4": {"model.preset": "tiny-phi3", "parallel.tp": "4", "parallel.dp_shard": "1"},
-         "mixtral-dp2xtp2": {"model.preset": "tiny-mixtral", "parallel.tp": "2", "parallel.dp_shard": "2"}}
+         "mixtral-dp2xtp2": {"model.preset": "tiny-mixtral", "parallel.tp": "2", "parallel.dp_shard": "2",
+                             "train.router_aux_loss": "0.02"}}
 
 
 def train(overrides: dict[str, str]) -> None:
@@ -82,6 +83,23 @@ def test_resume_on_another_tp(trained, tmp_path):
     train({**RUN, **CASES["phi3-tp4"], "parallel.tp": "2", "parallel.dp_shard": "2", "output.dir": str(resumed),
            "checkpoint.resume": str(out / "checkpoints" / "step-1")})
     assert logged_losses(resumed)[-1] == pytest.approx(logged_losses(out)[1], rel=1e-5)
+
+
+@pytest.mark.parametrize("trained", ["mixtral-dp2xtp2"], indirect=True)
+def test_the_logged_router_loss_is_transformers_aux_loss(trained, tmp_path):
+    """Trained with the routers' load-balancing loss, step 2 logs it (``router_loss``) as the mean of transformers'
+    own ``aux_loss`` over the step's micro-batches, from the exported weights of step 1; ``loss`` stays the
+    cross-entropy (``test_export_round_trip``)."""
+    cfg, out = trained
+    assert main(["export", str(out / "checkpoints" / "step-1"), str(tmp_path / "hf")]) == 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    t = cfg.train
+    samples, _ = load_data(cfg, AutoTokenizer.from_pretrained(tmp_path / "hf"))
+    with torch.no_grad():
+        aux = [model(input_ids=b.input_ids, position_ids=b.position_ids, output_router_logits=True).aux_loss
+               for b in StepBatches(samples, t.global_batch_size, t.micro_batch_size, 0, 1)(1)]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged[1]["router_loss"] == pytest.approx(float(sum(aux) / len(aux)), rel=1e-5)
 
 
 def test_export_refuses_non_empty_out_dir_and_missing_checkpoint(trained, tmp_path, capsys):

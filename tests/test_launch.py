@@ -103,18 +103,22 @@ def test_notes_name_the_settings_measured_slower(monkeypatch, capsys, command, f
     assert [line.removeprefix("shardwise: note: ").split(" ")[0] for line in lines] == notes
 
 
-@pytest.mark.parametrize("asked,coef,noted", [(True, 0.02, True), (False, 0.02, False), (True, 0.0, False)])
-def test_a_router_loss_the_config_asks_for_gets_a_note(tmp_path, monkeypatch, capsys, asked, coef, noted):
-    """transformers adds a mixture of experts' load-balancing loss where its config sets ``output_router_logits``
-    (off in released configs); shardwise does not, and says so before training when a config asks for it."""
-    config = hf_config(ModelConfig(preset="tiny-mixtral"))
-    config.output_router_logits, config.router_aux_loss_coef = asked, coef
+@pytest.mark.parametrize("preset,asked,flags,noted", [
+    ("tiny-mixtral", False, {}, True), ("tiny-mixtral", True, {}, False),
+    ("tiny-mixtral", False, {"train.router_aux_loss": "0"}, False),
+    ("tiny-mixtral", False, {"train.router_aux_loss": "0.01"}, False), ("tiny-qwen2", False, {}, False)])
+def test_an_moe_without_a_load_balancing_loss_gets_a_note(tmp_path, monkeypatch, capsys, preset, asked, flags, noted):
+    """A mixture of experts whose config sets no ``output_router_logits`` (the released ones) trains, as in
+    transformers, without its routers' load-balancing loss, and hears so before training; not where the config asks
+    for the loss (shardwise adds it), where the user set ``train.router_aux_loss``, or for a dense model."""
+    config = hf_config(ModelConfig(preset=preset))
+    config.output_router_logits, config.router_aux_loss_coef = asked, 0.02
     config.save_pretrained(tmp_path)
     monkeypatch.setenv("RANK", "0")
-    launch.note_choices(load_config(None, {"model.path": str(tmp_path)}), "train")
+    launch.note_choices(load_config(None, {"model.path": str(tmp_path), **flags}), "train")
     err = capsys.readouterr().err
-    assert ("output_router_logits=true (router_aux_loss_coef=0.02)" in err) == noted
-    assert not noted or "shardwise does not add it" in err
+    assert ("trains without its routers' load-balancing loss" in err) == noted
+    assert not noted or "--train.router_aux_loss=0.01 adds it" in err
 
 
 @pytest.mark.parametrize("setting,tp,budget,want", [

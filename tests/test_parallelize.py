@@ -17,10 +17,12 @@ import pytest
 import torch
 from _parity_cases import (
     CP_EAGER_VARIANT,
+    CP_MOE_VARIANT,
     CP_PHI3_VARIANT,
     CP_VARIANTS,
     FAMILY_VARIANTS,
     HEADS3_VARIANT,
+    MOE_AC_VARIANT,
     REPLICATED_VARIANTS,
     VARIANTS,
     case_overrides,
@@ -55,7 +57,7 @@ LAYOUTS = {
     # heads fewer than ranks, fused q/k/v, full-width q/k norms and 3 query heads, which no head split can share.
     "tp2-seqattn": ({"parallel.tp": 2, "parallel.tp_attention": "sequences"}, 2, VARIANTS + FAMILY_VARIANTS),
     "dp2xtp2-seqattn-ac": ({"parallel.dp_shard": 2, "parallel.tp": 2, "parallel.tp_attention": "sequences",
-                            "train.activation_checkpointing": "full"}, 4, VARIANTS),
+                            "train.activation_checkpointing": "full"}, 4, [*VARIANTS, MOE_AC_VARIANT]),
     "tp4-seqattn": ({"parallel.dp_shard": 1, "parallel.tp": 4, "parallel.tp_attention": "sequences",
                      "train.micro_batch_size": 4}, 4, [*REPLICATED_VARIANTS, HEADS3_VARIANT]),
     # Each sequence split over 2 context-parallel ranks (packed documents crossing the chunks): alone, with
@@ -64,7 +66,7 @@ LAYOUTS = {
     "cp2": ({"parallel.dp_shard": 1, "parallel.cp": 2, "parallel.tp": 1, "train.seq_len": seq_len(2, 1)}, 2,
             CP_VARIANTS),
     "cp2xtp2-sp-lp": ({"parallel.dp_shard": 1, "parallel.cp": 2, "parallel.tp": 2, "train.seq_len": seq_len(2, 2)}, 4,
-                      [*CP_VARIANTS, CP_EAGER_VARIANT, CP_PHI3_VARIANT]),
+                      [*CP_VARIANTS, CP_EAGER_VARIANT, CP_PHI3_VARIANT, CP_MOE_VARIANT]),
     "dp2xcp2-ac": ({"parallel.dp_shard": 2, "parallel.cp": 2, "parallel.tp": 1, "train.seq_len": seq_len(2, 1),
                     "train.activation_checkpointing": "full"}, 4, CP_VARIANTS),
     # One document per row (no boundary, no mask: every attention call takes the ring) with K/V passed round

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,11 +90,27 @@ class TrainConfig:
     eval_every: int = 50  # steps between held-out losses; 0 = never
     gc_every: int = 50  # steps between cycle collections, all ranks at once (``shardwise.collect``); 0 = Python's own
     on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop the job, or skip the step
+    # mixtures of experts: the routers' load-balancing loss coefficient (0: none); auto = transformers' choice, the
+    # model config's router_aux_loss_coef where it sets output_router_logits (``shardwise.router``)
+    router_aux_loss: str = "auto"
 
     def compiles(self, device_type: str) -> bool:
         """Whether blocks and loss are compiled: ``true``, or ``auto`` on GPUs (the fast default there;
         on CPU compilation costs more time than a smoke run saves) unless ``cudagraphs`` replays eager blocks."""
         return self.compile == "true" or (self.compile == "auto" and device_type == "cuda" and not self.cudagraphs)
+
+    def router_coefficient(self) -> float | None:
+        """``router_aux_loss`` as a number; None for ``auto`` (the model config decides, ``router.coefficient``)."""
+        if self.router_aux_loss == "auto":
+            return None
+        try:
+            coef = float(self.router_aux_loss)
+        except ValueError:
+            coef = math.nan
+        if not 0 <= coef < math.inf:
+            raise ConfigError(f"train.router_aux_loss={self.router_aux_loss} must be auto or a coefficient >= 0 "
+                              "(e.g. 0.01; 0: no load-balancing loss)")
+        return coef
 
 
 @dataclass
@@ -162,6 +179,10 @@ CHOICES = {
 }
 
 
+# Keys that take ``auto`` or a number, so are strings that a TOML number may set.
+AUTO_OR_NUMBER = ("train.router_aux_loss",)
+
+
 def parse_signals(text: str) -> list[signal.Signals]:
     """``checkpoint.on_signal``: comma-separated names of catchable signals, e.g. ``SIGTERM,SIGUSR1``."""
     names = [n.strip().upper() for n in text.split(",") if n.strip()]
@@ -183,6 +204,8 @@ def _coerce(key: str, value: Any, current: Any) -> Any:
     kind = type(current)
     if isinstance(value, bool) and kind is str:  # `compile = true` in TOML for a true/false/auto key
         return str(value).lower()
+    if isinstance(value, int | float) and key in AUTO_OR_NUMBER:  # `router_aux_loss = 0.01` in TOML
+        return str(value)
     if isinstance(value, str) and kind is not str:
         text = value.strip()
         try:
@@ -300,6 +323,7 @@ def validate(cfg: Config) -> None:
     if not 0 <= t.min_lr_ratio <= 1:
         raise ConfigError(f"train.min_lr_ratio={t.min_lr_ratio} must be in [0, 1] (the last lr over train.lr)")
     parse_signals(cfg.checkpoint.on_signal)
+    t.router_coefficient()
     if t.cudagraphs and t.compile == "true":
         raise ConfigError("train.cudagraphs=true replays eager blocks (compiled ones launch few kernels already); "
                           "set train.compile=auto or false")

@@ -84,6 +84,7 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
     from shardwise.model import hf_config
     from shardwise.parallelize import check_cudagraphs, check_divisibility
     from shardwise.plans import get_plan
+    from shardwise.router import coefficient
 
     layout = resolve_layout(cfg.parallel, world_size)
     config = hf_config(cfg.model)
@@ -91,6 +92,7 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
     check_divisibility(config, cfg, layout.tp, layout.dp)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     check_cudagraphs(cfg, config, layout, device_type)
+    coefficient(cfg, config)
     uses_flex(cfg, config, device_type)
     if cfg.model.path:
         checkpoint_files(cfg.model.path)
@@ -101,31 +103,32 @@ def preflight(cfg: Config, world_size: int, command: str) -> None:
 def note_choices(cfg: Config, command: str) -> None:
     """From rank 0 (of shardwise's own launch too): one line for each setting that would otherwise cost speed
     without a word: ``parallel.cp_exchange=ring`` where it cannot carry some of the attention (``model.ring_note``;
-    training only, as bench's rows are one document each), async TP at small micro-batches, and a router loss the
-    model's config asks for that shardwise does not add."""
+    training only, as bench's rows are one document each), async TP at small micro-batches, and (training) a mixture
+    of experts without a load-balancing loss."""
     from shardwise.model import ring_note
 
     if not rank_zero():
         return
-    lines = (ring_note(cfg) if command == "train" else None, async_tp_note(cfg), router_loss_note(cfg))
+    train = command == "train"
+    lines = (ring_note(cfg) if train else None, async_tp_note(cfg), router_loss_note(cfg) if train else None)
     for line in filter(None, lines):
         print(f"shardwise: note: {line}", file=sys.stderr, flush=True)
 
 
 def router_loss_note(cfg: Config) -> str | None:
-    """A mixture of experts whose config has transformers add the router's load-balancing loss to the training loss
-    (``output_router_logits`` with a ``router_aux_loss_coef``, off in the released Mixtral, OLMoE, Qwen-MoE configs):
-    shardwise's loss is the token cross-entropy alone (docs/architectures.md), which a user who turned it on should
-    hear before training."""
+    """A mixture of experts left to train without its routers' load-balancing loss (``train.router_aux_loss=auto``
+    where its config sets no ``output_router_logits``, as the released Mixtral, OLMoE and Qwen-MoE configs do, so
+    transformers would add none either): nothing then keeps the routers from favouring a few experts, which a run
+    from scratch should hear before it starts."""
     from shardwise.model import hf_config
+    from shardwise.plans.decoder import num_experts
+    from shardwise.router import coefficient
 
     config = hf_config(cfg.model)
-    coef = getattr(config, "router_aux_loss_coef", 0.0)
-    if not (getattr(config, "output_router_logits", False) and coef):
+    if cfg.train.router_aux_loss != "auto" or not num_experts(config) or coefficient(cfg, config):
         return None
-    return (f"the model's config sets output_router_logits=true (router_aux_loss_coef={coef}), with which "
-            "transformers adds the router's load-balancing loss; shardwise does not add it and trains on the token "
-            "cross-entropy alone (docs/architectures.md)")
+    return ("the mixture of experts trains without its routers' load-balancing loss (its config sets no "
+            "output_router_logits, so transformers would add none either); --train.router_aux_loss=0.01 adds it")
 
 
 def async_tp_note(cfg: Config) -> str | None:

@@ -49,8 +49,8 @@ def peak_reserved_gib(device: torch.device) -> float | None:
 
 
 # Per-step record keys that also go to TensorBoard (under ``output.dir/tb``), when not null.
-TB_SCALARS = ("loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "tokens_per_s_per_device", "mfu", "peak_mem_gib",
-              "skipped_steps")
+TB_SCALARS = ("loss", "val_loss", "router_loss", "lr", "grad_norm", "tokens_per_s", "tokens_per_s_per_device", "mfu",
+              "peak_mem_gib", "skipped_steps")
 
 
 def run_summary(records: list[dict], world_size: int) -> dict:

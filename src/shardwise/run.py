@@ -20,7 +20,8 @@ from shardwise.mesh import Layout, Meshes, build_mesh, init_distributed, resolve
 from shardwise.model import CausalLM, build_meta_model, hf_config, init_weights
 from shardwise.optim import build_optimizer, build_scheduler
 from shardwise.parallelize import parallelize
-from shardwise.tp import partial_grad_params
+from shardwise.router import RouterLoss, coefficient, token_weights
+from shardwise.tp import Group, partial_grad_params
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -44,6 +45,7 @@ class Run:
     model: CausalLM
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    router: RouterLoss | None = None  # the routers' load-balancing loss, where train.router_aux_loss adds one
 
     @property
     def loss_parallel(self) -> bool:
@@ -71,6 +73,11 @@ class Run:
         if self.model.graphs is not None:
             self.model.graphs.release()
 
+    def router_weights(self, batch: Batch) -> torch.Tensor | None:
+        """Which tokens of a local batch this rank's routers see count toward their loss (``router.token_weights``)."""
+        tp = Group.of(self.meshes.tp) if self.layout.tp > 1 and self.cfg.parallel.sequence_parallel else None
+        return token_weights(batch.input_ids.shape, self.cfg.train.seq_len, tp, self.device)
+
     def logits(self, batch: Batch) -> torch.Tensor:
         """The model's logits of a local batch (``local_batch``), on the device."""
         return self.model(batch.input_ids, batch.position_ids, packed=batch.packed, documents=batch.documents)
@@ -88,4 +95,16 @@ def build_run(cfg: Config) -> Run:
     else:
         init_weights(model, device, cfg.train.seed)
     optimizer = build_optimizer(model, cfg.train, device)
-    return Run(cfg, device, layout, meshes, model, optimizer, build_scheduler(optimizer, cfg.train))
+    return Run(cfg, device, layout, meshes, model, optimizer, build_scheduler(optimizer, cfg.train),
+               router_loss(cfg, model, layout, meshes))
+
+
+def router_loss(cfg: Config, model: CausalLM, layout: Layout, meshes: Meshes) -> RouterLoss | None:
+    """Hooks for the routers' load-balancing loss where ``router.coefficient`` asks for one; its sums are completed
+    over the ranks that share a micro-batch's tokens: TP's under sequence parallelism, and CP's."""
+    coef = coefficient(cfg, model.config)
+    if not coef:
+        return None
+    groups = [Group.of(meshes.tp)] if layout.tp > 1 and cfg.parallel.sequence_parallel else []
+    groups += [Group.of(meshes.cp)] if layout.cp > 1 else []
+    return RouterLoss(model, coef, tuple(groups))

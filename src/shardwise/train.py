@@ -45,7 +45,8 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
     instead keeps the unsharded fp32 gradients of the whole TP shard until the last micro-batch:
     one reduction per step for 4 bytes per parameter more, which an 8B model on 2 GPUs cannot afford.
     Blocks kept gathered from forward to backward stay gathered until the last micro-batch
-    (``parallelize.prepare_micro_batch``).
+    (``parallelize.prepare_micro_batch``). A mixture of experts' load-balancing loss (``run.router``) joins the
+    gradients, not the returned loss, which stays the token cross-entropy (``router_loss_mean`` reports it).
     """
     micro_batches = [run.local_batch(b).to(run.device) for b in micro_batches]
     n_tokens = global_token_count([b.labels for b in micro_batches], run.meshes.dp_cp)
@@ -58,11 +59,23 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
         if isinstance(run.model, FSDPModule):
             prepare_micro_batch(run.model, i == len(micro_batches) - 1, keep_gathered=not run.cfg.parallel.reshards(),
                                 defer_grad_reduce=run.cfg.parallel.defer_grad_reduce)
+        if run.router:
+            run.router.begin(run.router_weights(batch), first=i == 0)
         summed = run.loss_fn(run.logits(batch), batch.labels)
-        (summed * scale.to(summed.dtype)).backward()
+        loss = summed * scale.to(summed.dtype)
+        if run.router:
+            # the mean over every DP rank's micro-batches, once FSDP has averaged over dp x cp ranks
+            loss = loss + run.router.loss() * (run.router.coef * run.layout.cp / len(micro_batches))
+        loss.backward()
         loss_sum += summed.detach().double()
     sum_partial_grads(run.partial_grads, run.meshes.tp)
     return reduce_over_ranks(loss_sum, run.meshes.dp_cp) / n_tokens
+
+
+def router_loss_mean(run: Run) -> float:
+    """The step's load-balancing loss (before its coefficient): the mean over every DP rank's micro-batches."""
+    total = reduce_over_ranks(run.router.step_sum.double(), run.meshes.dp_cp)  # each CP rank holds it whole
+    return float(total) / (run.layout.dp_cp * run.router.step_count)
 
 
 @torch.no_grad()
@@ -188,6 +201,8 @@ def train(cfg: Config) -> list[dict]:
                 "mfu": mfu(per_device, flops_token, peak), "peak_mem_gib": peak_mem_gib(run.device),
                 "elapsed_s": time.perf_counter() - start, "skipped_steps": skipped,
             }
+            if run.router:
+                record["router_loss"] = router_loss_mean(run)
             evaluate_now = val_batches is not None and (step + 1) % cfg.train.eval_every == 0
             watchdog.phase(f"evaluation after step {step + 1}")
             record["val_loss"] = evaluate(run, val_batches, cfg.data.val_batches) if evaluate_now else None

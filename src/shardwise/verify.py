@@ -42,12 +42,14 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 from shardwise.config import Config, ConfigError, load_config
 from shardwise.corpus import Documents
 from shardwise.cp import gather_sequence
-from shardwise.data import StepBatches, byte_tokenizer, load_tokens, sample_kind
+from shardwise.data import Batch, StepBatches, byte_tokenizer, load_tokens, sample_kind
 from shardwise.launch import exit_finished_worker, launch, preflight, refuse
+from shardwise.loss import IGNORE_INDEX
 from shardwise.mesh import resolve_layout
 from shardwise.model import PRESETS, CausalLM, hf_config, init_weights, num_params
 from shardwise.optim import lr_lambda
 from shardwise.plan import param_layout
+from shardwise.router import coefficient
 from shardwise.run import build_run
 from shardwise.tp import Group
 from shardwise.train import forward_backward, optimizer_step
@@ -68,7 +70,7 @@ VOCAB = 320  # the byte tokenizer's 257 ids fit
 # take CP's masked all-gather path, one document per row its unmasked one or the ring).
 LAYOUT_KEYS = ("parallel.dp_replicate", "parallel.dp_shard", "parallel.cp", "parallel.cp_exchange", "parallel.tp",
                "parallel.sequence_parallel", "parallel.loss_parallel", "parallel.tp_attention",
-               "train.activation_checkpointing", "model.attn_implementation", "data.packing")
+               "train.activation_checkpointing", "model.attn_implementation", "data.packing", "train.router_aux_loss")
 HEAD_DIM = 8  # even, for rotary embeddings
 WINDOW = 8  # sliding windows shorter than RUN's seq_len
 MLP_WIDTHS = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size")
@@ -209,11 +211,11 @@ def run_reference(cfg: Config) -> dict[str, Any]:
     with torch.no_grad():
         logits = hf(input_ids=probe.input_ids[rows], position_ids=probe.position_ids[rows]).logits
     out = {"num_params": sum(p.numel() for p in hf.parameters()), "logits": logits, "losses": [], "grad_norms": []}
+    coef = coefficient(cfg, hf.config)
     for step in range(t.steps):
         (batch,) = batches(step)
-        logits = hf(input_ids=batch.input_ids, position_ids=batch.position_ids).logits  # packed: HF masks documents
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten())
-        loss.backward()
+        loss, objective = reference_loss(hf, batch, t.micro_batch_size, coef)
+        objective.backward()
         out["losses"].append(loss.item())
         if step == 0:
             out["grads"] = {n: p.grad.clone() for n, p in hf.named_parameters()}
@@ -223,6 +225,25 @@ def run_reference(cfg: Config) -> dict[str, Any]:
         opt.zero_grad()
     out["weights"] = {n: p.detach().clone() for n, p in hf.named_parameters()}
     return out
+
+
+def reference_loss(hf: torch.nn.Module, batch: Batch, micro_batch: int, coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch's token-mean cross-entropy from the plain HF model, and what to differentiate: that, plus
+    ``coef`` times the mean of transformers' own ``aux_loss`` (the routers' load-balancing loss) over micro-batches
+    of ``micro_batch`` rows, as the trainer's step adds it."""
+    if not coef:
+        logits = hf(input_ids=batch.input_ids, position_ids=batch.position_ids).logits  # packed: HF masks documents
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten())
+        return loss, loss
+    summed, aux = torch.zeros(()), torch.zeros(())
+    starts = range(0, batch.input_ids.shape[0], micro_batch)
+    for start in starts:
+        rows = slice(start, start + micro_batch)
+        out = hf(input_ids=batch.input_ids[rows], position_ids=batch.position_ids[rows], output_router_logits=True)
+        summed = summed + F.cross_entropy(out.logits.flatten(0, 1), batch.labels[rows].flatten(), reduction="sum")
+        aux = aux + out.aux_loss
+    loss = summed / (batch.labels != IGNORE_INDEX).sum()
+    return loss, loss + coef * aux / len(starts)
 
 
 @dataclass

@@ -9,8 +9,7 @@ gradients are summed over TP ranks and FSDP shards them over data-parallel ranks
 
 transformers' ``base_model_tp_plan`` instead splits each expert's intermediate width over TP
 ranks (``packed_colwise`` / ``moe_tp_experts``), which needs every token on every rank: no
-sequence parallelism. The router's auxiliary load-balancing loss is not added (``CausalLM``
-returns logits only).
+sequence parallelism. The routers' load-balancing loss is ``shardwise.router``'s.
 """
 
 from __future__ import annotations
