@@ -30,6 +30,19 @@ def torchrun(nproc: int, target: str, *args: str, timeout: int = 600) -> subproc
     return proc
 
 
+def compiled_step(tmp_path: Path, overrides: dict) -> dict:
+    """``_compile_worker``'s compiled and eager step of ``overrides`` on 2 processes, checked for one graph without
+    breaks and for the eager loss (1e-6) and gradients; its results."""
+    out = tmp_path / "results.pt"
+    torchrun(2, "_compile_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
+    r = torch.load(out)
+    assert r["graphs"] == 1 and r["breaks"] == 0
+    assert r["compiled"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-6)
+    for name, grad in r["eager"]["grads"].items():
+        torch.testing.assert_close(r["compiled"]["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    return r
+
+
 def assert_same_steps(got: dict, want: dict) -> None:
     """Two ``_worker.train_steps`` results equal bit for bit: every step's loss and gradients, the final weights."""
     assert got["losses"] == want["losses"]

@@ -12,7 +12,7 @@ import json
 
 import pytest
 import torch
-from conftest import torchrun
+from conftest import compiled_step, torchrun
 
 from shardwise.config import ConfigError, ModelConfig, load_config
 from shardwise.cp import configured_attention, local_indices, sequence_order, token_order
@@ -85,17 +85,10 @@ def test_eager_is_the_architectures_own():
 def test_compiled_cp_blocks_are_one_graph_with_eager_gradients(tmp_path):
     """cp=2 with Gemma 2's eager attention (soft-capping, sliding windows) and full checkpointing: every block
     traces as one graph, the K/V all-gather inside, and gives the eager loss and gradients."""
-    out = tmp_path / "results.pt"
-    overrides = {"model.preset": "tiny-gemma2", "model.attn_implementation": "eager", "parallel.cp": 2,
-                 "parallel.tp": 1, "parallel.dp_shard": 1, "train.activation_checkpointing": "full",
-                 "train.seq_len": 64, "train.global_batch_size": 2, "train.micro_batch_size": 2,
-                 "train.dtype": "float32", "data.max_bytes": 100_000, "output.progress": False}
-    torchrun(2, "_compile_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
-    r = torch.load(out)
-    assert r["graphs"] == 1 and r["breaks"] == 0
-    assert r["compiled"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-6)
-    for name, grad in r["eager"]["grads"].items():
-        torch.testing.assert_close(r["compiled"]["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    compiled_step(tmp_path, {"model.preset": "tiny-gemma2", "model.attn_implementation": "eager", "parallel.cp": 2,
+                             "parallel.tp": 1, "parallel.dp_shard": 1, "train.activation_checkpointing": "full",
+                             "train.seq_len": 64, "train.global_batch_size": 2, "train.micro_batch_size": 2,
+                             "train.dtype": "float32", "data.max_bytes": 100_000, "output.progress": False})
 
 
 @pytest.mark.parametrize("cp", [2, 4])

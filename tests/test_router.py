@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from conftest import torchrun
+from conftest import compiled_step
 from transformers import AutoModelForCausalLM
 
 from shardwise.config import ConfigError, ModelConfig, load_config
@@ -86,14 +84,7 @@ def test_compiled_blocks_with_the_hooks_are_one_graph_with_eager_gradients(tmp_p
     """tp=2 with sequence parallelism, rows padded (31 tokens), full activation checkpointing (the hooks run again
     in the recomputation): every block one graph without breaks (a list of the layers' sums had dynamo guard on
     its length, a graph per layer), and the compiled step's loss and gradients the eager step's."""
-    out = tmp_path / "results.pt"
-    overrides = {"model.preset": "tiny-olmoe", "parallel.tp": 2, "parallel.dp_shard": 1,
-                 "train.activation_checkpointing": "full", "train.seq_len": 31, "train.global_batch_size": 4,
-                 "train.micro_batch_size": 2, "train.dtype": "float32", "output.progress": False,
-                 "train.router_aux_loss": "1.0"}
-    torchrun(2, "_compile_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
-    r = torch.load(out)
-    assert r["graphs"] == 1 and r["breaks"] == 0
-    assert r["compiled"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-6)
-    for name, grad in r["eager"]["grads"].items():
-        torch.testing.assert_close(r["compiled"]["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    compiled_step(tmp_path, {"model.preset": "tiny-olmoe", "parallel.tp": 2, "parallel.dp_shard": 1,
+                             "train.activation_checkpointing": "full", "train.seq_len": 31, "train.global_batch_size": 4,
+                             "train.micro_batch_size": 2, "train.dtype": "float32", "output.progress": False,
+                             "train.router_aux_loss": "1.0"})

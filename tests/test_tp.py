@@ -13,7 +13,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_same_steps, torchrun
+from conftest import assert_same_steps, compiled_step, torchrun
 
 from shardwise.tp import RowPlan
 
@@ -76,18 +76,10 @@ def test_eager_tp_reads_cached_copies_with_per_read_numerics(tmp_path):
 def _compiled_tp2_step(tmp_path, micro_batch: int, fuse: bool = False, **extra: str) -> dict:
     """``_compile_worker``'s compiled and eager tp=2 step of tiny-llama (fp32, sequence parallelism, ``extra``
     overrides), checked for one graph without breaks and for the eager loss and gradients; its results."""
-    out = tmp_path / "results.pt"
-    overrides = {"model.preset": "tiny-llama", "parallel.tp": 2, "parallel.dp_shard": 1,
-                 "train.activation_checkpointing": "none", "train.seq_len": 32, "train.global_batch_size": micro_batch,
-                 "train.micro_batch_size": micro_batch, "train.dtype": "float32", "output.progress": False,
-                 "fuse": fuse, **extra}
-    torchrun(2, "_compile_worker.py", "--overrides", json.dumps(overrides), "--out", str(out))
-    r = torch.load(out)
-    assert r["graphs"] == 1 and r["breaks"] == 0
-    assert r["compiled"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-6)
-    for name, grad in r["eager"]["grads"].items():
-        torch.testing.assert_close(r["compiled"]["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
-    return r
+    return compiled_step(tmp_path, {"model.preset": "tiny-llama", "parallel.tp": 2, "parallel.dp_shard": 1,
+                                    "train.activation_checkpointing": "none", "train.seq_len": 32,
+                                    "train.global_batch_size": micro_batch, "train.micro_batch_size": micro_batch,
+                                    "train.dtype": "float32", "output.progress": False, "fuse": fuse, **extra})
 
 
 @pytest.mark.parametrize("micro_batch, readers", [(2, [2, 3]), (1, [0, 2])])
