@@ -32,9 +32,9 @@ def test_the_loss_and_its_gradient_are_transformers(preset, padded):
     want_grads = torch.autograd.grad(want, list(hf.parameters()), allow_unused=True)
 
     model = CausalLM(hf)
-    router = RouterLoss(model, 1.0, ())
+    router = RouterLoss(model, 1.0)
     assert len(router.routers) == config.num_hidden_layers - len(getattr(config, "mlp_only_layers", []))
-    router.begin(token_weights(ids.shape, 15, None, ids.device), first=True)
+    router.begin(ids, 15, first=True)
     model(ids, positions)
     got = router.loss()
     torch.testing.assert_close(got, want, rtol=1e-6, atol=0)

@@ -54,12 +54,14 @@ def layer_sums(logits: torch.Tensor, top_k: int, experts: int, weights: torch.Te
 class RouterLoss:
     """Hooks on the model's routers, and the micro-batch's loss from what they saw (``begin``, forward, ``loss``)."""
 
-    def __init__(self, model: CausalLM, coef: float, groups: tuple[Group, ...]):
+    def __init__(self, model: CausalLM, coef: float, tp: Group | None = None, cp: Group | None = None):
+        """``tp``: the TP group where sequence parallelism cuts each micro-batch's tokens over it; ``cp``: the CP group
+        where context parallelism does. The sums are completed over both."""
         recorder = getattr(type(model.hf.model), "_can_record_outputs", {}).get("router_logits")
         if recorder is None:
             raise ConfigError(f"{model.config.model_type}: transformers records no router logits for this model, "
                               "so its load-balancing loss cannot be added; set train.router_aux_loss=0")
-        self.coef, self.groups, self.index = coef, groups, recorder.index
+        self.coef, self.tp, self.groups, self.index = coef, tp, tuple(g for g in (tp, cp) if g), recorder.index
         self.experts, self.top_k = num_experts(model.config), model.config.num_experts_per_tok
         self.routers = [m for m in model.hf.modules() if isinstance(m, recorder.target_class)]
         for router in self.routers:
@@ -75,10 +77,11 @@ class RouterLoss:
         logits = output[self.index] if isinstance(output, tuple) else output
         module.load_sums = layer_sums(logits, self.top_k, self.experts, self.weights)
 
-    def begin(self, weights: torch.Tensor | None, first: bool) -> None:
-        """Before a micro-batch's forward: which of this rank's tokens count (None: all); ``first`` of the step.
-        (Hooks also record in evaluation and in checkpointed blocks' recomputation; the next forward overwrites it.)"""
-        self.weights = weights
+    def begin(self, input_ids: torch.Tensor, seq_len: int, first: bool) -> None:
+        """Before the forward of a local micro-batch (``input_ids``, rows of ``seq_len`` tokens before TP's padding);
+        ``first`` of its step. (Hooks also record in evaluation and in checkpointed blocks' recomputation; the next
+        forward overwrites that.)"""
+        self.weights = token_weights(input_ids.shape, seq_len, self.tp, input_ids.device)
         if first:
             self.step_sum, self.step_count = None, 0
 

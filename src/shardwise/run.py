@@ -20,7 +20,7 @@ from shardwise.mesh import Layout, Meshes, build_mesh, init_distributed, resolve
 from shardwise.model import CausalLM, build_meta_model, hf_config, init_weights
 from shardwise.optim import build_optimizer, build_scheduler
 from shardwise.parallelize import parallelize
-from shardwise.router import RouterLoss, coefficient, token_weights
+from shardwise.router import RouterLoss, coefficient
 from shardwise.tp import Group, partial_grad_params
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -73,11 +73,6 @@ class Run:
         if self.model.graphs is not None:
             self.model.graphs.release()
 
-    def router_weights(self, batch: Batch) -> torch.Tensor | None:
-        """Which tokens of a local batch this rank's routers see count toward their loss (``router.token_weights``)."""
-        tp = Group.of(self.meshes.tp) if self.layout.tp > 1 and self.cfg.parallel.sequence_parallel else None
-        return token_weights(batch.input_ids.shape, self.cfg.train.seq_len, tp, self.device)
-
     def logits(self, batch: Batch) -> torch.Tensor:
         """The model's logits of a local batch (``local_batch``), on the device."""
         return self.model(batch.input_ids, batch.position_ids, packed=batch.packed, documents=batch.documents)
@@ -105,6 +100,5 @@ def router_loss(cfg: Config, model: CausalLM, layout: Layout, meshes: Meshes) ->
     coef = coefficient(cfg, model.config)
     if not coef:
         return None
-    groups = [Group.of(meshes.tp)] if layout.tp > 1 and cfg.parallel.sequence_parallel else []
-    groups += [Group.of(meshes.cp)] if layout.cp > 1 else []
-    return RouterLoss(model, coef, tuple(groups))
+    tp = Group.of(meshes.tp) if layout.tp > 1 and cfg.parallel.sequence_parallel else None
+    return RouterLoss(model, coef, tp, Group.of(meshes.cp) if layout.cp > 1 else None)

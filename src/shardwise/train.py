@@ -60,7 +60,7 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
             prepare_micro_batch(run.model, i == len(micro_batches) - 1, keep_gathered=not run.cfg.parallel.reshards(),
                                 defer_grad_reduce=run.cfg.parallel.defer_grad_reduce)
         if run.router:
-            run.router.begin(run.router_weights(batch), first=i == 0)
+            run.router.begin(batch.input_ids, run.cfg.train.seq_len, first=i == 0)
         summed = run.loss_fn(run.logits(batch), batch.labels)
         loss = summed * scale.to(summed.dtype)
         if run.router:
