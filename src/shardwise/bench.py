@@ -142,7 +142,7 @@ def summarize(run: Run, times: list[float]) -> dict[str, Any]:
         "activation_checkpointing": cfg.train.activation_checkpointing,
         "compile": cfg.train.compiles(run.device.type),
         "cudagraphs": cfg.train.cudagraphs,
-        "sequence_parallel": layout.tp > 1 and cfg.parallel.sequence_parallel,  # in effect only with TP
+        "sequence_parallel": cfg.parallel.shards_tokens(),
         "loss_parallel": run.loss_parallel,
         "reshard_after_forward": cfg.parallel.reshards() if layout.dp_cp > 1 else None,  # in effect only with FSDP
         "tp_attention": cfg.parallel.attention() if layout.tp > 1 else None,  # in effect only with TP

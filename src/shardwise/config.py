@@ -57,6 +57,11 @@ class ParallelConfig:
         (``launch.resolve_auto`` does on GPUs), as that needs no memory estimate to be safe."""
         return self.reshard_after_forward != "false"
 
+    def shards_tokens(self) -> bool:
+        """Whether sequence parallelism is in effect: on, and more than one TP rank to cut each micro-batch's tokens
+        over (one TP rank holds them all)."""
+        return self.sequence_parallel and self.tp > 1
+
     def holds_whole_rows(self) -> bool:
         """Whether sequence parallelism's cut can give each TP rank whole rows (micro-batches of a multiple of
         ``tp`` sequences permitting), as attention per sequence needs: SP on, and no CP cutting the rows."""

@@ -141,7 +141,7 @@ def _sharded_report(cfg: Config, config: Any, layout: Layout, dtype: torch.dtype
     """Placements, memory and communication from the real parallelization on meta tensors; with FSDP, whether its
     blocks stay gathered from forward to backward (``parallel.reshard_after_forward=auto``: where that fits
     within ``RECOMMEND_HEADROOM`` of ``budget_gib``, as a recommendation must)."""
-    tp, sp = layout.tp, cfg.parallel.sequence_parallel and layout.tp > 1
+    tp, sp = layout.tp, cfg.parallel.shards_tokens()
     micro = micro_batch_size(cfg.train.global_batch_size, cfg.train.micro_batch_size, layout.dp)
     with fake_world(layout.world_size):
         meshes = build_mesh(layout, "cpu")
@@ -280,7 +280,7 @@ def _summary(cfg: Config, config: Any, world_size: int, layout: Layout | None, d
                   "tied_embeddings": bool(config.tie_word_embeddings), "experts": num_experts(config)},
         "world_size": world_size,
         "mesh": layout.sizes() if layout else None,
-        "sequence_parallel": cfg.parallel.sequence_parallel and tp > 1,
+        "sequence_parallel": cfg.parallel.shards_tokens(),
         "loss_parallel": cfg.parallel.loss_parallel and tp > 1,
         "compute_dtype": str(dtype).removeprefix("torch."),
         "master_dtype": cfg.model.dtype,

@@ -100,5 +100,5 @@ def router_loss(cfg: Config, model: CausalLM, layout: Layout, meshes: Meshes) ->
     coef = coefficient(cfg, model.config)
     if not coef:
         return None
-    tp = Group.of(meshes.tp) if layout.tp > 1 and cfg.parallel.sequence_parallel else None
+    tp = Group.of(meshes.tp) if cfg.parallel.shards_tokens() else None
     return RouterLoss(model, coef, tp, Group.of(meshes.cp) if layout.cp > 1 else None)
