@@ -104,8 +104,8 @@ def global_token_count(micro_labels: list[torch.Tensor], mesh: DeviceMesh) -> to
 
 
 def reduce_over_ranks(value: torch.Tensor, mesh: DeviceMesh) -> torch.Tensor:
-    """Sum one per-rank scalar over the ranks of ``mesh``: data- and context-parallel ranks, each holding the sum
-    over its own tokens (TP ranks hold the same value, so they are left out). A float64 scalar on the group's
+    """Sum a per-rank scalar (or a few, stacked) over the ranks of ``mesh``: data- and context-parallel ranks, each
+    holding the sum over its own tokens (TP ranks hold the same value, so they are left out). Float64, on the group's
     device: reading it (``float``) waits for the GPU, which the trainer does once, at the end of a step."""
     value = value.detach().to(torch.float64).to(_comm_device(mesh.get_group()))
     dist.all_reduce(value, group=mesh.get_group())

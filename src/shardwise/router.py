@@ -69,7 +69,7 @@ class RouterLoss:
             router.register_forward_hook(self._record)
         self.weights: torch.Tensor | None = None
         self.step_sum: torch.Tensor | None = None  # this rank's losses of the step so far, detached
-        self.step_count = 0  # and how many
+        self.step_mean: torch.Tensor | None = None  # the step's mean over every DP rank (``train.forward_backward``)
 
     def _record(self, module: torch.nn.Module, args: tuple, output: torch.Tensor | tuple) -> None:
         """Each router keeps its own sums (one list growing over the layers would make compiled blocks guard on
@@ -83,7 +83,7 @@ class RouterLoss:
         forward overwrites that.)"""
         self.weights = token_weights(input_ids.shape, seq_len, self.tp, input_ids.device)
         if first:
-            self.step_sum, self.step_count = None, 0
+            self.step_sum = None
 
     def loss(self) -> torch.Tensor:
         """The micro-batch's load-balancing loss (unscaled), the same on every rank sharing its tokens."""
@@ -97,7 +97,6 @@ class RouterLoss:
         value = e * (counts / tokens * probs / tokens).sum()
         detached = value.detach()
         self.step_sum = detached if self.step_sum is None else self.step_sum + detached
-        self.step_count += 1
         return value
 
 

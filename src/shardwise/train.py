@@ -46,7 +46,7 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
     one reduction per step for 4 bytes per parameter more, which an 8B model on 2 GPUs cannot afford.
     Blocks kept gathered from forward to backward stay gathered until the last micro-batch
     (``parallelize.prepare_micro_batch``). A mixture of experts' load-balancing loss (``run.router``) joins the
-    gradients, not the returned loss, which stays the token cross-entropy (``router_loss_mean`` reports it).
+    gradients, not the returned loss, which stays the token cross-entropy (``RouterLoss.step_mean``).
     """
     micro_batches = [run.local_batch(b).to(run.device) for b in micro_batches]
     n_tokens = global_token_count([b.labels for b in micro_batches], run.meshes.dp_cp)
@@ -69,13 +69,13 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
         loss.backward()
         loss_sum += summed.detach().double()
     sum_partial_grads(run.partial_grads, run.meshes.tp)
-    return reduce_over_ranks(loss_sum, run.meshes.dp_cp) / n_tokens
-
-
-def router_loss_mean(run: Run) -> float:
-    """The step's load-balancing loss (before its coefficient): the mean over every DP rank's micro-batches."""
-    total = reduce_over_ranks(run.router.step_sum.double(), run.meshes.dp_cp)  # each CP rank holds it whole
-    return float(total) / (run.layout.dp_cp * run.router.step_count)
+    if not run.router:
+        return reduce_over_ranks(loss_sum, run.meshes.dp_cp) / n_tokens
+    # one reduction for both sums; each CP rank holds the router's whole, so its mean divides by dp x cp
+    loss_total, router_total = reduce_over_ranks(torch.stack([loss_sum, run.router.step_sum.double()]),
+                                                 run.meshes.dp_cp)
+    run.router.step_mean = router_total / (run.layout.dp_cp * len(micro_batches))
+    return loss_total / n_tokens
 
 
 @torch.no_grad()
@@ -202,7 +202,7 @@ def train(cfg: Config) -> list[dict]:
                 "elapsed_s": time.perf_counter() - start, "skipped_steps": skipped,
             }
             if run.router:
-                record["router_loss"] = router_loss_mean(run)
+                record["router_loss"] = float(run.router.step_mean)
             evaluate_now = val_batches is not None and (step + 1) % cfg.train.eval_every == 0
             watchdog.phase(f"evaluation after step {step + 1}")
             record["val_loss"] = evaluate(run, val_batches, cfg.data.val_batches) if evaluate_now else None
