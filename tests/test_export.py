@@ -8,6 +8,9 @@ checkpoint of step k, exported and loaded with plain ``AutoModelForCausalLM.from
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +20,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from shardwise.cli import main
-from shardwise.config import load_config
+from shardwise.config import Config, load_config
 from shardwise.data import StepBatches, load_data
 
 RUN = {"train.seq_len": "32", "train.global_batch_size": "4", "train.micro_batch_size": "2",
@@ -37,12 +40,21 @@ def train(overrides: dict[str, str]) -> None:
     shardwise("train", *(f"--{k}={v}" for k, v in overrides.items()))
 
 
-@pytest.fixture(scope="module", params=list(CASES))
-def trained(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp(request.param)
-    overrides = {**RUN, **CASES[request.param], "output.dir": str(out)}
-    train(overrides)
-    return load_config(None, overrides), out
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Callable[[str], tuple[Config, Path]]:
+    """A case's run, trained once for this module whichever tests ask for it (parametrized here or below)."""
+    @cache
+    def run(name: str) -> tuple[Config, Path]:
+        out = tmp_path_factory.mktemp(name)
+        overrides = {**RUN, **CASES[name], "output.dir": str(out)}
+        train(overrides)
+        return load_config(None, overrides), out
+    return run
+
+
+@pytest.fixture(params=list(CASES))
+def trained(request, runs) -> tuple[Config, Path]:
+    return runs(request.param)
 
 
 def logged_losses(out) -> list[float]:

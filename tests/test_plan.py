@@ -501,10 +501,12 @@ def test_memory_bounds_the_measured_peaks(tmp_path, capsys):
     FSDP, TP, CP all-gathered and round the ring, 8B at 8k to 128k tokens, fp32 and bf16 master weights, every
     architecture's plan file), and a tight one for the large runs: within 35%."""
     sys.path.insert(0, str(RESULTS.parent))
-    loose = []
+    loose, estimates = [], {}
     for label, args, peak in measured_rows(tmp_path):
-        _, plan = plan_json(capsys, *args, "--device-memory-gib=79.1")
-        estimate = plan["memory_bytes"]["total"] / 2**30
+        if tuple(args) not in estimates:  # runs repeated in several calls are planned once
+            _, plan = plan_json(capsys, *args, "--device-memory-gib=79.1")
+            estimates[tuple(args)] = plan["memory_bytes"]["total"] / 2**30
+        estimate = estimates[tuple(args)]
         assert estimate >= peak, f"{label}: estimate {estimate:.2f} GiB < measured peak {peak:.2f} GiB"
         if peak > LARGE_GIB and estimate > MAX_RATIO * peak:
             loose.append(f"{label}: {estimate:.2f} GiB for {peak:.2f}")
