@@ -60,7 +60,9 @@ def test_block_masks_train_as_the_dense_mask(preset, monkeypatch):
     config = hf_config(ModelConfig(preset=preset))
     model = CausalLM(AutoModelForCausalLM.from_config(config, dtype=torch.float32))
     init_weights(model, torch.device("cpu"), seed=1)
-    ids = torch.randint(0, 256, (3, 300))
+    # seeded: in a mixture of experts a token whose top experts' scores nearly tie goes to another expert when the
+    # attention sums in another order, so the comparison holds for given tokens, not for whatever the RNG holds
+    ids = torch.randint(0, 256, (3, 300), generator=torch.Generator().manual_seed(0))
     positions = torch.stack([torch.cat([torch.arange(n) for n in (40, 150, 3, 107)]),
                              torch.cat([torch.arange(20, 200), torch.arange(120)]), torch.arange(300)])
     calls = []
