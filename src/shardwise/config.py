@@ -332,7 +332,7 @@ def validate(cfg: Config) -> None:
     if t.cudagraphs and t.compile == "true":
         raise ConfigError("train.cudagraphs=true replays eager blocks (compiled ones launch few kernels already); "
                           "set train.compile=auto or false")
-    if p.async_tp and not (t.compile != "false" and not t.cudagraphs and p.tp > 1 and p.sequence_parallel):
+    if p.async_tp and not (t.compile != "false" and not t.cudagraphs and p.shards_tokens()):
         raise ConfigError("parallel.async_tp=true needs train.compile (auto or true), train.cudagraphs=false, "
                           "parallel.tp > 1 and parallel.sequence_parallel=true (it pipelines the SP "
                           "all-gather/reduce-scatter in compiled blocks)")
